@@ -1,0 +1,28 @@
+"""sigprof: a CPU-time sampling profiler for WebAssembly guests run by wasmtime-py.
+
+    import sigprof
+    engine = sigprof.engine()
+    ...
+    with sigprof.profile(store, modules=[("app", module)]) as prof:
+        instance.exports(store)["run"](store, 10)
+    prof.save("run.json")          # Firefox Profiler
+    prof.save("run.sigprof")       # raw recording: sigprof.load() it anywhere
+"""
+
+__version__ = "0.1.0"
+
+from . import _imports  # noqa: F401  (remembers host functions' import names)
+from .profiler import FAR_DEADLINE, Profiler, engine, profile
+from .rawfile import RecordingFormatError
+from .recording import Recording
+
+
+def load(path) -> Recording:
+    """Read a raw ``.sigprof`` recording (no wasm module needed)."""
+    import os
+    from . import rawfile
+    return rawfile.load(os.fspath(path))
+
+
+__all__ = ["FAR_DEADLINE", "Profiler", "Recording", "RecordingFormatError", "engine", "load",
+           "profile", "__version__"]

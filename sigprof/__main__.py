@@ -1,0 +1,225 @@
+"""The ``sigprof`` command line: argument parsing and wiring only.
+
+    sigprof record [-o OUT] [--clock cpu|prof|wall] [--interval 1ms] [--capacity N]
+                   [--invoke NAME [--arg VALUE]...] [--dir HOST::GUEST]... [--env KEY=VALUE]...
+                   MODULE.wasm|MODULE.wat [ARGS...]
+    sigprof convert IN.sigprof -o OUT [--format firefox|raw|collapsed|text]
+    sigprof report IN.sigprof|IN.json[.gz] [--top N]
+
+Every error is one line on stderr and a non-zero exit (2 for bad input), never
+a traceback (set SIGPROF_DEBUG=1 to see one) and never a half-written file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import sys
+from typing import List, Optional, Sequence
+
+from . import __version__, runner
+from .export import FORMATS, UnknownFormat, format_for_path, write
+from .rawfile import RecordingFormatError
+
+EXIT_BAD_INPUT = 2
+
+
+class CliError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:      # one line, not argparse's usage dump
+        raise CliError(f"{message} (see `sigprof {self.prog.split()[-1]} --help`)"
+                       if " " in self.prog else f"{message} (see `sigprof --help`)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="sigprof", description="CPU-time sampling profiler for WebAssembly guests "
+                                            "run by wasmtime")
+    p.add_argument("--version", action="version", version=f"sigprof {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    rec = sub.add_parser("record", help="run a module under the profiler and write a profile")
+    rec.add_argument("-o", "--output", default="sigprof.json",
+                     help="output file; its suffix picks the format: .json/.json.gz (Firefox "
+                          "Profiler), .sigprof (raw), .collapsed, .txt (default: sigprof.json)")
+    rec.add_argument("--clock", choices=("cpu", "prof", "wall"), default="cpu",
+                     help="cpu: user CPU time (ITIMER_VIRTUAL); prof: user+system; wall: "
+                          "wall-clock time (default: cpu)")
+    rec.add_argument("--interval", default="1ms",
+                     help="time between samples: 250us, 1ms, 0.004 (seconds) (default: 1ms)")
+    rec.add_argument("--capacity", type=int, default=None, help="samples the ring buffer holds")
+    rec.add_argument("--max-depth", type=int, default=None, help="native frames walked per sample")
+    rec.add_argument("--when-full", choices=("newest", "stop"), default="newest",
+                     help="ring full: keep the newest samples or stop recording")
+    rec.add_argument("--invoke", metavar="NAME",
+                     help="call this exported function instead of the WASI _start")
+    rec.add_argument("--arg", action="append", default=[], metavar="VALUE",
+                     help="an argument for --invoke (repeat for each parameter)")
+    rec.add_argument("--dir", action="append", default=[], metavar="HOST::GUEST",
+                     help="preopen directory HOST as GUEST for the WASI program (repeatable)")
+    rec.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                     help="set an environment variable for the WASI program (repeatable)")
+    rec.add_argument("--name", help="module name shown in the profile (default: the file name)")
+    rec.add_argument("--host-details", action="store_true",
+                     help="include host name, pid/tid and full paths (for private use)")
+    rec.add_argument("--top", type=int, default=5, help="functions listed in the summary")
+    rec.add_argument("module", metavar="MODULE.wasm|MODULE.wat")
+    rec.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS",
+                     help="arguments passed to the WASI program (everything after MODULE goes "
+                          "to the program, as with `wasmtime run`: put sigprof's options first)")
+
+    conv = sub.add_parser("convert", help="convert a raw recording to another format")
+    conv.add_argument("input", metavar="IN.sigprof")
+    conv.add_argument("-o", "--output", required=True, help="output file")
+    conv.add_argument("--format", choices=FORMATS,
+                      help="output format (default: from the output file's suffix)")
+
+    rep = sub.add_parser("report", help="print the top functions and the hottest path")
+    rep.add_argument("input", metavar="IN.sigprof|IN.json")
+    rep.add_argument("--top", type=int, default=10, help="functions listed (default: 10)")
+    return p
+
+
+def _pairs(values: Sequence[str], sep: str, option: str, example: str) -> List[tuple]:
+    out = []
+    for value in values:
+        if sep not in value:
+            raise CliError(f"{option} {value!r}: expected {example}")
+        left, right = value.split(sep, 1)
+        if not left:
+            raise CliError(f"{option} {value!r}: expected {example}")
+        out.append((left, right))
+    return out
+
+
+def _positive(value: Optional[int], option: str) -> Optional[int]:
+    if value is not None and value < 1:
+        raise CliError(f"{option} must be a positive integer, not {value}")
+    return value
+
+
+def cmd_record(a: argparse.Namespace) -> int:
+    interval = runner.parse_interval(a.interval)
+    try:
+        fmt = format_for_path(a.output)
+    except UnknownFormat as exc:
+        raise CliError(str(exc)) from None
+    options = {"interval": interval, "clock": a.clock, "when_full": a.when_full,
+               "host_details": a.host_details}
+    if _positive(a.capacity, "--capacity") is not None:
+        options["capacity"] = a.capacity
+    if _positive(a.max_depth, "--max-depth") is not None:
+        options["max_depth"] = a.max_depth
+    if a.invoke is None and a.arg:
+        raise CliError("--arg needs --invoke NAME")
+    args = a.args[1:] if a.args[:1] == ["--"] else a.args
+    result = runner.run(a.module, args, invoke=a.invoke, invoke_args=a.arg,
+                        dirs=_pairs(a.dir, "::", "--dir", "HOST::GUEST"),
+                        env=_pairs(a.env, "=", "--env", "KEY=VALUE"), name=a.name, **options)
+    rec = result.recording
+    write(rec, a.output, fmt)
+    _summary(rec, a.output, fmt, a.top, result)
+    return result.exit_code
+
+
+def _summary(rec, path: str, fmt: str, top: int, result: runner.RunResult) -> None:
+    from .analysis import summarise
+    err = sys.stderr
+    kinds = {"firefox": "Firefox Profiler profile (open it at https://profiler.firefox.com)",
+             "raw": "raw recording", "collapsed": "collapsed stacks", "text": "text report"}
+    if result.outcome == "trap":
+        print(f"sigprof: guest trapped: {result.message}", file=err)
+    elif result.outcome == "exit" and result.exit_code:
+        print(f"sigprof: guest exited with code {result.exit_code}", file=err)
+    elif result.outcome == "interrupted":
+        print("sigprof: interrupted; the profile up to that point was kept", file=err)
+    if result.results:
+        print(f"sigprof: {result.recording.meta.get('name')} returned "
+              f"{', '.join(map(str, result.results))}", file=err)
+    cpu_ms = rec.total_cpu_ns / 1e6
+    print(f"sigprof: wrote {os.path.abspath(path)} ({kinds[fmt]})", file=err)
+    print(f"sigprof: {rec.samples} samples, {cpu_ms:.1f} ms CPU sampled, clock {rec.clock}"
+          + (f", {rec.dropped} dropped" if rec.dropped else "")
+          + (f", {rec.truncated} truncated" if rec.truncated else ""), file=err)
+    summary = summarise(rec.iter_stacks())
+    if summary.total_weight and top > 0:
+        print("sigprof: top functions by self time:", file=err)
+        for f in summary.top_self(top):
+            if f.self_weight <= 0:
+                break
+            label = f.label
+            where = f" [{label.module}]" if label.kind == "wasm" else ""
+            print(f"  {summary.share(f.self_weight):5.1f}%  {label.name}{where}", file=err)
+
+
+def cmd_convert(a: argparse.Namespace) -> int:
+    from . import rawfile
+    try:
+        fmt = a.format or format_for_path(a.output)
+    except UnknownFormat as exc:
+        raise CliError(str(exc)) from None
+    rec = rawfile.load(a.input)
+    write(rec, a.output, fmt)
+    print(f"sigprof: wrote {os.path.abspath(a.output)} ({fmt}, {rec.samples} samples)",
+          file=sys.stderr)
+    return 0
+
+
+def cmd_report(a: argparse.Namespace) -> int:
+    from . import rawfile
+    from .export import firefox, text
+    top = _positive(a.top, "--top") or 10
+    with open(a.input, "rb") as f:
+        head = f.read(8)
+    if head == rawfile.MAGIC:
+        print(rawfile.load(a.input).report(top), end="")
+        return 0
+    try:
+        with open(a.input, "rb") as f:
+            data = f.read()
+        if data[:2] == b"\x1f\x8b":
+            data = gzip.decompress(data)
+        profile = json.loads(data)
+    except (ValueError, OSError, EOFError) as exc:
+        raise CliError(f"{a.input}: neither a sigprof recording nor a JSON profile "
+                       f"({type(exc).__name__})") from None
+    if not isinstance(profile, dict):
+        raise CliError(f"{a.input}: not a Firefox profile")
+    try:
+        stacks = list(firefox.weighted_stacks(profile))
+    except firefox.NotAProfile as exc:
+        raise CliError(f"{a.input}: {exc}") from None
+    print(text.convert_firefox(profile, stacks, top), end="")
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    try:
+        a = _parser().parse_args(argv)
+        return {"record": cmd_record, "convert": cmd_convert, "report": cmd_report}[a.command](a)
+    except SystemExit as exc:                      # --help / --version
+        return int(exc.code or 0)
+    except (CliError, runner.RunError, RecordingFormatError, UnknownFormat) as exc:
+        print(f"sigprof: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OSError as exc:
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        print(f"sigprof: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("sigprof: interrupted", file=sys.stderr)
+        return runner.INTERRUPT_EXIT_CODE
+    except Exception as exc:  # a bug of ours: still one line, unless debugging
+        if os.environ.get("SIGPROF_DEBUG"):
+            raise
+        print(f"sigprof: internal error: {type(exc).__name__}: {exc} "
+              f"(set SIGPROF_DEBUG=1 for a traceback)", file=sys.stderr)
+        return 70
+
+
+if __name__ == "__main__":
+    sys.exit(main())

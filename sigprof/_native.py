@@ -1,0 +1,155 @@
+"""A signal handler that notes the tick and bumps the epoch, in native code.
+
+Why: a Python-level handler never runs while wasm runs (DESIGN.md fact 1),
+and a relay thread that reacts to the signal needs a CPU and the GIL before it
+can bump the epoch -- while the guest runs Python host code it waits up to the
+GIL switch interval, so a tick that landed in wasm just before a host call is
+charged to the call site.  ``wasmtime_engine_increment_epoch`` is a single
+atomic add, async-signal-safe, so the handler can call it directly.
+
+What: about 40 bytes of x86-64 machine code, written at run time into a page
+mapped read+write, then made read+execute (never both), and installed with
+libc ``sigaction`` (SA_RESTART | SA_ONSTACK, like CPython's own handlers)::
+
+    mov  rax, <tick counter address>
+    lock inc qword [rax]             ; note the tick
+    sub  rsp, 8                      ; keep the stack 16-byte aligned for calls
+    mov  rdi, <engine>               ; } once per engine
+    mov  rax, <wasmtime_engine_increment_epoch>
+    call rax                         ; }
+    add  rsp, 8
+    ret
+
+Nothing is compiled at install time and nothing else runs in signal context.
+The counter lives in a separate read+write page and is read from Python as a
+``ctypes.c_uint64``.  The previous ``sigaction`` is saved and restored
+exactly.  Both pages are mapped once per process and reused: code a handler
+might still be executing is never unmapped.
+
+Limits: x86-64 Linux only (elsewhere ``_timer`` falls back to the wakeup-fd
+relay); a system that forbids executable anonymous memory also falls back.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import mmap
+import platform
+import struct
+import sys
+from typing import List, Optional, Sequence
+
+from wasmtime import _bindings as _b
+
+SA_RESTART = 0x10000000
+SA_ONSTACK = 0x08000000
+PROT_READ, PROT_WRITE, PROT_EXEC = 1, 2, 4
+PAGE = mmap.PAGESIZE
+
+
+class _Sigaction(ctypes.Structure):
+    # glibc's struct sigaction on x86-64: handler, sa_mask (1024 bits), flags, restorer.
+    _fields_ = [("handler", ctypes.c_void_p), ("mask", ctypes.c_ulong * 16),
+                ("flags", ctypes.c_int), ("restorer", ctypes.c_void_p)]
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.mmap.restype = ctypes.c_void_p
+_libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                       ctypes.c_int, ctypes.c_long]
+_libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+_libc.sigaction.argtypes = [ctypes.c_int, ctypes.POINTER(_Sigaction), ctypes.POINTER(_Sigaction)]
+
+_INCREMENT_EPOCH = ctypes.cast(_b._wasmtime_engine_increment_epoch, ctypes.c_void_p).value
+
+
+class NativeUnavailable(RuntimeError):
+    pass
+
+
+def supported() -> bool:
+    return sys.platform.startswith("linux") and platform.machine() in ("x86_64", "AMD64")
+
+
+def _map(prot: int) -> int:
+    address = _libc.mmap(None, PAGE, prot, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, -1, 0)
+    if address in (None, ctypes.c_void_p(-1).value):
+        raise NativeUnavailable(f"mmap failed (errno {ctypes.get_errno()})")
+    return address
+
+
+def _code(counter_address: int, engine_addresses: Sequence[int]) -> bytes:
+    code = b"\x48\xB8" + struct.pack("<Q", counter_address)   # mov rax, imm64
+    code += b"\xF0\x48\xFF\x00"                               # lock inc qword [rax]
+    code += b"\x48\x83\xEC\x08"                               # sub rsp, 8
+    for engine in engine_addresses:
+        code += b"\x48\xBF" + struct.pack("<Q", engine)       # mov rdi, imm64
+        code += b"\x48\xB8" + struct.pack("<Q", _INCREMENT_EPOCH)
+        code += b"\xFF\xD0"                                   # call rax
+    code += b"\x48\x83\xC4\x08"                               # add rsp, 8
+    code += b"\xC3"                                           # ret
+    return code
+
+
+class _Pages:
+    code = 0
+    data = 0
+
+
+def _pages() -> _Pages:
+    if not _Pages.code:
+        if not supported():
+            raise NativeUnavailable(f"no native tick handler for {platform.machine()}")
+        _Pages.data = _map(PROT_READ | PROT_WRITE)
+        _Pages.code = _map(PROT_READ | PROT_WRITE)
+        if _libc.mprotect(_Pages.code, PAGE, PROT_READ | PROT_EXEC) != 0:
+            raise NativeUnavailable("executable memory is not allowed here")
+    return _Pages
+
+
+class NativeHandler:
+    """Install/uninstall the stub for one signal; ``counter`` counts ticks."""
+
+    def __init__(self) -> None:
+        pages = _pages()
+        self._pages = pages
+        self.counter = ctypes.c_uint64.from_address(pages.data)
+        self._old: Optional[_Sigaction] = None
+        self._signum = 0
+
+    def install(self, signum: int, engine_addresses: List[int]) -> None:
+        pages = self._pages
+        code = _code(pages.data, engine_addresses)
+        if len(code) > PAGE:
+            raise NativeUnavailable("too many engines for one handler page")
+        if _libc.mprotect(pages.code, PAGE, PROT_READ | PROT_WRITE) != 0:
+            raise NativeUnavailable("cannot make the handler page writable")
+        ctypes.memmove(pages.code, code, len(code))
+        if _libc.mprotect(pages.code, PAGE, PROT_READ | PROT_EXEC) != 0:
+            raise NativeUnavailable("executable memory is not allowed here")
+        self.counter.value = 0
+        new = _Sigaction()
+        new.handler = pages.code
+        new.flags = SA_RESTART | SA_ONSTACK
+        old = _Sigaction()
+        if _libc.sigaction(signum, ctypes.byref(new), ctypes.byref(old)) != 0:
+            raise NativeUnavailable(f"sigaction failed (errno {ctypes.get_errno()})")
+        self._old = old
+        self._signum = signum
+
+    def current_handler_is_ours(self) -> bool:
+        now = _Sigaction()
+        _libc.sigaction(self._signum, None, ctypes.byref(now))
+        return now.handler == self._pages.code
+
+    def uninstall(self) -> None:
+        if self._old is not None:
+            _libc.sigaction(self._signum, ctypes.byref(self._old), None)
+            self._old = None
+
+
+def current_disposition(signum: int) -> int:
+    """The raw handler address installed for ``signum`` (0 = default, 1 = ignore)."""
+    now = _Sigaction()
+    _libc.sigaction(signum, None, ctypes.byref(now))
+    return now.handler or 0

@@ -1,0 +1,123 @@
+"""The preallocated ring buffer that samples are written into.
+
+Two fixed arrays, allocated and zero-filled once at start and never resized:
+
+* ``header``: ``capacity`` records of ``HEADER_FIELDS`` signed 64-bit integers
+  (timestamp, CPU delta, wall delta, where the sample's PCs start, how many,
+  what kind of sample, how many ticks it covers).
+* ``pcs``: a stream of ``pc_capacity`` unsigned 64-bit words.  ``backtrace()``
+  writes each sample's raw return addresses straight into it, so a sample
+  costs as many words as its native stack is deep, not a fixed slot.
+
+Positions in the PC stream are kept as absolute counts that only grow; a
+sample's words live at ``abs_start % pc_capacity``.  When fewer than
+``max_depth`` words remain before the end, the writer skips to the start
+(counting the skipped words), so one sample never wraps.  A sample is intact
+while no later sample has written over its words, which ``intact`` checks
+from the absolute positions alone.
+
+The writer is the capture code (``_capture.py``); this module owns the layout
+and the reading back, which happens after the run.
+"""
+
+from __future__ import annotations
+
+from array import array
+from dataclasses import dataclass
+from typing import Iterator, Tuple
+
+# Header record layout (indices into one record).
+H_TIME = 0        # ns since the start of the profile, when the sample was taken
+H_CPU = 1         # thread CPU ns since the previous sample (profiler time excluded)
+H_WALL = 2        # wall ns since the previous sample (profiler time excluded)
+H_PC_START = 3    # absolute position of the first PC in the stream
+H_PC_COUNT = 4    # number of PCs backtrace() wrote
+H_KIND = 5        # 0 = in guest (epoch check); >0 = host function id + 1; <0 = special
+H_TICKS = 6       # timer ticks this sample accounts for
+H_SPARE = 7
+HEADER_FIELDS = 8
+
+KIND_GUEST = 0
+KIND_OUTSIDE = -1      # the thread was running Python outside any guest call
+KIND_DEFERRED = -2     # (reserved) a sample that could not capture a stack
+
+FULL_KEEP_NEWEST = "newest"
+FULL_STOP = "stop"
+
+
+class Ring:
+    """Fixed-size storage for raw samples; see the module docstring."""
+
+    def __init__(self, capacity: int, max_depth: int, pcs_per_sample: int = 96,
+                 when_full: str = FULL_KEEP_NEWEST):
+        if capacity < 1:
+            raise ValueError("capacity must be at least 1 sample")
+        if max_depth < 8:
+            raise ValueError("max_depth must be at least 8 frames")
+        if when_full not in (FULL_KEEP_NEWEST, FULL_STOP):
+            raise ValueError(f"when_full must be {FULL_KEEP_NEWEST!r} or {FULL_STOP!r}, not {when_full!r}")
+        self.capacity = capacity
+        self.max_depth = max_depth
+        self.when_full = when_full
+        # ``capacity`` samples of average depth, plus the slack the writer may skip
+        # at the end of the stream (it needs ``max_depth`` free words per sample).
+        self.pc_capacity = capacity * pcs_per_sample + max_depth
+        self.header = array("q", [0]) * (HEADER_FIELDS * capacity)
+        self.pcs = array("Q", [0]) * self.pc_capacity
+        self.pcs_address = self.pcs.buffer_info()[0]
+        # Writer state, advanced by the capture code.
+        self.count = 0          # samples written, ever
+        self.pc_end = 0         # absolute stream position after the last sample
+        self.refused = 0        # samples not written because the ring was full (stop mode)
+
+    @property
+    def nbytes(self) -> int:
+        return self.header.itemsize * len(self.header) + self.pcs.itemsize * len(self.pcs)
+
+    def retained(self) -> range:
+        """Sample numbers still held: the newest ``capacity`` at most."""
+        return range(max(0, self.count - self.capacity), self.count)
+
+    def intact(self, start: int) -> bool:
+        """No later sample has written over the words starting at ``start``."""
+        return self.pc_end - start <= self.pc_capacity
+
+    def read(self) -> Iterator["RawSample"]:
+        """Yield retained samples whose PCs are intact, oldest first."""
+        hdr = self.header
+        pcs = self.pcs
+        cap = self.pc_capacity
+        for n in self.retained():
+            base = (n % self.capacity) * HEADER_FIELDS
+            rec = hdr[base:base + HEADER_FIELDS]
+            start, count = rec[H_PC_START], rec[H_PC_COUNT]
+            if not self.intact(start):
+                continue
+            pos = start % cap
+            yield RawSample(time_ns=rec[H_TIME], cpu_ns=rec[H_CPU], wall_ns=rec[H_WALL],
+                            kind=rec[H_KIND], ticks=rec[H_TICKS],
+                            pcs=tuple(pcs[pos:pos + count]), depth_limited=count >= self.max_depth)
+
+    def lost(self) -> int:
+        """Samples written but no longer readable, plus samples refused."""
+        readable = sum(1 for _ in self._intact_numbers())
+        return self.count - readable + self.refused
+
+    def _intact_numbers(self) -> Iterator[int]:
+        hdr = self.header
+        for n in self.retained():
+            base = (n % self.capacity) * HEADER_FIELDS
+            if self.intact(hdr[base + H_PC_START]):
+                yield n
+
+
+@dataclass(frozen=True)
+class RawSample:
+    time_ns: int
+    cpu_ns: int
+    wall_ns: int
+    kind: int
+    ticks: int
+    pcs: Tuple[int, ...]       # innermost first, as backtrace() wrote them
+    depth_limited: bool        # backtrace() filled the whole max_depth budget
+

@@ -1,0 +1,328 @@
+"""Tick sources: what decides *when* a sample is due.
+
+A tick source counts ticks in ``tick_word`` (a ``ctypes.c_uint64`` the
+capture reads) and makes each tick increment the epoch of the profiled
+engines, so the guest reaches its epoch-deadline callback at its next
+function entry or loop header.
+
+``ITimerTicks`` is the real one: ``setitimer`` delivers a signal per interval
+of the chosen clock, and a relay turns the signal into a counted tick plus an
+epoch bump.  Two relays exist:
+
+* ``native`` (x86-64 Linux, the default): the signal handler itself is a
+  40-byte machine-code stub that increments the counter and calls
+  ``wasmtime_engine_increment_epoch`` (see ``_native.py``).  Synchronous, in
+  the interrupted thread, no GIL, no extra thread, no wakeup fd -- so asyncio's
+  wakeup fd is never touched, and it works when the profile starts off the
+  main thread.
+* ``wakeup`` (the fallback elsewhere): a Python-level handler is installed and
+  CPython's C handler writes each signal number to the *wakeup fd*, a pipe a
+  relay thread blocks on; the relay counts tick bytes and bumps the epochs, and
+  forwards other signals' bytes to the wakeup fd installed before (asyncio's).
+  Its limit: the relay needs the GIL, so while the guest runs Python host code
+  a tick can be seen up to the GIL switch interval late.  It needs the main
+  thread.
+
+Either way, the kernel delivers CPU-time signals at most at its tick rate
+(250 per CPU-second on CONFIG_HZ=250) whatever interval is asked (DESIGN.md
+fact 2): samples carry measured CPU deltas, never the nominal interval.
+ITIMER_VIRTUAL and ITIMER_PROF count the whole process's CPU time.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import threading
+import time
+from typing import List, Optional
+
+import wasmtime
+
+from . import _native
+
+CLOCKS = {
+    # clock name: (setitimer which, signal, what it measures)
+    "cpu": (signal.ITIMER_VIRTUAL, signal.SIGVTALRM, "user CPU time of the process"),
+    "prof": (signal.ITIMER_PROF, signal.SIGPROF, "user+system CPU time of the process"),
+    "wall": (signal.ITIMER_REAL, signal.SIGALRM, "wall-clock time"),
+}
+RELAYS = ("auto", "native", "wakeup")
+
+_TIMER_NAMES = {signal.ITIMER_VIRTUAL: "ITIMER_VIRTUAL", signal.ITIMER_PROF: "ITIMER_PROF",
+                signal.ITIMER_REAL: "ITIMER_REAL"}
+
+_STOP_BYTE = 0  # never a signal number
+
+
+def _engine_address(engine: wasmtime.Engine) -> int:
+    return ctypes.cast(engine.ptr(), ctypes.c_void_p).value or 0
+
+
+class TickSource:
+    """Interface: ``start(engines)`` then ``stop()``; ``tick_word`` counts ticks."""
+
+    clock = "manual"
+    relay = "manual"
+    signum: Optional[int] = None
+    interval: float = 0.0
+
+    def __init__(self) -> None:
+        self.tick_word = ctypes.c_uint64(0)
+
+    def start(self, engines: List[wasmtime.Engine]) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> dict:
+        """Stop ticking and restore everything; return notes for the recording."""
+        raise NotImplementedError
+
+    @property
+    def ticks(self) -> int:
+        return self.tick_word.value
+
+
+class ManualTicks(TickSource):
+    """Ticks only when ``tick()`` is called: deterministic tests."""
+
+    def start(self, engines: List[wasmtime.Engine]) -> None:
+        self._engines = list(engines)
+
+    def tick(self, n: int = 1) -> None:
+        self.tick_word.value += n
+        for engine in self._engines:
+            engine.increment_epoch()
+
+    def stop(self) -> dict:
+        self._engines = []
+        return {}
+
+
+# Only one itimer source can run in a process at a time: timers, signal
+# dispositions and the wakeup fd are all process-wide.
+_ACTIVE_LOCK = threading.Lock()
+_active: Optional["ITimerTicks"] = None
+
+
+class ITimerTicks(TickSource):
+    """setitimer + a relay (native stub or wakeup fd); see the module docstring."""
+
+    def __init__(self, clock: str, interval: float, relay: str = "auto"):
+        super().__init__()
+        if clock not in CLOCKS:
+            raise ValueError(f"clock must be one of {', '.join(CLOCKS)}, not {clock!r}")
+        if not interval > 0:
+            raise ValueError(f"interval must be a positive number of seconds, not {interval!r}")
+        if relay not in RELAYS:
+            raise ValueError(f"relay must be one of {', '.join(RELAYS)}, not {relay!r}")
+        self.clock = clock
+        self.interval = float(interval)
+        self.which, self.signum, _ = CLOCKS[clock]
+        self._requested_relay = relay
+        self._native: Optional[_native.NativeHandler] = None
+        self._relay_thread: Optional[threading.Thread] = None
+        self._read_fd = self._write_fd = -1
+        self._previous_wakeup_fd = -1
+        self._previous_handler = None
+        self._python_handler_installed = False
+        self._wakeup_installed = False
+        self._armed = False
+        self._notes: dict = {}
+
+    # -- start ---------------------------------------------------------------------
+
+    def start(self, engines: List[wasmtime.Engine]) -> None:
+        global _active
+        name = _TIMER_NAMES[self.which]
+        if signal.getitimer(self.which) != (0.0, 0.0):
+            raise RuntimeError(
+                f"{name} is already armed by something else in this process (another profiler, "
+                f"or signal.alarm/setitimer); sigprof will not take it over. Disarm it first, or "
+                f"choose another clock (clock='cpu'|'prof'|'wall').")
+        with _ACTIVE_LOCK:
+            if _active is not None:
+                raise RuntimeError(
+                    "another sigprof profile is already running in this process; interval timers "
+                    "and signal handlers are process-wide, so profiles cannot overlap")
+            _active = self
+        try:
+            relay = self._requested_relay
+            if relay == "auto":
+                relay = "native" if _native.supported() else "wakeup"
+            if relay == "native":
+                try:
+                    self._install_native(engines)
+                except _native.NativeUnavailable as exc:
+                    if self._requested_relay == "native":
+                        raise RuntimeError(f"native tick handler unavailable: {exc}") from None
+                    self._notes["native_unavailable"] = str(exc)
+                    relay = "wakeup"
+            if relay == "wakeup":
+                self._install_wakeup(engines)
+            self.relay = relay
+            signal.setitimer(self.which, self.interval, self.interval)
+            self._armed = True
+        except BaseException:
+            self._uninstall()
+            with _ACTIVE_LOCK:
+                _active = None
+            raise
+
+    def _install_native(self, engines: List[wasmtime.Engine]) -> None:
+        handler = _native.NativeHandler()
+        handler.install(self.signum, [_engine_address(e) for e in engines])
+        self._native = handler
+        self.tick_word = handler.counter
+
+    def _install_wakeup(self, engines: List[wasmtime.Engine]) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            raise RuntimeError(
+                "without the native tick handler, sigprof must be started on the main thread "
+                "(Python lets only the main thread install signal handlers and the wakeup fd); "
+                "start the profile on the main thread, or use `sigprof record` in a subprocess")
+        self._engines = list(engines)
+        self._read_fd, self._write_fd = os.pipe()
+        os.set_blocking(self._write_fd, False)
+        self._relay_thread = threading.Thread(target=self._relay, name="sigprof-relay", daemon=True)
+        self._relay_thread.start()
+        self._previous_handler = signal.signal(self.signum, _ignore_tick)
+        self._python_handler_installed = True
+        # Restart interrupted system calls (CPython installs handlers without
+        # SA_RESTART): a tick must not turn a guest's blocking WASI call into EINTR.
+        signal.siginterrupt(self.signum, False)
+        self._previous_wakeup_fd = signal.set_wakeup_fd(self._write_fd, warn_on_full_buffer=False)
+        self._wakeup_installed = True
+
+    def _relay(self) -> None:
+        tick = self.signum
+        word = self.tick_word
+        bumps = [e.increment_epoch for e in self._engines]
+        read = os.read
+        fd = self._read_fd
+        while True:
+            try:
+                data = read(fd, 4096)
+            except OSError:
+                return
+            if not data:
+                return
+            n = data.count(tick)
+            if n:
+                word.value += n
+            if n != len(data):
+                others = bytes(b for b in data if b != tick and b != _STOP_BYTE)
+                if others and self._previous_wakeup_fd >= 0:
+                    try:
+                        os.write(self._previous_wakeup_fd, others)
+                    except OSError:
+                        pass  # full or closed: what CPython itself would do
+                if _STOP_BYTE in data:
+                    return
+            # Any signal, tick or not, brings the guest to its epoch callback,
+            # where deferred Python signal handlers (Ctrl-C) run.
+            for bump in bumps:
+                bump()
+
+    # -- stop ----------------------------------------------------------------------
+
+    def stop(self) -> dict:
+        global _active
+        try:
+            self._uninstall()
+        finally:
+            with _ACTIVE_LOCK:
+                if _active is self:
+                    _active = None
+        return dict(self._notes)
+
+    def _uninstall(self) -> None:
+        if self._armed:
+            signal.setitimer(self.which, 0.0, 0.0)
+            self._armed = False
+            self._drain_pending()
+        if self._native is not None:
+            if not self._native.current_handler_is_ours():
+                self._notes["handler_replaced"] = True
+            self._native.uninstall()
+            # Keep the final count readable after the handler is gone.
+            self.tick_word = ctypes.c_uint64(self._native.counter.value)
+            self._native = None
+        if self._relay_thread is not None:
+            try:
+                os.write(self._write_fd, bytes([_STOP_BYTE]))
+            except OSError:
+                pass
+            self._relay_thread.join(timeout=2.0)
+            self._relay_thread = None
+        if self._wakeup_installed:
+            current = signal.set_wakeup_fd(self._previous_wakeup_fd)
+            if current != self._write_fd:
+                # Someone (asyncio adding a signal handler) replaced our fd while
+                # we ran: theirs is the one to keep.  Later ticks were not relayed.
+                signal.set_wakeup_fd(current)
+                self._notes["wakeup_fd_replaced"] = True
+            self._wakeup_installed = False
+        if self._python_handler_installed:
+            previous = self._previous_handler
+            signal.signal(self.signum, previous if previous is not None else signal.SIG_DFL)
+            self._python_handler_installed = False
+        for fd in (self._read_fd, self._write_fd):
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        self._read_fd = self._write_fd = -1
+
+    def _drain_pending(self) -> None:
+        # A tick generated just before the timer was disarmed may still be
+        # pending; let it arrive while our handler is installed, or restoring
+        # the default disposition (terminate) could kill the process.
+        deadline = time.monotonic() + 0.2
+        while self.signum in signal.sigpending() and time.monotonic() < deadline:
+            time.sleep(0.001)
+
+    def _reset_after_fork(self) -> None:
+        """In a forked child: no timer was inherited and no relay thread exists."""
+        self._armed = False
+        self._relay_thread = None
+        try:
+            signal.setitimer(self.which, 0.0, 0.0)
+        except (OSError, ValueError):  # pragma: no cover
+            pass
+        if self._native is not None:
+            self._native.uninstall()
+            self._native = None
+        try:
+            if self._wakeup_installed:
+                signal.set_wakeup_fd(self._previous_wakeup_fd)
+                self._wakeup_installed = False
+            if self._python_handler_installed:
+                previous = self._previous_handler
+                signal.signal(self.signum, previous if previous is not None else signal.SIG_DFL)
+                self._python_handler_installed = False
+        except (ValueError, OSError):  # pragma: no cover - fork from a non-main thread
+            pass
+        for fd in (self._read_fd, self._write_fd):
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        self._read_fd = self._write_fd = -1
+
+
+def _ignore_tick(signum, frame) -> None:
+    """The Python-level handler of the wakeup relay: the C handler did the work."""
+
+
+def _after_fork_in_child() -> None:
+    global _active
+    source = _active
+    if source is not None:
+        source._reset_after_fork()
+        _active = None
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

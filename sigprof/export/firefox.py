@@ -1,0 +1,322 @@
+"""Recording -> the Firefox Profiler's processed profile format, version 70.
+
+Spec: firefox-devtools/profiler ``src/types/profile.ts`` and the upgraders in
+``src/profile-logic/processed-profile-versioning.ts`` (which document each
+version's change; ``docs-developer/CHANGELOG-formats.md`` stops at 48).  The
+shape of version 70, step by step from the version 55 that wasmtime writes:
+
+* v56: one ``shared.stringArray`` for the whole profile;
+* v58/v61/v64: ``shared.sources`` (id, filename, startLine, startColumn,
+  sourceMapURL, content) replaces ``funcTable.fileName``; ``funcTable`` and
+  ``frameTable`` gain ``originalLocation``; ``shared.sourceLocationTable``;
+* v60: stack, frame, func, resource and native-symbol tables move from each
+  thread to ``shared``;
+* v66: ``stackTable.prefix`` becomes ``prefixOffset`` (index minus prefix
+  index; 0 for a root);
+* v70: ``frameTable.lib`` (the frame's library, -1 for none) replaces
+  ``resourceTable.lib``.
+
+The loader upgrades older versions and refuses newer ones, so 70 loads in
+every profiler.firefox.com deployed since that version.
+
+Mapping: each guest module is a library and a library resource; a guest
+function is a func with a native symbol (its code range in the module's
+.text); a frame is one return address, nudged back by one byte as the format
+asks.  Host functions are funcs of a "Python host" resource.  Samples carry
+``weightType: "tracing-ms"`` weights -- CPU (or wall) milliseconds per
+sample, measured -- so the call tree shows time, not sample counts; and
+``threadCPUDelta`` in µs drives the CPU graph.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Tuple
+
+from ..recording import (FRAME_GUEST, FRAME_HOST, FRAME_OPAQUE, FRAME_PYTHON, FRAME_TRUNCATED,
+                         Recording)
+
+PROCESSED_PROFILE_VERSION = 70
+GECKO_PROFILE_VERSION = 31
+RESOURCE_LIBRARY = 1      # ResourceType.Library
+RESOURCE_UNKNOWN = 0
+
+CATEGORIES = [
+    {"name": "Other", "color": "grey", "subcategories": ["Other"]},
+    {"name": "WebAssembly", "color": "blue", "subcategories": ["Other"]},
+    {"name": "Python host", "color": "yellow", "subcategories": ["Other"]},
+    {"name": "Profiler", "color": "purple", "subcategories": ["Other"]},
+]
+CAT_OTHER, CAT_WASM, CAT_HOST, CAT_PROFILER = 0, 1, 2, 3
+
+
+class _Strings:
+    def __init__(self) -> None:
+        self.array: List[str] = []
+        self._index: Dict[str, int] = {}
+
+    def __call__(self, s: str) -> int:
+        i = self._index.get(s)
+        if i is None:
+            i = self._index[s] = len(self.array)
+            self.array.append(s)
+        return i
+
+
+def _table(*columns: str) -> dict:
+    t: dict = {c: [] for c in columns}
+    t["length"] = 0
+    return t
+
+
+def _ms(ns: int) -> float:
+    return round(ns / 1e6, 6)
+
+
+def convert(rec: Recording) -> dict:
+    strings = _Strings()
+    meta = rec.meta
+    start_ms = meta.get("start_unix_ns", 0) / 1e6
+    duration_ms = _ms(int(meta.get("duration_ns", 0)))
+    title = meta.get("name") or (rec.modules[0].name if rec.modules else "wasm guest")
+
+    libs = []
+    resources = _table("type", "name", "host")
+    module_resource: Dict[int, int] = {}
+    for i, module in enumerate(rec.modules):
+        libs.append({"name": module.name, "path": "", "debugName": module.name, "debugPath": "",
+                     "breakpadId": (module.digest[:32].upper() + "0"), "codeId": None,
+                     "arch": "wasm32"})
+        module_resource[i] = _append(resources, type=RESOURCE_LIBRARY, name=strings(module.name),
+                                     host=None)
+    host_resource: Optional[int] = None
+
+    funcs = _table("name", "isJS", "relevantForJS", "resource", "source", "lineNumber",
+                   "columnNumber", "originalLocation")
+    symbols = _table("libIndex", "address", "name", "functionSize")
+    frames = _table("address", "inlineDepth", "category", "subcategory", "func", "nativeSymbol",
+                    "innerWindowID", "line", "column", "originalLocation", "lib")
+    sources = _table("id", "filename", "startLine", "startColumn", "sourceMapURL", "content")
+    source_index: Dict[str, int] = {}
+    func_index: Dict[Tuple, int] = {}
+    symbol_index: Dict[Tuple[int, int], int] = {}
+
+    def source_for(filename: str) -> Optional[int]:
+        if not filename:
+            return None
+        i = source_index.get(filename)
+        if i is None:
+            i = source_index[filename] = _append(sources, id=None, filename=strings(filename),
+                                                 startLine=1, startColumn=1, sourceMapURL=None,
+                                                 content=None)
+        return i
+
+    def func_for(key: Tuple, name: str, resource: int, source=None, line=None) -> int:
+        i = func_index.get(key)
+        if i is None:
+            i = func_index[key] = _append(funcs, name=strings(name), isJS=False,
+                                          relevantForJS=False, resource=resource, source=source,
+                                          lineNumber=line, columnNumber=None,
+                                          originalLocation=None)
+        return i
+
+    frame_map: List[int] = []
+    for fi, (kind, a, b) in enumerate(rec.frames):
+        ref = rec.function(fi)
+        if kind == FRAME_GUEST:
+            func = rec.guest_function(fi)
+            native = None
+            if func is not None:
+                native = symbol_index.get((a, func.start))
+                if native is None:
+                    native = symbol_index[(a, func.start)] = _append(
+                        symbols, libIndex=a, address=func.start, name=strings(func.name),
+                        functionSize=func.size)
+            f = func_for(ref.key, ref.name, module_resource[a])
+            frame_map.append(_append(frames, address=max(b - 1, 0), inlineDepth=0,
+                                     category=CAT_WASM, subcategory=0, func=f,
+                                     nativeSymbol=native, innerWindowID=0, line=None, column=None,
+                                     originalLocation=None, lib=a))
+            continue
+        if kind == FRAME_HOST:
+            if host_resource is None:
+                host_resource = _append(resources, type=RESOURCE_UNKNOWN,
+                                        name=strings("Python host"), host=None)
+            host = rec.host_functions[a]
+            f = func_for(ref.key, ref.name, host_resource, source_for(host.file),
+                         host.line or None)
+            category = CAT_HOST
+        else:
+            f = func_for(ref.key, ref.name, -1)
+            category = CAT_HOST if kind == FRAME_PYTHON else (
+                CAT_WASM if kind == FRAME_OPAQUE else CAT_PROFILER if kind == FRAME_TRUNCATED
+                else CAT_OTHER)
+        frame_map.append(_append(frames, address=-1, inlineDepth=0, category=category,
+                                 subcategory=0, func=f, nativeSymbol=None, innerWindowID=0,
+                                 line=None, column=None, originalLocation=None, lib=-1))
+
+    stacks = _table("frame", "prefixOffset")
+    for i, (parent, frame) in enumerate(zip(rec.stack_parent, rec.stack_frame)):
+        _append(stacks, frame=frame_map[frame], prefixOffset=0 if parent < 0 else i - parent)
+
+    weights = rec.weights_ns()
+    st = rec.sample_table
+    samples = {
+        "length": len(st),
+        "stack": [s if s >= 0 else None for s in st.stack],
+        "time": [_ms(t) for t in st.time_ns],
+        "weight": [_ms(w) for w in weights],
+        "weightType": "tracing-ms",
+        "threadCPUDelta": [round(c / 1000) for c in st.cpu_ns],
+    }
+
+    thread = {
+        "processType": "default",
+        "processStartupTime": 0,
+        "processShutdownTime": duration_ms,
+        "registerTime": 0,
+        "unregisterTime": duration_ms,
+        "pausedRanges": [],
+        "showMarkersInTimeline": False,
+        "name": title,
+        "isMainThread": True,
+        "processName": title,
+        "pid": "0",
+        "tid": 0,
+        "samples": samples,
+        "markers": _table("data", "name", "startTime", "endTime", "phase", "category"),
+    }
+
+    profile = {
+        "meta": {
+            "interval": float(meta.get("interval_s", 0.001)) * 1000,
+            "startTime": start_ms,
+            "profilingStartTime": 0,
+            "profilingEndTime": duration_ms,
+            "processType": 0,
+            "product": f"sigprof: {title}",
+            "stackwalk": 1,
+            "debug": False,
+            "version": GECKO_PROFILE_VERSION,
+            "preprocessedProfileVersion": PROCESSED_PROFILE_VERSION,
+            "symbolicated": True,
+            "importedFrom": "sigprof",
+            "categories": CATEGORIES,
+            "markerSchema": [],
+            "sampleUnits": {"time": "ms", "eventDelay": "ms", "threadCPUDelta": "µs"},
+            "usesOnlyOneStackType": True,
+            "sourceCodeIsNotOnSearchfox": True,
+            "extra": [_extra_section(rec)],
+        },
+        "libs": libs,
+        "pages": [],
+        "counters": [],
+        "threads": [thread],
+        "shared": {
+            "stringArray": strings.array,
+            "sources": sources,
+            "sourceLocationTable": _table("source", "line", "column"),
+            "stackTable": stacks,
+            "frameTable": frames,
+            "funcTable": funcs,
+            "resourceTable": resources,
+            "nativeSymbols": symbols,
+        },
+    }
+    host = meta.get("host")
+    if host:
+        profile["meta"]["oscpu"] = host.get("platform", "")
+        profile["meta"]["CPUName"] = host.get("cpu", "")
+        thread["pid"] = str(host.get("pid", 0))
+        thread["tid"] = host.get("tid", 0)
+    return profile
+
+
+def _append(table: dict, **values) -> int:
+    index = table["length"]
+    for key, value in values.items():
+        table[key].append(value)
+    table["length"] = index + 1
+    return index
+
+
+def _extra_section(rec: Recording) -> dict:
+    meta = rec.meta
+
+    def entry(label: str, fmt: str, value) -> dict:
+        return {"label": label, "format": fmt, "value": value}
+
+    versions = meta.get("versions", {})
+    return {
+        "label": "sigprof",
+        "entries": [
+            entry("Clock", "string", f"{meta.get('clock')} (interval {meta.get('interval_s')} s)"),
+            entry("Samples", "integer", rec.samples),
+            entry("Dropped samples", "integer", rec.dropped),
+            entry("Truncated stacks", "integer", rec.truncated),
+            entry("Sampled CPU time", "milliseconds", _ms(rec.total_cpu_ns)),
+            entry("Unsampled CPU time", "milliseconds", _ms(int(meta.get("unsampled_cpu_ns", 0)))),
+            entry("Profiler overhead (CPU)", "milliseconds",
+                  _ms(int(meta.get("overhead_cpu_ns", 0)))),
+            entry("Versions", "string", ", ".join(f"{k} {v}" for k, v in versions.items())),
+        ],
+    }
+
+
+# --- reading our own profiles back (for `sigprof report x.json`) ------------------
+
+class NotAProfile(ValueError):
+    pass
+
+
+def weighted_stacks(profile: dict):
+    """(functions as (kind, name, module) tuples root first, weight ms) per sample.
+
+    Reads processed profiles of the version sigprof writes (shared tables,
+    ``prefixOffset``).  Weights fall back to 1 sample per sample if the
+    profile has no weights.
+    """
+    try:
+        if profile["meta"]["preprocessedProfileVersion"] != PROCESSED_PROFILE_VERSION:
+            raise NotAProfile(f"processed profile version "
+                              f"{profile['meta']['preprocessedProfileVersion']} is not the version "
+                              f"sigprof writes ({PROCESSED_PROFILE_VERSION})")
+        shared = profile["shared"]
+        strings = shared["stringArray"]
+        stacks, frames, funcs = shared["stackTable"], shared["frameTable"], shared["funcTable"]
+        resources = shared["resourceTable"]
+        libs = profile["libs"]
+        func_label = []
+        for i in range(funcs["length"]):
+            res = funcs["resource"][i]
+            module = ""
+            kind = "wasm"
+            if res is not None and res >= 0:
+                if resources["type"][res] == RESOURCE_LIBRARY:
+                    module = strings[resources["name"][res]]
+                else:
+                    kind, module = "host", strings[resources["name"][res]]
+            else:
+                kind = "pseudo"
+            func_label.append((kind, strings[funcs["name"][i]], module))
+        paths: Dict[int, tuple] = {}
+
+        def path(stack: int) -> tuple:
+            found = paths.get(stack)
+            if found is None:
+                chain = []
+                s = stack
+                while s is not None:
+                    chain.append(s)
+                    off = stacks["prefixOffset"][s]
+                    s = s - off if off else None
+                found = tuple(func_label[frames["func"][stacks["frame"][c]]] for c in reversed(chain))
+                paths[stack] = found
+            return found
+
+        for thread in profile["threads"]:
+            samples = thread["samples"]
+            weights = samples.get("weight") or [1] * samples["length"]
+            for stack, weight in zip(samples["stack"], weights):
+                yield (path(stack) if stack is not None else ()), weight
+    except (KeyError, TypeError, IndexError) as exc:
+        raise NotAProfile(f"not a Firefox processed profile written by sigprof ({exc})") from None

@@ -1,0 +1,85 @@
+"""A text report: top functions by self and total time, and the hottest path."""
+
+from __future__ import annotations
+
+from typing import Iterable, List, Sequence, Tuple
+
+from ..analysis import Summary, summarise
+from ..recording import Recording
+
+
+def _label(label) -> str:
+    if hasattr(label, "kind"):          # a FunctionRef
+        if label.kind == "wasm":
+            return f"{label.name}  [{label.module}]"
+        if label.kind == "host":
+            return f"{label.name}  [python]"
+        return label.name
+    kind, name, module = label           # a (kind, name, module) tuple from a Firefox profile
+    if kind == "wasm":
+        return f"{name}  [{module}]"
+    if kind == "host":
+        return f"{name}  [python]"
+    return name
+
+
+def render(summary: Summary, unit_per_ms: float, header: Sequence[str], top: int = 10,
+           weight_name: str = "CPU") -> str:
+    def ms(weight: float) -> str:
+        return f"{weight / unit_per_ms:10.1f} ms"
+
+    lines: List[str] = list(header)
+    lines.append("")
+    width = 60
+    lines.append(f"Top {top} functions by self {weight_name} time")
+    lines.append(f"  {'self':>13} {'%':>6}   {'total':>13} {'%':>6}   function")
+    for f in summary.top_self(top):
+        lines.append(f"  {ms(f.self_weight)} {summary.share(f.self_weight):5.1f}%  "
+                     f"{ms(f.total_weight)} {summary.share(f.total_weight):5.1f}%   "
+                     f"{_label(f.label)[:width + 40]}")
+    lines.append("")
+    lines.append(f"Top {top} functions by total {weight_name} time")
+    lines.append(f"  {'total':>13} {'%':>6}   {'self':>13} {'%':>6}   function")
+    for f in summary.top_total(top):
+        lines.append(f"  {ms(f.total_weight)} {summary.share(f.total_weight):5.1f}%  "
+                     f"{ms(f.self_weight)} {summary.share(f.self_weight):5.1f}%   "
+                     f"{_label(f.label)[:width + 40]}")
+    lines.append("")
+    lines.append("Hottest call path")
+    for depth, (label, weight) in enumerate(summary.hottest_path):
+        lines.append(f"  {summary.share(weight):5.1f}%  {'  ' * min(depth, 30)}{_label(label)}")
+    return "\n".join(lines) + "\n"
+
+
+def recording_header(rec: Recording) -> List[str]:
+    meta = rec.meta
+    total_ms = sum(rec.weights_ns()) / 1e6
+    weight_name = "wall" if rec.clock == "wall" else "CPU"
+    head = [f"sigprof report: {meta.get('name') or ', '.join(m.name for m in rec.modules) or 'guest'}",
+            f"  clock {rec.clock}, interval {meta.get('interval_s')} s; {rec.samples} samples, "
+            f"{total_ms:.1f} ms {weight_name} time sampled"]
+    notes = []
+    if rec.dropped:
+        notes.append(f"{rec.dropped} samples dropped (ring full)")
+    if rec.truncated:
+        notes.append(f"{rec.truncated} truncated stacks")
+    overhead = meta.get("overhead_cpu_ns", 0) / 1e6
+    if overhead:
+        notes.append(f"profiler overhead {overhead:.1f} ms CPU")
+    if notes:
+        head.append("  " + "; ".join(notes))
+    return head
+
+
+def convert(rec: Recording, top: int = 10) -> str:
+    summary = summarise(rec.iter_stacks())
+    return render(summary, 1e6, recording_header(rec), top,
+                  "wall" if rec.clock == "wall" else "CPU")
+
+
+def convert_firefox(profile: dict, stacks: Iterable[Tuple[tuple, float]], top: int = 10) -> str:
+    summary = summarise(stacks)
+    meta = profile.get("meta", {})
+    head = [f"sigprof report: {str(meta.get('product', 'profile')).removeprefix('sigprof: ')}",
+            f"  {summary.samples} samples, {summary.total_weight:.1f} ms sampled"]
+    return render(summary, 1.0, head, top)

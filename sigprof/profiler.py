@@ -1,0 +1,351 @@
+"""The drop-in context manager: start sampling a store, stop, get a Recording.
+
+    with sigprof.profile(store, modules=[("app", module)]) as prof:
+        instance.exports(store)["run"](store, 10)
+    prof.save("run.json")
+
+Live state (``Profiler``: timer, ring, hooks) and the finished result
+(``Recording``) are different objects; after the block the profiler hands
+every result query to its recording.  Every path out of the block -- normal
+exit, a guest trap, an exception, KeyboardInterrupt -- disarms the timer,
+restores signal handlers and the wakeup fd, unhooks wasmtime-py and leaves
+the store with a harmless epoch callback, and still builds the recording.
+
+Accuracy and limits (details in NOTES.md):
+
+* Samples are taken when the guest reaches an epoch check (function entry or
+  loop header) after a timer tick, and at the edges of Python host calls and
+  guest calls.  Time in a loop-free leaf function is charged to the caller's
+  next check; time in native host calls (WASI) to the next wasm frame.
+* Each sample's weight is the measured CPU (or wall) time since the previous
+  sample on the profiled thread; the profiler's own time is excluded and
+  reported as overhead.
+* sigprof takes over the store's epoch deadline while profiling, and bumps
+  the engine's epoch: use an engine of its own (``sigprof.engine()``) for the
+  profiled store if other stores rely on epoch deadlines.
+
+Security: by default a recording holds module-relative code offsets, never
+host addresses; no environment variables; file names without directories;
+and modules not listed in ``modules`` (when it is given) appear as one opaque
+frame with no name.  ``host_details=True`` adds the host's name, platform,
+pid/tid and full file paths, for private use.
+"""
+
+from __future__ import annotations
+
+import platform
+import socket
+import sys
+import threading
+import time
+import weakref
+from typing import Any, Iterable, List, Optional, Sequence, Tuple, Union
+
+import wasmtime
+
+from . import __version__
+from . import _build, _capture, _wasmtime as wt
+from ._ring import FULL_KEEP_NEWEST, Ring
+from ._timer import CLOCKS, ITimerTicks, TickSource
+from .recording import Recording
+
+DEFAULT_INTERVAL = 0.001
+DEFAULT_CAPACITY = 20_000
+DEFAULT_MAX_DEPTH = 1024
+
+ModuleSpec = Union[wasmtime.Module, Tuple[str, wasmtime.Module]]
+
+_epoch_engines: "weakref.WeakSet[wasmtime.Engine]" = weakref.WeakSet()
+_profiled_stores: "weakref.WeakSet[wasmtime.Store]" = weakref.WeakSet()
+
+
+def engine(config: Optional[wasmtime.Config] = None) -> wasmtime.Engine:
+    """A wasmtime Engine with epoch interruption on (required for profiling).
+
+    Pass a ``Config`` to set other options; sigprof turns on
+    ``epoch_interruption`` in it.  A store on such an engine traps at once
+    unless an epoch deadline is set: outside a profile, call
+    ``store.set_epoch_deadline(sigprof.FAR_DEADLINE)`` (a profile leaves its
+    store that way when it ends).
+    """
+    if config is None:
+        config = wasmtime.Config()
+    elif not isinstance(config, wasmtime.Config):
+        raise TypeError(f"config must be a wasmtime.Config, not {type(config).__name__}")
+    config.epoch_interruption = True
+    made = wasmtime.Engine(config)
+    _epoch_engines.add(made)
+    return made
+
+
+def _check_engine(store: wasmtime.Store) -> None:
+    eng = store.engine
+    if eng in _epoch_engines:
+        return
+    if not wt.engine_has_epoch_interruption(eng):
+        raise ValueError(
+            "this store's engine was created without epoch interruption, which sigprof needs "
+            "to reach the guest's stack; create it with sigprof.engine() (or set "
+            "config.epoch_interruption = True before wasmtime.Engine(config)) and compile the "
+            "modules with that engine")
+    _epoch_engines.add(eng)
+
+
+def _normalise_modules(modules: Optional[Iterable[ModuleSpec]]) -> Optional[List[Tuple[Optional[str], wasmtime.Module]]]:
+    if modules is None:
+        return None
+    out: List[Tuple[Optional[str], wasmtime.Module]] = []
+    for item in modules:
+        if isinstance(item, wasmtime.Module):
+            out.append((None, item))
+        elif (isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str)
+              and isinstance(item[1], wasmtime.Module)):
+            out.append((item[0], item[1]))
+        else:
+            raise TypeError("modules must hold wasmtime.Module objects or (name, Module) pairs, "
+                            f"not {item!r}")
+    return out
+
+
+class Profiler:
+    """A profile of one store, as a context manager (see ``profile()``)."""
+
+    def __init__(self, store: wasmtime.Store, modules: Optional[Iterable[ModuleSpec]] = None,
+                 interval: float = DEFAULT_INTERVAL, clock: str = "cpu",
+                 capacity: int = DEFAULT_CAPACITY, max_depth: int = DEFAULT_MAX_DEPTH,
+                 when_full: str = FULL_KEEP_NEWEST, host_details: bool = False,
+                 ticks: Optional[TickSource] = None, name: Optional[str] = None):
+        if not isinstance(store, wasmtime.Store):
+            raise TypeError(f"store must be a wasmtime.Store, not {type(store).__name__}")
+        if ticks is None:
+            if clock not in CLOCKS:
+                raise ValueError(f"clock must be one of {', '.join(CLOCKS)}, not {clock!r}")
+            if not isinstance(interval, (int, float)) or not interval > 0:
+                raise ValueError(f"interval must be a positive number of seconds, not {interval!r}")
+        for label, value in (("capacity", capacity), ("max_depth", max_depth)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{label} must be a positive integer, not {value!r}")
+        self.store = store
+        self.modules = _normalise_modules(modules)
+        self.interval = float(interval)
+        self.clock = clock if ticks is None else ticks.clock
+        self.capacity = capacity
+        self.max_depth = max_depth
+        self.when_full = when_full
+        self.host_details = host_details
+        self.name = name
+        self._ticks = ticks
+        self._ring: Optional[Ring] = None
+        self._capture: Optional[_capture.Capture] = None
+        self._guard: Optional[_capture.SignalGuard] = None
+        self._handle = 0
+        self._start_unix_ns = 0
+        self._undo: List[Any] = []
+        self.recording: Optional[Recording] = None
+        Ring(1, 8, 1, when_full)  # validate when_full early, with the ring's own message
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    def start(self) -> "Profiler":
+        if self._capture is not None or self.recording is not None:
+            raise RuntimeError("this profiler was already started; make a new one")
+        if self.store in _profiled_stores:
+            raise RuntimeError("this store is already being profiled; stop that profile first")
+        _check_engine(self.store)
+        ticks = self._ticks if self._ticks is not None else ITimerTicks(self.clock, self.interval)
+        self._ticks = ticks
+        explicit = _build.explicit_images(self.modules or [])  # fails early on a bad module
+        self._explicit = explicit
+        ring = Ring(self.capacity, self.max_depth, when_full=self.when_full)
+        capture = _capture.Capture(self.store, ring)
+        try:
+            _profiled_stores.add(self.store)
+            self._undo.append(lambda: _profiled_stores.discard(self.store))
+            _capture.install_hooks(capture)
+            self._undo.append(_capture.uninstall_hooks)
+            self._handle = wt.register_target(capture)
+            wt.install_epoch_callback(self.store, _capture.TRAMPOLINE, self._handle)
+            self._undo.append(lambda: wt.restore_epoch_behaviour(self.store))
+            self._undo.append(lambda: wt.unregister_target(self._handle))
+            self.store.set_epoch_deadline(1)
+            guard = _capture.SignalGuard(skip=(ticks.signum,) if ticks.signum else ())
+            guard.install()
+            self._undo.append(guard.uninstall)
+            self._ring, self._capture, self._guard = ring, capture, guard
+            self._start_unix_ns = time.time_ns()
+            ticks.start([self.store.engine])
+            self._undo.append(ticks.stop)
+            capture.begin(ticks.tick_word)
+        except BaseException:
+            self._unwind()
+            self._ring = self._capture = None
+            raise
+        return self
+
+    def _unwind(self) -> None:
+        errors = []
+        while self._undo:
+            step = self._undo.pop()
+            try:
+                step()
+            except Exception as exc:  # keep restoring the rest
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+
+    def stop(self) -> Recording:
+        if self.recording is not None:
+            return self.recording
+        if self._capture is None:
+            raise RuntimeError("this profiler was never started")
+        capture, ring, ticks = self._capture, self._ring, self._ticks
+        assert ticks is not None and ring is not None
+        notes: dict = {}
+        try:
+            self._undo.remove(ticks.stop)
+            notes = ticks.stop() or {}
+        finally:
+            unsampled_cpu, unsampled_wall, thread_cpu = capture.finish()
+            self._unwind()
+        meta = self._meta(capture, ring, ticks, notes, unsampled_cpu, unsampled_wall, thread_cpu)
+        try:
+            self.recording = _build.build(ring.read(), self._explicit, self.modules is None,
+                                          capture.host_functions, meta, self.host_details)
+        except Exception as exc:  # never lose the user's exception to ours
+            meta.setdefault("warnings", []).append(f"could not resolve samples: {exc!r}")
+            self.recording = _build.build([], self._explicit, False, [], meta, self.host_details,
+                                          discovery=False)
+        self._ring = None
+        self._capture = None
+        _capture.run_deferred_now()
+        return self.recording
+
+    def _meta(self, capture, ring: Ring, ticks: TickSource, notes: dict, unsampled_cpu: int,
+              unsampled_wall: int, thread_cpu: int) -> dict:
+        meta = {
+            "format": "sigprof",
+            "name": self.name or (self.modules[0][0] if self.modules and self.modules[0][0] else ""),
+            "clock": ticks.clock,
+            "interval_s": ticks.interval if ticks.interval else self.interval,
+            "capacity": ring.capacity,
+            "max_depth": ring.max_depth,
+            "when_full": ring.when_full,
+            "start_unix_ns": self._start_unix_ns,
+            "duration_ns": (capture.wall_prev - capture.t0_ns) + unsampled_wall,
+            "thread_cpu_ns": thread_cpu,
+            "overhead_cpu_ns": capture.overhead_cpu_ns,
+            "overhead_wall_ns": capture.overhead_wall_ns,
+            "unsampled_cpu_ns": unsampled_cpu,
+            "unsampled_wall_ns": unsampled_wall,
+            "ticks": ticks.ticks,
+            "relay": ticks.relay,
+            "samples_taken": ring.count,
+            "dropped": ring.lost(),
+            "callback_errors": capture.errors,
+            "foreign_thread_epochs": capture.foreign_thread_epochs,
+            "versions": {"sigprof": __version__, "wasmtime": _wasmtime_version(),
+                         "python": platform.python_version()},
+            "warnings": [],
+        }
+        if notes.get("wakeup_fd_replaced"):
+            meta["warnings"].append("the signal wakeup fd was replaced during the profile "
+                                    "(asyncio add_signal_handler?); later ticks were not sampled")
+        if self.host_details:
+            meta["host"] = {"hostname": socket.gethostname(), "platform": platform.platform(),
+                            "machine": platform.machine(), "pid": _pid(),
+                            "tid": capture.thread_id, "executable": sys.executable,
+                            "cpu": _cpu_name()}
+        return meta
+
+    def __enter__(self) -> "Profiler":
+        return self.start()
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.stop()
+
+    # -- the result, available once stopped ------------------------------------------
+
+    def _result(self) -> Recording:
+        if self.recording is None:
+            raise RuntimeError("the profile is still running; leave the `with` block "
+                               "(or call stop()) first")
+        return self.recording
+
+    @property
+    def samples(self) -> int:
+        """Samples recorded (while running: taken so far)."""
+        if self.recording is None and self._ring is not None:
+            return self._ring.count
+        return self._result().samples
+
+    @property
+    def dropped(self) -> int:
+        """Samples lost because the ring was full (while running: refused so far)."""
+        if self.recording is None and self._ring is not None:
+            return max(0, self._ring.count - self._ring.capacity) + self._ring.refused
+        return self._result().dropped
+
+    def save(self, path, format: Optional[str] = None) -> str:
+        return self._result().save(path, format)
+
+    def to_firefox(self) -> dict:
+        return self._result().to_firefox()
+
+    def to_collapsed(self) -> str:
+        return self._result().to_collapsed()
+
+    def report(self, top: int = 10) -> str:
+        return self._result().report(top)
+
+    @property
+    def meta(self):
+        return self._result().meta
+
+
+def profile(store: wasmtime.Store, modules: Optional[Sequence[ModuleSpec]] = None,
+            interval: float = DEFAULT_INTERVAL, clock: str = "cpu",
+            capacity: int = DEFAULT_CAPACITY, max_depth: int = DEFAULT_MAX_DEPTH,
+            when_full: str = FULL_KEEP_NEWEST, host_details: bool = False,
+            ticks: Optional[TickSource] = None, name: Optional[str] = None) -> Profiler:
+    """Profile the guest code run on ``store`` inside a ``with`` block.
+
+    ``modules``: Module objects or (name, Module) pairs.  Given, only those
+    modules are named in the profile (others become one opaque frame); left
+    out, every module seen in samples is discovered and named.
+    ``interval``: seconds of the clock between ticks (the kernel caps
+    CPU-time ticks at its tick rate).  ``clock``: "cpu" (user CPU time,
+    ITIMER_VIRTUAL), "prof" (user+system, ITIMER_PROF) or "wall"
+    (ITIMER_REAL).  ``capacity``: samples the ring holds; ``when_full``:
+    "newest" keeps the newest, "stop" stops recording.  ``max_depth``:
+    native frames walked per sample (deeper stacks are marked truncated).
+    ``ticks``: a custom tick source (tests).
+    """
+    return Profiler(store, modules, interval, clock, capacity, max_depth, when_full,
+                    host_details, ticks, name)
+
+
+def _wasmtime_version() -> str:
+    try:
+        from importlib.metadata import version
+        return version("wasmtime")
+    except Exception:  # pragma: no cover
+        return "unknown"
+
+
+def _pid() -> int:
+    import os
+    return os.getpid()
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:  # pragma: no cover
+        pass
+    return platform.processor()
+
+
+FAR_DEADLINE = wt.FAR_DEADLINE

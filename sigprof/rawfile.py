@@ -1,0 +1,216 @@
+"""The raw recording file (``.sigprof``): record once, convert many times.
+
+Layout (all integers little-endian)::
+
+    magic    8 bytes   b"SIGPROF\\x1a"
+    version  u16 major, u16 minor, u32 reserved (0)
+    section* tag (4 ASCII bytes), u64 payload length, payload, u32 CRC-32 of payload
+    end      the section "END " with an empty payload
+
+Sections of version 1.0, each exactly once, in this order:
+
+    META  JSON object: clock, interval, start time, counters, versions, warnings
+    MODS  JSON list of modules: name, digest, text_size, functions
+          [[start, size, wasm index, kind, name], ...]
+    HOST  JSON list of host functions: name, module, file, line, import names
+    FRMS  u32 count, then count x (i32 kind, i32 a, i32 b)
+    STKS  u32 count, then count x i32 parent, then count x i32 frame
+    SMPL  u32 count, then columns: time i64, cpu i64, wall i64 (ns),
+          stack i32, ticks i32, flags u8
+
+A reader accepts any 1.x file and skips sections it does not know (minor
+versions only add sections).  A newer major version, a bad magic, a checksum
+mismatch, a short file or an index out of range raises ``RecordingFormatError``
+with a one-line message -- never another exception.  Writes go to a temporary
+file that replaces the target only when complete.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import sys
+import zlib
+from array import array
+from typing import BinaryIO, Dict, List, Tuple
+
+from .recording import (FRAME_GUEST, FRAME_HOST, FRAME_UNKNOWN, HostFunction, Recording,
+                        SampleTable)
+from .symbols import Function, ModuleSymbols
+
+MAGIC = b"SIGPROF\x1a"
+VERSION_MAJOR = 1
+VERSION_MINOR = 0
+_HEADER = struct.Struct("<8sHHI")
+_SECTION = struct.Struct("<4sQ")
+_CRC = struct.Struct("<I")
+_REQUIRED = (b"META", b"MODS", b"HOST", b"FRMS", b"STKS", b"SMPL")
+
+
+class RecordingFormatError(ValueError):
+    """The file is not a readable sigprof recording (the message says why)."""
+
+
+def _le(a: array) -> bytes:
+    if sys.byteorder == "big":  # pragma: no cover - CI is little-endian
+        a = array(a.typecode, a)
+        a.byteswap()
+    return a.tobytes()
+
+
+def _from_le(typecode: str, data: bytes) -> array:
+    a = array(typecode)
+    a.frombytes(data)
+    if sys.byteorder == "big":  # pragma: no cover
+        a.byteswap()
+    return a
+
+
+def dumps(rec: Recording) -> bytes:
+    parts = [_HEADER.pack(MAGIC, VERSION_MAJOR, VERSION_MINOR, 0)]
+
+    def section(tag: bytes, payload: bytes) -> None:
+        parts.append(_SECTION.pack(tag, len(payload)))
+        parts.append(payload)
+        parts.append(_CRC.pack(zlib.crc32(payload)))
+
+    def js(obj) -> bytes:
+        return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
+
+    section(b"META", js(dict(rec.meta)))
+    section(b"MODS", js([{"name": m.name, "digest": m.digest, "text_size": m.text_size,
+                          "functions": [[f.start, f.size, f.index, f.kind, f.name]
+                                        for f in m.functions]} for m in rec.modules]))
+    section(b"HOST", js([h.__dict__ for h in rec.host_functions]))
+    flat = array("i")
+    for kind, a, b in rec.frames:
+        flat.extend((kind, a, b))
+    section(b"FRMS", struct.pack("<I", len(rec.frames)) + _le(flat))
+    section(b"STKS", struct.pack("<I", len(rec.stack_frame)) + _le(array("i", rec.stack_parent))
+            + _le(array("i", rec.stack_frame)))
+    st = rec.sample_table
+    section(b"SMPL", struct.pack("<I", len(st)) + b"".join(
+        _le(array(code, col)) for code, col in (("q", st.time_ns), ("q", st.cpu_ns),
+                                                ("q", st.wall_ns), ("i", st.stack),
+                                                ("i", st.ticks), ("B", st.flags))))
+    section(b"END ", b"")
+    return b"".join(parts)
+
+
+def loads(data: bytes, source: str = "recording") -> Recording:
+    try:
+        return _loads(memoryview(data), source)
+    except RecordingFormatError:
+        raise
+    except (ValueError, KeyError, TypeError, IndexError, struct.error, UnicodeDecodeError,
+            OverflowError, RecursionError, AttributeError) as exc:
+        raise RecordingFormatError(f"{source}: corrupt recording ({type(exc).__name__}: {exc})") from None
+
+
+def _loads(data: memoryview, source: str) -> Recording:
+    def fail(why: str) -> RecordingFormatError:
+        return RecordingFormatError(f"{source}: {why}")
+
+    if len(data) < _HEADER.size or bytes(data[:8]) != MAGIC:
+        raise fail("not a sigprof recording (bad magic number)")
+    _, major, minor, _ = _HEADER.unpack_from(data, 0)
+    if major > VERSION_MAJOR:
+        raise fail(f"recording format version {major}.{minor} is newer than this sigprof reads "
+                   f"({VERSION_MAJOR}.{VERSION_MINOR}); upgrade sigprof")
+    if major < 1:
+        raise fail(f"unknown recording format version {major}.{minor}")
+    pos = _HEADER.size
+    sections: Dict[bytes, memoryview] = {}
+    while True:
+        if pos + _SECTION.size > len(data):
+            raise fail("truncated recording (no end marker)")
+        tag, length = _SECTION.unpack_from(data, pos)
+        pos += _SECTION.size
+        if length > len(data) - pos - _CRC.size:
+            raise fail(f"truncated recording (section {tag!r} runs past the end of the file)")
+        payload = data[pos:pos + length]
+        pos += length
+        crc, = _CRC.unpack_from(data, pos)
+        pos += _CRC.size
+        if zlib.crc32(payload) != crc:
+            raise fail(f"corrupt recording (checksum mismatch in section {tag!r})")
+        if tag == b"END ":
+            break
+        if tag in sections:
+            raise fail(f"corrupt recording (section {tag!r} appears twice)")
+        sections[tag] = payload
+    missing = [t.decode() for t in _REQUIRED if t not in sections]
+    if missing:
+        raise fail(f"corrupt recording (missing sections: {', '.join(missing)})")
+
+    meta = json.loads(bytes(sections[b"META"]).decode())
+    if not isinstance(meta, dict):
+        raise fail("corrupt recording (META is not an object)")
+    modules = tuple(_module(m) for m in json.loads(bytes(sections[b"MODS"]).decode()))
+    hosts = tuple(_host(h) for h in json.loads(bytes(sections[b"HOST"]).decode()))
+
+    frames_raw = sections[b"FRMS"]
+    n_frames = _count(frames_raw, 12, fail, "FRMS")
+    flat = _from_le("i", bytes(frames_raw[4:]))
+    frames = tuple((flat[3 * i], flat[3 * i + 1], flat[3 * i + 2]) for i in range(n_frames))
+    for kind, a, b in frames:
+        if kind == FRAME_GUEST and not (0 <= a < len(modules) and b >= 0):
+            raise fail("corrupt recording (frame refers to a missing module)")
+        if kind == FRAME_HOST and not 0 <= a < len(hosts):
+            raise fail("corrupt recording (frame refers to a missing host function)")
+        if not 0 <= kind <= FRAME_UNKNOWN:
+            raise fail(f"corrupt recording (unknown frame kind {kind})")
+
+    stacks_raw = sections[b"STKS"]
+    n_stacks = _count(stacks_raw, 8, fail, "STKS")
+    parent = _from_le("i", bytes(stacks_raw[4:4 + 4 * n_stacks]))
+    frame = _from_le("i", bytes(stacks_raw[4 + 4 * n_stacks:]))
+    for i in range(n_stacks):
+        if not -1 <= parent[i] < i or not 0 <= frame[i] < n_frames:
+            raise fail("corrupt recording (stack table index out of range)")
+
+    samples_raw = sections[b"SMPL"]
+    n = _count(samples_raw, 8 * 3 + 4 * 2 + 1, fail, "SMPL")
+    cols = []
+    offset = 4
+    for code, size in (("q", 8), ("q", 8), ("q", 8), ("i", 4), ("i", 4), ("B", 1)):
+        cols.append(_from_le(code, bytes(samples_raw[offset:offset + size * n])))
+        offset += size * n
+    table = SampleTable(*cols)
+    for s in table.stack:
+        if not -1 <= s < n_stacks:
+            raise fail("corrupt recording (sample refers to a missing stack)")
+    return Recording(meta=meta, modules=modules, host_functions=hosts, frames=frames,
+                     stack_parent=parent, stack_frame=frame, sample_table=table)
+
+
+def _count(payload: memoryview, item_size: int, fail, tag: str) -> int:
+    if len(payload) < 4:
+        raise fail(f"corrupt recording (section {tag} too short)")
+    n, = struct.unpack_from("<I", payload, 0)
+    if len(payload) != 4 + n * item_size:
+        raise fail(f"corrupt recording (section {tag} has the wrong size for {n} entries)")
+    return n
+
+
+def _module(m: dict) -> ModuleSymbols:
+    functions = tuple(Function(int(start), int(size), str(name), int(index), str(kind))
+                      for start, size, index, kind, name in m["functions"])
+    if any(f.start < 0 or f.size < 0 for f in functions):
+        raise ValueError("negative function offset")
+    return ModuleSymbols(str(m["name"]), str(m["digest"]), int(m["text_size"]),
+                         tuple(sorted(functions, key=lambda f: (f.start, f.size))))
+
+
+def _host(h: dict) -> HostFunction:
+    return HostFunction(name=str(h["name"]), module=str(h.get("module", "")),
+                        file=str(h.get("file", "")), line=int(h.get("line", 0)),
+                        import_module=str(h.get("import_module", "")),
+                        import_name=str(h.get("import_name", "")))
+
+
+def load(path: str) -> Recording:
+    """Read a raw recording; ``RecordingFormatError`` or ``OSError`` on trouble."""
+    with open(path, "rb") as f:
+        data = f.read()
+    return loads(data, source=path)

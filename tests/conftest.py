@@ -1,0 +1,137 @@
+"""Shared fixtures: guests, engines, and the checks that run around every test.
+
+* ``nothing_left_installed`` (autouse): after each test the signal
+  dispositions, interval timers, wakeup fd and wasmtime-py hooks are exactly
+  what they were before -- whatever the test did, including failing.
+* ``every_firefox_profile_is_checked`` (autouse): each profile produced by
+  ``to_firefox()`` (so each ``.json`` saved) goes through the structural
+  checker in ``firefox_check.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import wasmtime
+import wasmtime._func as wt_func
+
+import sigprof
+from sigprof import _capture, _native, _timer, recording
+
+from firefox_check import check_profile
+
+HERE = Path(__file__).parent
+GUESTS = HERE / "guests"
+ROOT = HERE.parent
+IN_CI = bool(os.environ.get("SIGPROF_CI"))
+WATCHED_SIGNALS = (signal.SIGVTALRM, signal.SIGPROF, signal.SIGALRM, signal.SIGINT)
+TIMERS = (signal.ITIMER_VIRTUAL, signal.ITIMER_PROF, signal.ITIMER_REAL)
+
+
+def require(condition: bool, why: str) -> None:
+    """Skip locally when a tool is missing; in CI (SIGPROF_CI=1) that is a failure."""
+    if not condition:
+        if IN_CI:
+            pytest.fail(f"required in CI: {why}")
+        pytest.skip(why)
+
+
+def _signal_state():
+    state = {}
+    for s in WATCHED_SIGNALS:
+        state[("disposition", s)] = _native.current_disposition(s)
+        state[("python", s)] = signal.getsignal(s)
+    for t in TIMERS:
+        state[("timer", t)] = signal.getitimer(t)
+    fd = signal.set_wakeup_fd(-1)
+    signal.set_wakeup_fd(fd)
+    state["wakeup_fd"] = fd
+    return state
+
+
+@pytest.fixture(autouse=True)
+def nothing_left_installed():
+    before = _signal_state()
+    yield
+    after = _signal_state()
+    assert after == before, "signal/timer state changed by the test"
+    assert _timer._active is None, "a tick source is still active"
+    assert _capture._active is None, "the capture hooks are still installed"
+    assert "get" not in wt_func.FUNCTIONS.__dict__, "host-call hook left on wasmtime-py"
+    assert wt_func.enter_wasm is _capture._ORIGINAL_ENTER_WASM, "enter_wasm hook left"
+    assert not _capture._deferred, "deferred signal handlers left"
+
+
+@pytest.fixture(autouse=True)
+def every_firefox_profile_is_checked(monkeypatch):
+    original = recording.Recording.to_firefox
+
+    def checked(self):
+        profile = original(self)
+        check_profile(profile)
+        return profile
+    monkeypatch.setattr(recording.Recording, "to_firefox", checked)
+    yield
+
+
+@pytest.fixture(scope="session")
+def engine():
+    return sigprof.engine()
+
+
+class Guest:
+    """A compiled guest module and helpers to run it in a fresh store."""
+
+    def __init__(self, engine, name: str):
+        self.engine = engine
+        self.name = name
+        self.module = wasmtime.Module.from_file(engine, str(GUESTS / f"{name}.wat"))
+
+    def instance(self, store=None, linker=None):
+        store = store or wasmtime.Store(self.engine)
+        linker = linker or wasmtime.Linker(self.engine)
+        return store, linker.instantiate(store, self.module)
+
+
+@pytest.fixture(scope="session")
+def guest(engine):
+    cache = {}
+
+    def load(name: str) -> Guest:
+        if name not in cache:
+            cache[name] = Guest(engine, name)
+        return cache[name]
+    return load
+
+
+def stacks_by_name(rec):
+    """[(function names root first, weight ns)] of a recording."""
+    return [([f.name for f in funcs], w) for funcs, w in rec.iter_stacks()]
+
+
+def run_python(code: str, *args: str, timeout: float = 120, **kwargs) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                          timeout=timeout, env=env, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def wasi_cc():
+    """A clang that targets wasm32-wasi (Debian: clang lld wasi-libc libclang-rt-14-dev-wasm32)."""
+    clang = shutil.which("clang")
+    require(clang is not None, "clang is not installed")
+    return clang
+
+
+def build_c_guest(clang: str, source: Path, out: Path, *flags: str) -> Path:
+    if not out.exists() or out.stat().st_mtime < source.stat().st_mtime:
+        subprocess.run([clang, "--target=wasm32-wasi", "-O2", "-g0", "-o", str(out), str(source),
+                        *flags], check=True, capture_output=True, text=True)
+    return out

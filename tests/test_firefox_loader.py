@@ -1,0 +1,124 @@
+"""Our profiles, loaded by the Firefox Profiler's own code.
+
+``@firefox-devtools/profiler-cli`` (npm) bundles the profiler's loader: the
+processed-profile upgraders (it is at version 75, so our version 70 goes
+through its 71..75 upgraders) and the call-tree computation.  If our shape
+of version 70 were wrong anywhere the upgraders read, its call tree would not
+match ours.  ``.ci/run`` installs it; locally the test skips without it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import wasmtime
+
+import sigprof
+
+from conftest import ROOT, require
+
+CLI_CANDIDATES = [os.environ.get("SIGPROF_PROFILER_CLI", ""),
+                  str(ROOT / ".ci" / "node" / "node_modules" / ".bin" / "profiler-cli"),
+                  shutil.which("profiler-cli") or ""]
+
+
+@pytest.fixture(scope="module")
+def profiler_cli(tmp_path_factory):
+    cli = next((c for c in CLI_CANDIDATES if c and Path(c).exists()), None)
+    require(cli is not None and shutil.which("node") is not None,
+            "the Firefox profiler-cli (npm @firefox-devtools/profiler-cli) is not installed")
+    home = tmp_path_factory.mktemp("profiler-cli-home")
+
+    def run(*args: str) -> str:
+        env = dict(os.environ, HOME=str(home))
+        out = subprocess.run([cli, *args], capture_output=True, text=True, timeout=120, env=env)
+        assert out.returncode == 0, out.stderr + out.stdout
+        return out.stdout
+
+    def functions(path: Path) -> dict:
+        run("load", str(path))
+        try:
+            data = json.loads(run("thread", "functions", "--json", "--limit", "0"))
+        finally:
+            run("stop", "--all")
+        return {f["nameWithLibrary"]: f for f in data["functions"]}
+    return functions
+
+
+def _our_totals(rec):
+    self_ms, total_ms = {}, {}
+    for funcs, w in rec.iter_stacks():
+        names = [f"{f.module}!{f.name}" if f.kind == "wasm" else
+                 f"Python host!{f.name}" if f.kind == "host" else f.name for f in funcs]
+        if names:
+            self_ms[names[-1]] = self_ms.get(names[-1], 0) + w / 1e6
+        for n in set(names):
+            total_ms[n] = total_ms.get(n, 0) + w / 1e6
+    return self_ms, total_ms
+
+
+def test_the_firefox_loader_computes_our_call_tree(profiler_cli, guest, tmp_path):
+    g = guest("demo")
+    store, inst = g.instance()
+    with sigprof.profile(store, modules=[("demo.wasm", g.module)]) as prof:
+        inst.exports(store)["run"](store, 4)
+    path = tmp_path / "demo.json"
+    prof.save(path)
+    theirs = profiler_cli(path)
+    self_ms, total_ms = _our_totals(prof.recording)
+    assert set(theirs) == set(total_ms)
+    for name, f in theirs.items():
+        assert f["selfSamples"] == pytest.approx(self_ms.get(name, 0), abs=0.01)
+        assert f["totalSamples"] == pytest.approx(total_ms[name], abs=0.01)
+
+
+def test_the_firefox_loader_reads_host_frames_twins_and_truncation(profiler_cli, guest, engine,
+                                                                    tmp_path):
+    a, b, host, rec = guest("twin_a"), guest("twin_b"), guest("host"), guest("recursion")
+    store = wasmtime.Store(engine)
+    linker = wasmtime.Linker(engine)
+
+    def burn(n):
+        x = 0
+        for i in range(n):
+            x += i * i
+
+    linker.define_func("env", "burn", wasmtime.FuncType([wasmtime.ValType.i32()], []), burn)
+    linker.define_func("env", "nap", wasmtime.FuncType([wasmtime.ValType.i32()], []), lambda ms: None)
+    ih = linker.instantiate(store, host.module)
+    ia = wasmtime.Instance(store, a.module, [])
+    ib = wasmtime.Instance(store, b.module, [])
+    ir = wasmtime.Instance(store, rec.module, [])
+    with sigprof.profile(store, max_depth=40) as prof:
+        ia.exports(store)["run"](store, 60_000_000)
+        ib.exports(store)["run"](store, 60_000_000)
+        ih.exports(store)["run"](store, 10, 3_000_000, 100_000, 0)
+        ir.exports(store)["rec"](store, 60, 60_000_000)
+    path = tmp_path / "mixed.json.gz"
+    prof.save(path)
+    plain = tmp_path / "mixed.json"
+    import gzip
+    plain.write_bytes(gzip.decompress(path.read_bytes()))
+    theirs = profiler_cli(plain)
+    assert "twin_a!work" in theirs and "twin_b!work" in theirs
+    assert "Python host!burn [env.burn]" in theirs, sorted(theirs)
+    assert "(truncated stack)" in theirs
+    self_ms, total_ms = _our_totals(prof.recording)
+    for name, f in theirs.items():
+        assert f["totalSamples"] == pytest.approx(total_ms[name], abs=0.01), name
+
+
+def test_the_firefox_loader_accepts_a_profile_with_no_samples(profiler_cli, guest, tmp_path):
+    from sigprof._timer import ManualTicks
+    g = guest("demo")
+    store, inst = g.instance()
+    with sigprof.profile(store, ticks=ManualTicks()) as prof:
+        inst.exports(store)["fib"](store, 5)
+    path = tmp_path / "empty.json"
+    prof.save(path)
+    assert profiler_cli(path) == {}

@@ -1,0 +1,348 @@
+"""The core sampler on real guests: issue 2's statements, one test each."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+
+import pytest
+import wasmtime
+
+import sigprof
+from sigprof import _native
+from sigprof._timer import ITimerTicks, ManualTicks
+from sigprof.recording import FRAME_TRUNCATED
+
+from conftest import stacks_by_name, run_python
+
+
+def test_deep_recursion_is_captured_whole_and_rooted_at_the_export(guest):
+    g = guest("recursion")
+    store, inst = g.instance()
+    with sigprof.profile(store, modules=[("recursion", g.module)]) as prof:
+        inst.exports(store)["rec"](store, 120, 250_000_000)
+    assert prof.samples >= 10
+    stacks = stacks_by_name(prof.recording)
+    leaf_stacks = [names for names, _ in stacks if names[-1] == "leaf"]
+    assert leaf_stacks, "no sample landed in the leaf loop"
+    for names in leaf_stacks:
+        assert names == ["rec"] * 121 + ["leaf"]      # rec(120) .. rec(0), then leaf
+    assert prof.recording.truncated == 0
+
+
+def test_stack_deeper_than_a_slot_is_marked_truncated(guest):
+    g = guest("recursion")
+    store, inst = g.instance()
+    with sigprof.profile(store, modules=[("recursion", g.module)], max_depth=48) as prof:
+        inst.exports(store)["rec"](store, 120, 150_000_000)
+    rec = prof.recording
+    assert rec.truncated > 0
+    truncated = [names for names, _ in stacks_by_name(rec) if names[0] == "(truncated stack)"]
+    assert truncated and all(n[-1] == "leaf" for n in truncated)
+    names = json.dumps(prof.to_firefox()["shared"]["stringArray"])
+    assert "(truncated stack)" in names
+
+
+@pytest.mark.parametrize("explicit", [True, False], ids=["modules-given", "discovered"])
+def test_two_modules_with_the_same_function_names_stay_apart(guest, engine, explicit):
+    a, b = guest("twin_a"), guest("twin_b")
+    store = wasmtime.Store(engine)
+    _, ia = a.instance(store)
+    _, ib = b.instance(store)
+    modules = [("twin_a", a.module), ("twin_b", b.module)] if explicit else None
+    with sigprof.profile(store, modules=modules) as prof:
+        ia.exports(store)["run"](store, 80_000_000)
+        ib.exports(store)["run"](store, 160_000_000)
+    rec = prof.recording
+    works = {(f.module, f.key) for funcs, _ in rec.iter_stacks() for f in funcs if f.name == "work"}
+    assert {m for m, _ in works} == {"twin_a", "twin_b"}
+    assert len({k for _, k in works}) == 2
+    by_module = {}
+    for funcs, w in rec.iter_stacks():
+        if funcs and funcs[-1].name == "work":
+            by_module[funcs[-1].module] = by_module.get(funcs[-1].module, 0) + w
+    assert by_module["twin_b"] > by_module["twin_a"]      # b did twice the work
+    profile = prof.to_firefox()
+    shared = profile["shared"]
+    strings = shared["stringArray"]
+    work_funcs = [i for i in range(shared["funcTable"]["length"])
+                  if strings[shared["funcTable"]["name"][i]] == "work"]
+    assert len(work_funcs) == 2
+    resources = {shared["funcTable"]["resource"][i] for i in work_funcs}
+    assert len(resources) == 2
+    assert {strings[shared["resourceTable"]["name"][r]] for r in resources} == {"twin_a", "twin_b"}
+    assert sorted(lib["name"] for lib in profile["libs"]) == ["twin_a", "twin_b"]
+
+
+def test_cpu_deltas_add_up_to_the_threads_cpu_time(guest):
+    g = guest("demo")
+    store, inst = g.instance()
+    with sigprof.profile(store, modules=[("demo", g.module)]) as prof:
+        before = time.thread_time_ns()
+        inst.exports(store)["run"](store, 8)
+        measured = time.thread_time_ns() - before
+    meta = prof.meta
+    sampled = sum(prof.recording.sample_table.cpu_ns)
+    accounted = sampled + meta["overhead_cpu_ns"] + meta["unsampled_cpu_ns"]
+    assert abs(accounted - meta["thread_cpu_ns"]) <= 0.01 * meta["thread_cpu_ns"]
+    assert abs(sampled - measured) <= 0.05 * measured, (sampled, measured)
+    # Each delta is measured, not assumed from the interval: they vary.
+    deltas = list(prof.recording.sample_table.cpu_ns)
+    assert len(set(deltas)) > 1
+    profile = prof.to_firefox()
+    assert profile["meta"]["sampleUnits"]["threadCPUDelta"] == "µs"
+    cpu_us = sum(profile["threads"][0]["samples"]["threadCPUDelta"])
+    assert abs(cpu_us * 1000 - sampled) <= 0.01 * sampled
+
+
+def test_reference_demo_has_the_reference_shape(guest):
+    """Same guest as ../shared/reference: run -> hot_loop ~77%, cold_loop ~19%, fib ~4%."""
+    g = guest("demo")
+    store, inst = g.instance()
+    with sigprof.profile(store, modules=[("demo.wasm", g.module)]) as prof:
+        inst.exports(store)["run"](store, 6)
+    total = {}
+    for funcs, w in prof.recording.iter_stacks():
+        for f in {f.name for f in funcs}:
+            total[f] = total.get(f, 0) + w
+    whole = total["run"]
+    assert abs(100 * total["cold_loop"] / whole - 19) < 8
+    assert abs(100 * total["fib"] / whole - 4) < 4
+    assert total["hot_loop"] / whole > 0.85   # hot_loop is reached directly and via cold_loop
+
+
+def test_signal_timer_and_callback_restored_after_normal_exit(guest):
+    g = guest("demo")
+    store, inst = g.instance()
+    with sigprof.profile(store) as prof:
+        inst.exports(store)["fib"](store, 25)
+    # The store is usable afterwards, unprofiled, and ticks are gone.
+    assert inst.exports(store)["fib"](store, 20) == 6765
+    assert signal.getitimer(signal.ITIMER_VIRTUAL) == (0.0, 0.0)
+    assert prof.samples >= 0
+
+
+def test_restored_after_a_guest_trap_and_the_trap_propagates(guest):
+    g = guest("trap")
+    store, inst = g.instance()
+    prof = sigprof.profile(store, modules=[("trap", g.module)])
+    with pytest.raises(wasmtime.Trap) as info:
+        with prof:
+            inst.exports(store)["run"](store, 200_000_000)
+    assert info.value.trap_code == wasmtime.TrapCode.UNREACHABLE
+    assert prof.samples > 0
+    assert {f.name for funcs, _ in prof.recording.iter_stacks() for f in funcs} >= {"spin"}
+
+
+def test_restored_after_an_exception_in_the_block(guest):
+    g = guest("demo")
+    store, inst = g.instance()
+
+    class Boom(Exception):
+        pass
+    prof = sigprof.profile(store)
+    with pytest.raises(Boom):
+        with prof:
+            inst.exports(store)["run"](store, 1)
+            raise Boom()
+    assert prof.samples > 0
+    prof.to_firefox()
+
+
+def test_restored_after_keyboard_interrupt_in_the_block(guest):
+    g = guest("demo")
+    store, inst = g.instance()
+    prof = sigprof.profile(store)
+    with pytest.raises(KeyboardInterrupt):
+        with prof:
+            inst.exports(store)["fib"](store, 24)
+            raise KeyboardInterrupt
+    assert prof.recording is not None
+
+
+def test_engine_without_epoch_interruption_gets_a_clear_value_error(guest):
+    plain = wasmtime.Engine()
+    store = wasmtime.Store(plain)
+    with pytest.raises(ValueError, match="epoch interruption.*sigprof.engine"):
+        sigprof.profile(store).start()
+
+
+def test_second_profile_on_the_same_store_raises_runtime_error(guest):
+    g = guest("demo")
+    store, inst = g.instance()
+    with sigprof.profile(store):
+        with pytest.raises(RuntimeError, match="already being profiled"):
+            sigprof.profile(store).start()
+        inst.exports(store)["fib"](store, 15)
+
+
+def test_bad_arguments_are_refused_up_front(guest, engine):
+    store = wasmtime.Store(engine)
+    with pytest.raises(ValueError, match="clock"):
+        sigprof.profile(store, clock="gpu")
+    with pytest.raises(ValueError, match="interval"):
+        sigprof.profile(store, interval=0)
+    with pytest.raises(ValueError, match="capacity"):
+        sigprof.profile(store, capacity=0)
+    with pytest.raises(ValueError, match="when_full"):
+        sigprof.profile(store, when_full="oldest")
+    with pytest.raises(TypeError, match="modules"):
+        sigprof.profile(store, modules=["not a module"])
+    with pytest.raises(TypeError, match="Store"):
+        sigprof.profile("store")
+
+
+def test_result_before_the_end_is_a_clear_error(guest):
+    g = guest("demo")
+    store, inst = g.instance()
+    with sigprof.profile(store) as prof:
+        with pytest.raises(RuntimeError, match="still running"):
+            prof.to_firefox()
+        inst.exports(store)["fib"](store, 10)
+
+
+@pytest.mark.parametrize("relay", ["native", "wakeup"])
+def test_both_relays_drive_samples_from_signals(guest, relay):
+    if relay == "native" and not _native.supported():
+        pytest.skip("no native relay on this machine")
+    g = guest("demo")
+    store, inst = g.instance()
+    ticks = ITimerTicks("cpu", 0.001, relay=relay)
+    with sigprof.profile(store, modules=[("demo", g.module)], ticks=ticks) as prof:
+        inst.exports(store)["run"](store, 4)
+    assert prof.meta["relay"] == relay
+    assert prof.samples >= 20
+    assert prof.meta["ticks"] >= prof.samples
+
+
+# --- the ring: fixed capacity, chosen behaviour when full --------------------------
+
+def _run_manual(guest, ticks_to_send, **kwargs):
+    """Profile with a manual tick source: a host function ticks between wasm work."""
+    g = guest("host")
+    engine = g.engine
+    store = wasmtime.Store(engine)
+    ticks = ManualTicks()
+    linker = wasmtime.Linker(engine)
+    sent = [0]
+
+    def burn(n):
+        if sent[0] < ticks_to_send:
+            ticks.tick()
+            sent[0] += 1
+
+    linker.define_func("env", "burn", wasmtime.FuncType([wasmtime.ValType.i32()], []), burn)
+    linker.define_func("env", "nap", wasmtime.FuncType([wasmtime.ValType.i32()], []), lambda ms: None)
+    inst = linker.instantiate(store, g.module)
+    with sigprof.profile(store, modules=[("host", g.module)], ticks=ticks, **kwargs) as prof:
+        inst.exports(store)["run"](store, ticks_to_send + 5, 1000, 1, 0)
+    return prof
+
+
+def test_ring_keeps_the_newest_samples_and_counts_the_dropped(guest):
+    prof = _run_manual(guest, 50, capacity=16)
+    assert prof.samples == 16
+    assert prof.dropped == 34
+    times = list(prof.recording.sample_table.time_ns)
+    assert times == sorted(times)
+
+
+def test_ring_can_stop_when_full(guest):
+    prof = _run_manual(guest, 50, capacity=16, when_full="stop")
+    assert prof.samples == 16
+    assert prof.dropped == 34
+
+
+def test_every_tick_is_one_sample_with_a_manual_source(guest):
+    prof = _run_manual(guest, 30)
+    assert prof.samples == 30 and prof.dropped == 0
+    # The tick arrived inside the host function: each sample is charged to it.
+    for names, _ in stacks_by_name(prof.recording):
+        assert names[-1] == "burn [env.burn]"
+
+
+def test_a_profile_with_zero_samples_is_still_valid(guest, tmp_path):
+    g = guest("demo")
+    store, inst = g.instance()
+    with sigprof.profile(store, ticks=ManualTicks()) as prof:
+        inst.exports(store)["fib"](store, 5)
+    assert prof.samples == 0
+    profile = prof.to_firefox()
+    assert profile["threads"][0]["samples"]["length"] == 0
+    prof.save(tmp_path / "empty.json")
+    prof.save(tmp_path / "empty.sigprof")
+    assert sigprof.load(tmp_path / "empty.sigprof").samples == 0
+
+
+# --- outputs --------------------------------------------------------------------
+
+def test_firefox_frames_show_function_and_module(guest):
+    g = guest("demo")
+    store, inst = g.instance()
+    with sigprof.profile(store, modules=[("demo.wasm", g.module)]) as prof:
+        inst.exports(store)["run"](store, 3)
+    profile = prof.to_firefox()
+    shared = profile["shared"]
+    strings = shared["stringArray"]
+    names = {strings[n] for n in shared["funcTable"]["name"]}
+    assert {"run", "hot_loop", "cold_loop"} <= names
+    assert [lib["name"] for lib in profile["libs"]] == ["demo.wasm"]
+    assert profile["meta"]["preprocessedProfileVersion"] == 70
+    # Addresses are module-relative (small), never host addresses.
+    addresses = [a for a in shared["frameTable"]["address"] if a >= 0]
+    assert addresses and max(addresses) < 1 << 20
+    sample_weights = profile["threads"][0]["samples"]["weight"]
+    assert profile["threads"][0]["samples"]["weightType"] == "tracing-ms"
+    assert abs(sum(sample_weights) - sum(prof.recording.sample_table.cpu_ns) / 1e6) < 0.01
+
+
+def test_raw_recording_converts_the_same_in_a_fresh_process(guest, tmp_path):
+    g = guest("demo")
+    store, inst = g.instance()
+    with sigprof.profile(store, modules=[("demo", g.module)]) as prof:
+        inst.exports(store)["run"](store, 2)
+    raw = tmp_path / "run.sigprof"
+    prof.save(raw)
+    code = ("import json, sys, sigprof; r = sigprof.load(sys.argv[1]); "
+            "print(json.dumps({'ff': r.to_firefox(), 'samples': r.samples, 'dropped': r.dropped}))")
+    out = run_python(code, str(raw))
+    assert out.returncode == 0, out.stderr
+    other = json.loads(out.stdout)
+    assert other["samples"] == prof.samples and other["dropped"] == prof.dropped
+    assert other["ff"] == json.loads(json.dumps(prof.to_firefox()))
+
+
+@pytest.mark.parametrize("suffix", [".json", ".json.gz", ".sigprof", ".collapsed", ".txt"])
+def test_save_picks_the_format_from_the_suffix(guest, tmp_path, suffix):
+    import gzip
+    g = guest("demo")
+    store, inst = g.instance()
+    with sigprof.profile(store, modules=[("demo", g.module)]) as prof:
+        inst.exports(store)["run"](store, 1)
+    path = tmp_path / f"out{suffix}"
+    prof.save(path)
+    data = path.read_bytes()
+    if suffix == ".json":
+        assert json.loads(data)["meta"]["preprocessedProfileVersion"] == 70
+    elif suffix == ".json.gz":
+        assert json.loads(gzip.decompress(data))["meta"]["importedFrom"] == "sigprof"
+    elif suffix == ".sigprof":
+        assert data.startswith(b"SIGPROF\x1a")
+    elif suffix == ".collapsed":
+        line = data.decode().splitlines()[0]
+        stack, weight = line.rsplit(" ", 1)
+        assert stack.startswith("demo!run") and int(weight) > 0
+    else:
+        assert "Top 10 functions by self CPU time" in data.decode()
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]   # no temporary left behind
+
+
+def test_unknown_suffix_is_refused_and_writes_nothing(guest, tmp_path):
+    g = guest("demo")
+    store, inst = g.instance()
+    with sigprof.profile(store, ticks=ManualTicks()) as prof:
+        inst.exports(store)["fib"](store, 5)
+    with pytest.raises(ValueError, match="cannot tell the output format"):
+        prof.save(tmp_path / "out.pdf")
+    assert list(tmp_path.iterdir()) == []
