@@ -43,9 +43,10 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     rec = sub.add_parser("record", help="run a module under the profiler and write a profile")
-    rec.add_argument("-o", "--output", default="sigprof.json",
+    rec.add_argument("-o", "--output", action="append", default=[],
                      help="output file; its suffix picks the format: .json/.json.gz (Firefox "
-                          "Profiler), .sigprof (raw), .collapsed, .txt (default: sigprof.json)")
+                          "Profiler), .sigprof (raw), .collapsed, .txt; repeat to write the "
+                          "same recording in several formats (default: sigprof.json)")
     rec.add_argument("--clock", choices=("cpu", "prof", "wall"), default="cpu",
                      help="cpu: user CPU time (ITIMER_VIRTUAL); prof: user+system; wall: "
                           "wall-clock time (default: cpu)")
@@ -104,10 +105,15 @@ def _positive(value: Optional[int], option: str) -> Optional[int]:
 
 def cmd_record(a: argparse.Namespace) -> int:
     interval = runner.parse_interval(a.interval)
+    outputs = a.output or ["sigprof.json"]
     try:
-        fmt = format_for_path(a.output)
+        formats = [format_for_path(path) for path in outputs]
     except UnknownFormat as exc:
         raise CliError(str(exc)) from None
+    for path in outputs:
+        parent = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(parent):
+            raise CliError(f"{path}: directory {parent} does not exist")
     options = {"interval": interval, "clock": a.clock, "when_full": a.when_full,
                "host_details": a.host_details}
     if _positive(a.capacity, "--capacity") is not None:
@@ -121,12 +127,13 @@ def cmd_record(a: argparse.Namespace) -> int:
                         dirs=_pairs(a.dir, "::", "--dir", "HOST::GUEST"),
                         env=_pairs(a.env, "=", "--env", "KEY=VALUE"), name=a.name, **options)
     rec = result.recording
-    write(rec, a.output, fmt)
-    _summary(rec, a.output, fmt, a.top, result)
+    for path, fmt in zip(outputs, formats):
+        write(rec, path, fmt)
+    _summary(rec, list(zip(outputs, formats)), a.top, result)
     return result.exit_code
 
 
-def _summary(rec, path: str, fmt: str, top: int, result: runner.RunResult) -> None:
+def _summary(rec, written, top: int, result: runner.RunResult) -> None:
     from .analysis import summarise
     err = sys.stderr
     kinds = {"firefox": "Firefox Profiler profile (open it at https://profiler.firefox.com)",
@@ -141,7 +148,8 @@ def _summary(rec, path: str, fmt: str, top: int, result: runner.RunResult) -> No
         print(f"sigprof: {result.recording.meta.get('name')} returned "
               f"{', '.join(map(str, result.results))}", file=err)
     cpu_ms = rec.total_cpu_ns / 1e6
-    print(f"sigprof: wrote {os.path.abspath(path)} ({kinds[fmt]})", file=err)
+    for path, fmt in written:
+        print(f"sigprof: wrote {os.path.abspath(path)} ({kinds[fmt]})", file=err)
     print(f"sigprof: {rec.samples} samples, {cpu_ms:.1f} ms CPU sampled, clock {rec.clock}"
           + (f", {rec.dropped} dropped" if rec.dropped else "")
           + (f", {rec.truncated} truncated" if rec.truncated else ""), file=err)

@@ -191,6 +191,14 @@ def engine_has_epoch_interruption(engine: wasmtime.Engine) -> bool:
 
 # --- wasmtime's own GuestProfiler (the reference to measure against) ----------
 
+def _name_vec(text: str):
+    raw = text.encode()
+    vec = _b.wasm_name_t()
+    data = (ctypes.c_uint8 * max(1, len(raw))).from_buffer_copy(raw or b"\0")
+    _b.wasm_byte_vec_new(ctypes.byref(vec), len(raw), data)
+    return vec
+
+
 class NativeGuestProfiler:
     """wasmtime's built-in GuestProfiler, driven through the C API.
 
@@ -200,23 +208,16 @@ class NativeGuestProfiler:
 
     def __init__(self, engine: wasmtime.Engine, name: str,
                  modules: "list[tuple[str, wasmtime.Module]]", interval_ns: int = 1_000_000):
-        self._names = []
+        self._names = [_name_vec(mod_name) for mod_name, _ in modules]
         entries = (_b.wasmtime_guestprofiler_modules_t * max(1, len(modules)))()
-        for i, (mod_name, module) in enumerate(modules):
-            vec = _b.wasm_name_t()
-            raw = mod_name.encode()
-            _b.wasm_byte_vec_new(ctypes.byref(vec), len(raw), ctypes.create_string_buffer(raw, len(raw)))
-            self._names.append(vec)
-            entries[i].name = ctypes.pointer(self._names[-1])
+        for i, (_, module) in enumerate(modules):
+            entries[i].name = ctypes.pointer(self._names[i])
             entries[i].mod = module.ptr()
-        title = _b.wasm_name_t()
-        raw = name.encode()
-        _b.wasm_byte_vec_new(ctypes.byref(title), len(raw), ctypes.create_string_buffer(raw, len(raw)))
-        self._title = title
+        self._title = _name_vec(name)
         self._modules = modules
-        self._ptr: Optional[ctypes._Pointer] = _b.wasmtime_guestprofiler_new(
-            engine.ptr(), ctypes.byref(title), interval_ns, entries, len(modules))
         self._entries = entries
+        self._ptr: Optional[ctypes._Pointer] = _b.wasmtime_guestprofiler_new(
+            engine.ptr(), ctypes.byref(self._title), interval_ns, entries, len(modules))
 
     def sample(self, store: wasmtime.Store, delta_ns: int) -> None:
         _b.wasmtime_guestprofiler_sample(self._ptr, store.ptr(), delta_ns)

@@ -146,6 +146,9 @@ def _loads(data: memoryview, source: str) -> Recording:
     meta = json.loads(bytes(sections[b"META"]).decode())
     if not isinstance(meta, dict):
         raise fail("corrupt recording (META is not an object)")
+    for key, types in _META_TYPES.items():
+        if key in meta and (not isinstance(meta[key], types) or isinstance(meta[key], bool)):
+            raise fail(f"corrupt recording (META field {key!r} has the wrong type)")
     modules = tuple(_module(m) for m in json.loads(bytes(sections[b"MODS"]).decode()))
     hosts = tuple(_host(h) for h in json.loads(bytes(sections[b"HOST"]).decode()))
 
@@ -180,8 +183,22 @@ def _loads(data: memoryview, source: str) -> Recording:
     for s in table.stack:
         if not -1 <= s < n_stacks:
             raise fail("corrupt recording (sample refers to a missing stack)")
+    if any(v < 0 for v in table.cpu_ns) or any(v < 0 for v in table.wall_ns):
+        raise fail("corrupt recording (negative sample time)")
+    if any(b < a for a, b in zip(table.time_ns, table.time_ns[1:])):
+        raise fail("corrupt recording (samples out of time order)")
     return Recording(meta=meta, modules=modules, host_functions=hosts, frames=frames,
                      stack_parent=parent, stack_frame=frame, sample_table=table)
+
+
+_NUMBER = (int, float)
+_META_TYPES = {
+    "clock": str, "name": str, "interval_s": _NUMBER, "start_unix_ns": int,
+    "duration_ns": int, "thread_cpu_ns": int, "overhead_cpu_ns": int, "overhead_wall_ns": int,
+    "unsampled_cpu_ns": int, "unsampled_wall_ns": int, "ticks": int, "dropped": int,
+    "samples_taken": int, "capacity": int, "max_depth": int, "versions": dict,
+    "warnings": list, "modules": list, "host": dict,
+}
 
 
 def _count(payload: memoryview, item_size: int, fail, tag: str) -> int:
