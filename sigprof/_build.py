@@ -28,8 +28,8 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 from . import _imports, _wasmtime as wt
 from ._ring import KIND_GUEST, KIND_OUTSIDE, RawSample
 from .recording import (FRAME_GUEST, FRAME_HOST, FRAME_OPAQUE, FRAME_PYTHON, FRAME_TRUNCATED,
-                        FRAME_UNKNOWN, SAMPLE_TRUNCATED, HostFunction, Recording, SampleTable,
-                        intern_stack)
+                        FRAME_UNKNOWN, SAMPLE_AT_TICK, SAMPLE_TRUNCATED, HostFunction, Recording,
+                        SampleTable, intern_stack)
 from .symbols import (KIND_ENTRY, KIND_WASM, ImageError, LiveImage, discover,
                       image_from_memory)
 
@@ -73,9 +73,60 @@ class _Resolver:
         return None
 
 
+_OPAQUE = ("opaque",)
+
+
+def at_tick(guest: List[Tuple], resolver: "_Resolver", tick_pc: int) -> Optional[List[Tuple]]:
+    """The guest stack where the tick landed, from the stack at the epoch check.
+
+    Epoch sampling takes the stack at the first check after a tick: the entry
+    of the next function called, or the next loop header.  The tick handler
+    recorded the interrupted PC, so the function the tick really landed in
+    (F) is known; with the check's kind (the leaf's entry check, or a loop
+    header) the stack at the tick follows:
+
+    * F is the leaf, at a loop header: same stack, exact PC;
+    * F is an ancestor of the leaf, which is at its entry check: F called
+      down to the leaf after the tick -> cut the stack back to F;
+    * F is not on the stack, the leaf at its entry check: F returned before
+      the leaf was called -> F replaces the leaf;
+    * F is not on the stack, the leaf at a loop header: F was called from the
+      leaf and returned -> F goes under the leaf.
+
+    Returns None (keep the check's stack) when the tick was not in allowed
+    guest code, the leaf's checks are unknown, or the case is inconsistent.
+    Frames get return-address semantics, so the tick PC is stored plus one.
+    """
+    img = resolver.find(tick_pc)
+    if img is None or not img.allowed:
+        return None
+    tick_offset = tick_pc - img.text_start
+    f = img.symbols.lookup(tick_offset)
+    if f is None or f.kind != KIND_WASM:
+        return None
+    leaf = guest[0]
+    if leaf is _OPAQUE or not leaf[2].checks:
+        return None
+    leaf_img, leaf_offset, leaf_func = leaf
+    at_entry = leaf_offset - leaf_func.start == leaf_func.checks[0]
+    tick_frame = (img, tick_offset + 1, f)
+
+    def same(entry) -> bool:
+        return entry is not _OPAQUE and entry[0] is img and entry[2].start == f.start
+
+    deeper = next((k for k in range(1, len(guest)) if same(guest[k])), None)
+    if same(leaf) and not at_entry:
+        return [tick_frame] + guest[1:]
+    if not at_entry:
+        return None if deeper is not None else [tick_frame] + guest
+    if deeper is not None:
+        return [tick_frame] + guest[deeper + 1:]
+    return [tick_frame] + guest[1:]
+
+
 def build(raw: Iterable[RawSample], explicit: Sequence[LiveImage], discover_allowed: bool,
           host_callables: Sequence[Callable], meta: dict, host_details: bool = False,
-          discovery: bool = True) -> Recording:
+          discovery: bool = True, use_tick_pc: bool = True) -> Recording:
     samples = list(raw)
     images = list(explicit)
     if discovery:
@@ -108,9 +159,8 @@ def build(raw: Iterable[RawSample], explicit: Sequence[LiveImage], discover_allo
         return found
 
     for s in samples:
-        leaf_first: List[int] = []
+        guest: List[Tuple] = []               # leaf first: (img, offset, func) or OPAQUE
         complete = not s.depth_limited
-        last_was_opaque = False
         for pc in s.pcs:
             img = resolver.find(pc)
             if img is None:
@@ -123,18 +173,28 @@ def build(raw: Iterable[RawSample], explicit: Sequence[LiveImage], discover_allo
                 continue
             complete = not s.depth_limited   # guest frames below: root not yet proven
             if not img.allowed:
-                if not last_was_opaque:
-                    leaf_first.append(frame_id((FRAME_OPAQUE, 0, 0)))
-                last_was_opaque = True
+                if not guest or guest[-1] is not _OPAQUE:
+                    guest.append(_OPAQUE)
                 continue
-            last_was_opaque = False
+            guest.append((img, offset, func))
+        flags = 0
+        if use_tick_pc and s.kind == KIND_GUEST and s.tick_pc and guest:
+            corrected = at_tick(guest, resolver, s.tick_pc)
+            if corrected is not None:
+                guest = corrected
+                flags |= SAMPLE_AT_TICK
+        leaf_first: List[int] = []
+        for entry in guest:
+            if entry is _OPAQUE:
+                leaf_first.append(frame_id((FRAME_OPAQUE, 0, 0)))
+                continue
+            img, offset, _ = entry
             m = module_index.get(id(img))
             if m is None:
                 m = module_index[id(img)] = len(modules)
                 modules.append(img.symbols)
             leaf_first.append(frame_id((FRAME_GUEST, m, offset)))
         root_first = leaf_first[::-1]
-        flags = 0
         if not complete and root_first:
             root_first.insert(0, frame_id((FRAME_TRUNCATED, 0, 0)))
             flags |= SAMPLE_TRUNCATED

@@ -14,9 +14,13 @@ Samples are taken at four places, all on the profiled thread:
    Python outside the guest, so charge that.
 
 A sample is taken only when the tick counter has moved since the previous
-sample, and each sample carries the thread's CPU time and wall time since the
-previous one, measured at both ends so that the profiler's own time is left
-out (it is summed separately as overhead).  Nothing here allocates per sample
+sample.  Each sample's interval ends at its tick: the native tick handler
+records the thread's CPU clock and the monotonic clock when the signal
+arrives, so a sample taken later than its tick (at a host function's return,
+at guest entry) is not charged for the time after the tick -- that time goes
+to the next interval.  The profiler's own time is measured and left out of
+every interval (it is summed separately as overhead).  Without tick
+timestamps (the wakeup relay, manual ticks) intervals end at the sample.  Nothing here allocates per sample
 beyond the integers Python makes for clock readings; the stack goes straight
 from ``backtrace()`` into the ring.
 
@@ -45,8 +49,9 @@ import wasmtime._instance_pre as _wt_instance_pre
 import wasmtime._linker as _wt_linker
 
 from . import _wasmtime as wt
-from ._ring import (FULL_STOP, H_CPU, H_KIND, H_PC_COUNT, H_PC_START, H_TICKS, H_TIME,
-                    H_WALL, HEADER_FIELDS, KIND_GUEST, KIND_OUTSIDE, Ring)
+from ._native import read_tick
+from ._ring import (FULL_STOP, H_CPU, H_KIND, H_PC_COUNT, H_PC_START, H_TICK_PC, H_TICKS,
+                    H_TIME, H_WALL, HEADER_FIELDS, KIND_GUEST, KIND_OUTSIDE, Ring)
 
 get_ident = threading.get_ident
 
@@ -54,17 +59,21 @@ get_ident = threading.get_ident
 class Capture:
     """Live sampling state for one store on one thread."""
 
-    __slots__ = ("ring", "tick_word", "consumed", "thread_id", "store", "enabled", "errors",
-                 "t0_ns", "cpu_prev", "wall_prev", "cpu_start", "overhead_cpu_ns",
+    __slots__ = ("ring", "tick_word", "tick_state", "consumed", "thread_id", "store", "enabled",
+                 "errors", "t0_ns", "cpu_prev", "wall_prev", "cpu_pending", "wall_pending",
+                 "cpu_start", "overhead_cpu_ns",
                  "overhead_wall_ns", "backtrace", "set_deadline", "context", "guest_depth",
-                 "foreign_thread_epochs", "host_functions", "host_wrappers", "_pcs_address",
+                 "foreign_thread_epochs", "host_functions", "host_wrappers", "native_tid", "_pcs_address",
                  "_pc_capacity", "_depth", "_capacity", "_stop_when_full", "_header")
 
     def __init__(self, store: wasmtime.Store, ring: Ring):
         self.ring = ring
         self.tick_word = None   # the tick source's counter, set by begin()
+        self.tick_state = None  # the native handler's per-tick record, if any
+        self.cpu_pending = self.wall_pending = 0
         self.store = store
         self.thread_id = get_ident()
+        self.native_tid = threading.get_native_id()
         self.enabled = False
         self.errors = 0
         self.consumed = 0
@@ -86,9 +95,11 @@ class Capture:
         self.t0_ns = self.wall_prev = perf_counter_ns()
         self.cpu_start = self.cpu_prev = thread_time_ns()
 
-    def begin(self, tick_word) -> None:
-        """Start sampling: ``tick_word`` is the tick source's ``c_uint64`` counter."""
+    def begin(self, tick_word, tick_state=None) -> None:
+        """Start sampling: ``tick_word`` is the tick source's ``c_uint64`` counter,
+        ``tick_state`` the native handler's ``TickState`` (or None)."""
         self.tick_word = tick_word
+        self.tick_state = tick_state
         self.consumed = tick_word.value
         self.t0_ns = self.wall_prev = perf_counter_ns()
         self.cpu_start = self.cpu_prev = thread_time_ns()
@@ -141,12 +152,12 @@ class Capture:
         if _deferred:
             _run_deferred()
 
-    def finish(self) -> Tuple[int, int, int]:
+    def finish(self) -> Tuple[int, int, int, int]:
         """At stop: sample a pending tick (we are in Python), then disable.
 
-        Returns the CPU and wall time since the last sample, and the thread's
-        CPU time over the whole profile: what no sample accounts for is
-        reported, not invented.
+        Returns the CPU and wall time after the last sample's interval (what
+        no sample accounts for is reported, not invented), the thread's CPU
+        time over the whole profile, and the profile's wall duration.
         """
         if self.enabled and self.thread_id == get_ident():
             total = self.tick_word.value
@@ -154,13 +165,26 @@ class Capture:
                 self._record(KIND_OUTSIDE, total, False)
         self.enabled = False
         cpu_now, wall_now = thread_time_ns(), perf_counter_ns()
-        return cpu_now - self.cpu_prev, wall_now - self.wall_prev, cpu_now - self.cpu_start
+        return (max(0, cpu_now - self.cpu_prev - self.cpu_pending),
+                max(0, wall_now - self.wall_prev - self.wall_pending),
+                cpu_now - self.cpu_start, wall_now - self.t0_ns)
 
     # -- writing one sample --------------------------------------------------
 
     def _record(self, kind: int, total: int, walk: bool) -> None:
         cpu = thread_time_ns()
         wall = perf_counter_ns()
+        cpu_end, wall_end, tick_pc = cpu, wall, 0
+        state = self.tick_state
+        if state is not None:
+            tick = read_tick(state)
+            if tick is not None:
+                if tick[4] == self.native_tid:
+                    tick_pc = tick[3]
+                if self.cpu_prev <= tick[1] <= cpu:
+                    cpu_end = tick[1]
+                if self.wall_prev <= tick[2] <= wall:
+                    wall_end = tick[2]
         ring = self.ring
         number = ring.count
         depth = self._depth
@@ -179,13 +203,16 @@ class Capture:
         count = self.backtrace(self._pcs_address + 8 * pos, depth) if walk else 0
         h = self._header
         base = (number % self._capacity) * HEADER_FIELDS
-        h[base + H_TIME] = wall - self.t0_ns
-        h[base + H_CPU] = cpu - self.cpu_prev
-        h[base + H_WALL] = wall - self.wall_prev
+        h[base + H_TIME] = wall_end - self.t0_ns
+        cpu_ns = cpu_end - self.cpu_prev - self.cpu_pending
+        wall_ns = wall_end - self.wall_prev - self.wall_pending
+        h[base + H_CPU] = cpu_ns if cpu_ns > 0 else 0
+        h[base + H_WALL] = wall_ns if wall_ns > 0 else 0
         h[base + H_PC_START] = end
         h[base + H_PC_COUNT] = count
         h[base + H_KIND] = kind
         h[base + H_TICKS] = total - self.consumed
+        h[base + H_TICK_PC] = tick_pc if tick_pc < 1 << 63 else 0
         ring.pc_end = end + count
         ring.count = number + 1           # commit last: a half-written record is never read
         self.consumed = total
@@ -193,8 +220,11 @@ class Capture:
         wall_after = perf_counter_ns()
         self.overhead_cpu_ns += cpu_after - cpu
         self.overhead_wall_ns += wall_after - wall
-        self.cpu_prev = cpu_after
-        self.wall_prev = wall_after
+        # The next interval starts at this tick; our own work since then is not
+        # guest time, so it is subtracted from that interval.
+        self.cpu_prev, self.wall_prev = cpu_end, wall_end
+        self.cpu_pending = cpu_after - cpu
+        self.wall_pending = wall_after - wall
 
     def _refuse(self, total: int) -> None:
         # Stop mode and the ring is full: the tick is counted as lost.  The
@@ -242,7 +272,7 @@ TRAMPOLINE = wt.EPOCH_CALLBACK_T(_trampoline)
 # Code that must never see a signal handler's exception: see the module doc.
 _PROTECTED_CODE = frozenset({_trampoline.__code__, Capture.on_epoch.__code__,
                              Capture._record.__code__, Capture._refuse.__code__,
-                             _run_deferred.__code__})
+                             read_tick.__code__, _run_deferred.__code__})
 
 
 # --- wrapping Python signal handlers ------------------------------------------

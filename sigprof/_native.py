@@ -7,24 +7,27 @@ GIL switch interval, so a tick that landed in wasm just before a host call is
 charged to the call site.  ``wasmtime_engine_increment_epoch`` is a single
 atomic add, async-signal-safe, so the handler can call it directly.
 
-What: about 40 bytes of x86-64 machine code, written at run time into a page
+What: about 120 bytes of x86-64 machine code, written at run time into a page
 mapped read+write, then made read+execute (never both), and installed with
-libc ``sigaction`` (SA_RESTART | SA_ONSTACK, like CPython's own handlers)::
+libc ``sigaction`` (SA_SIGINFO | SA_RESTART | SA_ONSTACK).  Per tick it:
 
-    mov  rax, <tick counter address>
-    lock inc qword [rax]             ; note the tick
-    sub  rsp, 8                      ; keep the stack 16-byte aligned for calls
-    mov  rdi, <engine>               ; } once per engine
-    mov  rax, <wasmtime_engine_increment_epoch>
-    call rax                         ; }
-    add  rsp, 8
-    ret
+1. bumps ``begin`` (a seqlock: readers retry while begin != count);
+2. stores the interrupted instruction pointer (from the ucontext) and the id
+   of the interrupted thread (``gettid``: a process-wide timer's signal may
+   land in any thread, and a PC from another thread must not be used);
+3. stores the profiled thread's CPU clock and CLOCK_MONOTONIC
+   (``clock_gettime`` is async-signal-safe; the thread's CPU clock comes from
+   ``pthread_getcpuclockid``, so it is right whichever thread took the signal);
+4. bumps ``count`` -- the tick counter the sampler compares with;
+5. calls ``wasmtime_engine_increment_epoch(engine)`` for each engine.
 
-Nothing is compiled at install time and nothing else runs in signal context.
-The counter lives in a separate read+write page and is read from Python as a
-``ctypes.c_uint64``.  The previous ``sigaction`` is saved and restored
-exactly.  Both pages are mapped once per process and reused: code a handler
-might still be executing is never unmapped.
+The tick's own timestamps let a sample that is taken later than its tick (at
+a host function's return, say) end its interval at the tick, not at the
+sample; the interrupted PC says where the tick landed.
+
+The state lives in a separate read+write page (``TickState``).  The previous
+``sigaction`` is saved and restored exactly.  Both pages are mapped once per
+process and reused: code a handler might still be executing is never unmapped.
 
 Limits: x86-64 Linux only (elsewhere ``_timer`` falls back to the wakeup-fd
 relay); a system that forbids executable anonymous memory also falls back.
@@ -41,6 +44,7 @@ from typing import List, Optional, Sequence
 
 from wasmtime import _bindings as _b
 
+SA_SIGINFO = 0x00000004
 SA_RESTART = 0x10000000
 SA_ONSTACK = 0x08000000
 PROT_READ, PROT_WRITE, PROT_EXEC = 1, 2, 4
@@ -61,6 +65,36 @@ _libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
 _libc.sigaction.argtypes = [ctypes.c_int, ctypes.POINTER(_Sigaction), ctypes.POINTER(_Sigaction)]
 
 _INCREMENT_EPOCH = ctypes.cast(_b._wasmtime_engine_increment_epoch, ctypes.c_void_p).value
+_CLOCK_GETTIME = ctypes.cast(_libc.clock_gettime, ctypes.c_void_p).value
+CLOCK_MONOTONIC = 1
+_SYS_GETTID = 186   # x86-64
+_UC_RIP = 0xA8      # offsetof(ucontext_t, uc_mcontext.gregs[REG_RIP]) in glibc x86-64
+
+
+class TickState(ctypes.Structure):
+    """What the handler writes per tick (see the module docstring)."""
+
+    _fields_ = [("count", ctypes.c_uint64),      # +0  ticks so far (seqlock end)
+                ("begin", ctypes.c_uint64),      # +8  seqlock begin
+                ("cpu_sec", ctypes.c_int64),     # +16 profiled thread's CPU clock
+                ("cpu_nsec", ctypes.c_int64),
+                ("wall_sec", ctypes.c_int64),    # +32 CLOCK_MONOTONIC
+                ("wall_nsec", ctypes.c_int64),
+                ("pc", ctypes.c_uint64),         # +48 interrupted instruction pointer
+                ("tid", ctypes.c_uint64)]        # +56 interrupted thread (gettid)
+
+
+def read_tick(state: TickState):
+    """(count, cpu ns, wall ns, pc, tid) of the latest tick, or None if torn thrice."""
+    for _ in range(3):
+        count = state.count
+        cpu = state.cpu_sec * 1_000_000_000 + state.cpu_nsec
+        wall = state.wall_sec * 1_000_000_000 + state.wall_nsec
+        pc = state.pc
+        tid = state.tid
+        if state.begin == count:
+            return count, cpu, wall, pc, tid
+    return None
 
 
 class NativeUnavailable(RuntimeError):
@@ -78,10 +112,24 @@ def _map(prot: int) -> int:
     return address
 
 
-def _code(counter_address: int, engine_addresses: Sequence[int]) -> bytes:
-    code = b"\x48\xB8" + struct.pack("<Q", counter_address)   # mov rax, imm64
-    code += b"\xF0\x48\xFF\x00"                               # lock inc qword [rax]
-    code += b"\x48\x83\xEC\x08"                               # sub rsp, 8
+def _code(data: int, cpu_clock: int, engine_addresses: Sequence[int]) -> bytes:
+    q = lambda v: struct.pack("<Q", v)                         # noqa: E731
+    code = b"\x48\xB9" + q(data)                              # mov rcx, data
+    code += b"\xF0\x48\xFF\x41\x08"                           # lock inc qword [rcx+8]  (begin)
+    code += b"\x48\x8B\x82" + struct.pack("<I", _UC_RIP)      # mov rax, [rdx+uc_rip]
+    code += b"\x48\x89\x41\x30"                               # mov [rcx+48], rax       (pc)
+    code += b"\xB8" + struct.pack("<I", _SYS_GETTID)          # mov eax, SYS_gettid
+    code += b"\x0F\x05"                                       # syscall (clobbers rcx, r11)
+    code += b"\x48\xB9" + q(data)                             # mov rcx, data
+    code += b"\x48\x89\x41\x38"                               # mov [rcx+56], rax       (tid)
+    code += b"\x48\x83\xEC\x08"                               # sub rsp, 8  (16-byte alignment)
+    for clock, offset in ((cpu_clock, 16), (CLOCK_MONOTONIC, 32)):
+        code += b"\xBF" + struct.pack("<i", clock)             # mov edi, clockid
+        code += b"\x48\xBE" + q(data + offset)                 # mov rsi, &timespec
+        code += b"\x48\xB8" + q(_CLOCK_GETTIME)                # mov rax, clock_gettime
+        code += b"\xFF\xD0"                                    # call rax
+    code += b"\x48\xB9" + q(data)                             # mov rcx, data
+    code += b"\xF0\x48\xFF\x01"                               # lock inc qword [rcx]    (count)
     for engine in engine_addresses:
         code += b"\x48\xBF" + struct.pack("<Q", engine)       # mov rdi, imm64
         code += b"\x48\xB8" + struct.pack("<Q", _INCREMENT_EPOCH)
@@ -113,13 +161,15 @@ class NativeHandler:
     def __init__(self) -> None:
         pages = _pages()
         self._pages = pages
+        self.state = TickState.from_address(pages.data)
         self.counter = ctypes.c_uint64.from_address(pages.data)
         self._old: Optional[_Sigaction] = None
         self._signum = 0
 
-    def install(self, signum: int, engine_addresses: List[int]) -> None:
+    def install(self, signum: int, engine_addresses: List[int], cpu_clock: int) -> None:
+        """``cpu_clock``: the profiled thread's ``pthread_getcpuclockid``."""
         pages = self._pages
-        code = _code(pages.data, engine_addresses)
+        code = _code(pages.data, cpu_clock, engine_addresses)
         if len(code) > PAGE:
             raise NativeUnavailable("too many engines for one handler page")
         if _libc.mprotect(pages.code, PAGE, PROT_READ | PROT_WRITE) != 0:
@@ -127,10 +177,10 @@ class NativeHandler:
         ctypes.memmove(pages.code, code, len(code))
         if _libc.mprotect(pages.code, PAGE, PROT_READ | PROT_EXEC) != 0:
             raise NativeUnavailable("executable memory is not allowed here")
-        self.counter.value = 0
+        ctypes.memset(pages.data, 0, ctypes.sizeof(TickState))
         new = _Sigaction()
         new.handler = pages.code
-        new.flags = SA_RESTART | SA_ONSTACK
+        new.flags = SA_SIGINFO | SA_RESTART | SA_ONSTACK
         old = _Sigaction()
         if _libc.sigaction(signum, ctypes.byref(new), ctypes.byref(old)) != 0:
             raise NativeUnavailable(f"sigaction failed (errno {ctypes.get_errno()})")

@@ -27,14 +27,14 @@ from dataclasses import dataclass
 from typing import Iterator, Tuple
 
 # Header record layout (indices into one record).
-H_TIME = 0        # ns since the start of the profile, when the sample was taken
-H_CPU = 1         # thread CPU ns since the previous sample (profiler time excluded)
-H_WALL = 2        # wall ns since the previous sample (profiler time excluded)
+H_TIME = 0        # ns since the start of the profile: when the sample's tick came
+H_CPU = 1         # thread CPU ns in this sample's interval (profiler time excluded)
+H_WALL = 2        # wall ns in this sample's interval (profiler time excluded)
 H_PC_START = 3    # absolute position of the first PC in the stream
 H_PC_COUNT = 4    # number of PCs backtrace() wrote
 H_KIND = 5        # 0 = in guest (epoch check); >0 = host function id + 1; <0 = special
 H_TICKS = 6       # timer ticks this sample accounts for
-H_SPARE = 7
+H_TICK_PC = 7     # where the latest tick interrupted the process (0 = unknown)
 HEADER_FIELDS = 8
 
 KIND_GUEST = 0
@@ -96,7 +96,8 @@ class Ring:
             pos = start % cap
             yield RawSample(time_ns=rec[H_TIME], cpu_ns=rec[H_CPU], wall_ns=rec[H_WALL],
                             kind=rec[H_KIND], ticks=rec[H_TICKS],
-                            pcs=tuple(pcs[pos:pos + count]), depth_limited=count >= self.max_depth)
+                            pcs=tuple(pcs[pos:pos + count]), depth_limited=count >= self.max_depth,
+                            tick_pc=rec[H_TICK_PC] & 0xFFFFFFFFFFFFFFFF)
 
     def lost(self) -> int:
         """Samples written but no longer readable, plus samples refused."""
@@ -120,4 +121,5 @@ class RawSample:
     ticks: int
     pcs: Tuple[int, ...]       # innermost first, as backtrace() wrote them
     depth_limited: bool        # backtrace() filled the whole max_depth budget
+    tick_pc: int = 0           # where the latest tick interrupted the process, if known
 

@@ -27,6 +27,16 @@ Either way, the kernel delivers CPU-time signals at most at its tick rate
 (250 per CPU-second on CONFIG_HZ=250) whatever interval is asked (DESIGN.md
 fact 2): samples carry measured CPU deltas, never the nominal interval.
 ITIMER_VIRTUAL and ITIMER_PROF count the whole process's CPU time.
+
+The CPU-time intervals are rounded up to whole kernel ticks.  With tick-based
+CPU accounting each scheduler tick adds a whole tick (4 ms) of CPU time, but
+the kernel's ``check_cpu_itimer`` advances the timer by one interval per
+check: an interval of 1 ms leaves 3 ms of backlog after every user-mode tick,
+and the next three ticks fire too -- even when they land in system time, or in
+whatever code runs next.  Measured: a host function doing only system calls
+took 33 ITIMER_VIRTUAL ticks at 1 ms, 2 at 4 ms (its real user time).  A
+whole-tick interval has no backlog and loses no rate (it is capped at the
+tick anyway).  The wall clock (ITIMER_REAL, high-resolution) is not rounded.
 """
 
 from __future__ import annotations
@@ -54,6 +64,25 @@ _TIMER_NAMES = {signal.ITIMER_VIRTUAL: "ITIMER_VIRTUAL", signal.ITIMER_PROF: "IT
                 signal.ITIMER_REAL: "ITIMER_REAL"}
 
 _STOP_BYTE = 0  # never a signal number
+_CLOCK_MONOTONIC_COARSE = 6   # Linux; not exported by the time module
+
+
+def kernel_tick() -> float:
+    """The scheduler tick in seconds (1/CONFIG_HZ): the coarse clock's resolution."""
+    try:
+        res = time.clock_getres(_CLOCK_MONOTONIC_COARSE)
+    except OSError:
+        return 0.0
+    return res if 0 < res <= 0.1 else 0.0
+
+
+def effective_interval(clock: str, interval: float) -> float:
+    """The interval actually armed: CPU clocks round up to whole kernel ticks."""
+    tick = kernel_tick() if clock in ("cpu", "prof") else 0.0
+    if tick <= 0:
+        return interval
+    ticks = max(1, -(-round(interval * 1e9) // round(tick * 1e9)))
+    return ticks * tick
 
 
 def _engine_address(engine: wasmtime.Engine) -> int:
@@ -70,6 +99,8 @@ class TickSource:
 
     def __init__(self) -> None:
         self.tick_word = ctypes.c_uint64(0)
+        # The native handler also records each tick's clocks and PC here.
+        self.tick_state: Optional[_native.TickState] = None
 
     def start(self, engines: List[wasmtime.Engine]) -> None:
         raise NotImplementedError
@@ -117,7 +148,8 @@ class ITimerTicks(TickSource):
         if relay not in RELAYS:
             raise ValueError(f"relay must be one of {', '.join(RELAYS)}, not {relay!r}")
         self.clock = clock
-        self.interval = float(interval)
+        self.requested_interval = float(interval)
+        self.interval = effective_interval(clock, float(interval))
         self.which, self.signum, _ = CLOCKS[clock]
         self._requested_relay = relay
         self._native: Optional[_native.NativeHandler] = None
@@ -171,9 +203,11 @@ class ITimerTicks(TickSource):
 
     def _install_native(self, engines: List[wasmtime.Engine]) -> None:
         handler = _native.NativeHandler()
-        handler.install(self.signum, [_engine_address(e) for e in engines])
+        cpu_clock = time.pthread_getcpuclockid(threading.get_ident())
+        handler.install(self.signum, [_engine_address(e) for e in engines], cpu_clock)
         self._native = handler
         self.tick_word = handler.counter
+        self.tick_state = handler.state
 
     def _install_wakeup(self, engines: List[wasmtime.Engine]) -> None:
         if threading.current_thread() is not threading.main_thread():
@@ -247,6 +281,7 @@ class ITimerTicks(TickSource):
             self._native.uninstall()
             # Keep the final count readable after the handler is gone.
             self.tick_word = ctypes.c_uint64(self._native.counter.value)
+            self.tick_state = None
             self._native = None
         if self._relay_thread is not None:
             try:

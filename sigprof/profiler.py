@@ -15,8 +15,11 @@ Accuracy and limits (details in NOTES.md):
 
 * Samples are taken when the guest reaches an epoch check (function entry or
   loop header) after a timer tick, and at the edges of Python host calls and
-  guest calls.  Time in a loop-free leaf function is charged to the caller's
-  next check; time in native host calls (WASI) to the next wasm frame.
+  guest calls.  The tick handler records where each tick landed, and a guest
+  sample is re-attributed from the check to that function (see
+  ``_build.at_tick``), which removes most of epoch sampling's bias against
+  loop-free functions.  Time in native host calls (WASI) goes to the next wasm
+  frame.
 * Each sample's weight is the measured CPU (or wall) time since the previous
   sample on the profiled thread; the profiler's own time is excluded and
   reported as overhead.
@@ -114,7 +117,8 @@ class Profiler:
                  interval: float = DEFAULT_INTERVAL, clock: str = "cpu",
                  capacity: int = DEFAULT_CAPACITY, max_depth: int = DEFAULT_MAX_DEPTH,
                  when_full: str = FULL_KEEP_NEWEST, host_details: bool = False,
-                 ticks: Optional[TickSource] = None, name: Optional[str] = None):
+                 ticks: Optional[TickSource] = None, name: Optional[str] = None,
+                 use_tick_pc: bool = True):
         if not isinstance(store, wasmtime.Store):
             raise TypeError(f"store must be a wasmtime.Store, not {type(store).__name__}")
         if ticks is None:
@@ -134,6 +138,7 @@ class Profiler:
         self.when_full = when_full
         self.host_details = host_details
         self.name = name
+        self.use_tick_pc = use_tick_pc
         self._ticks = ticks
         self._ring: Optional[Ring] = None
         self._capture: Optional[_capture.Capture] = None
@@ -175,7 +180,7 @@ class Profiler:
             self._start_unix_ns = time.time_ns()
             ticks.start([self.store.engine])
             self._undo.append(ticks.stop)
-            capture.begin(ticks.tick_word)
+            capture.begin(ticks.tick_word, ticks.tick_state)
         except BaseException:
             self._unwind()
             self._ring = self._capture = None
@@ -205,12 +210,14 @@ class Profiler:
             self._undo.remove(ticks.stop)
             notes = ticks.stop() or {}
         finally:
-            unsampled_cpu, unsampled_wall, thread_cpu = capture.finish()
+            unsampled_cpu, unsampled_wall, thread_cpu, duration = capture.finish()
             self._unwind()
-        meta = self._meta(capture, ring, ticks, notes, unsampled_cpu, unsampled_wall, thread_cpu)
+        meta = self._meta(capture, ring, ticks, notes, unsampled_cpu, unsampled_wall, thread_cpu,
+                          duration)
         try:
             self.recording = _build.build(ring.read(), self._explicit, self.modules is None,
-                                          capture.host_functions, meta, self.host_details)
+                                          capture.host_functions, meta, self.host_details,
+                                          use_tick_pc=self.use_tick_pc)
         except Exception as exc:  # never lose the user's exception to ours
             meta.setdefault("warnings", []).append(f"could not resolve samples: {exc!r}")
             self.recording = _build.build([], self._explicit, False, [], meta, self.host_details,
@@ -221,17 +228,18 @@ class Profiler:
         return self.recording
 
     def _meta(self, capture, ring: Ring, ticks: TickSource, notes: dict, unsampled_cpu: int,
-              unsampled_wall: int, thread_cpu: int) -> dict:
+              unsampled_wall: int, thread_cpu: int, duration: int) -> dict:
         meta = {
             "format": "sigprof",
             "name": self.name or (self.modules[0][0] if self.modules and self.modules[0][0] else ""),
             "clock": ticks.clock,
             "interval_s": ticks.interval if ticks.interval else self.interval,
+            "requested_interval_s": self.interval,
             "capacity": ring.capacity,
             "max_depth": ring.max_depth,
             "when_full": ring.when_full,
             "start_unix_ns": self._start_unix_ns,
-            "duration_ns": (capture.wall_prev - capture.t0_ns) + unsampled_wall,
+            "duration_ns": duration,
             "thread_cpu_ns": thread_cpu,
             "overhead_cpu_ns": capture.overhead_cpu_ns,
             "overhead_wall_ns": capture.overhead_wall_ns,
@@ -239,6 +247,7 @@ class Profiler:
             "unsampled_wall_ns": unsampled_wall,
             "ticks": ticks.ticks,
             "relay": ticks.relay,
+            "use_tick_pc": self.use_tick_pc,
             "samples_taken": ring.count,
             "dropped": ring.lost(),
             "callback_errors": capture.errors,
@@ -306,22 +315,26 @@ def profile(store: wasmtime.Store, modules: Optional[Sequence[ModuleSpec]] = Non
             interval: float = DEFAULT_INTERVAL, clock: str = "cpu",
             capacity: int = DEFAULT_CAPACITY, max_depth: int = DEFAULT_MAX_DEPTH,
             when_full: str = FULL_KEEP_NEWEST, host_details: bool = False,
-            ticks: Optional[TickSource] = None, name: Optional[str] = None) -> Profiler:
+            ticks: Optional[TickSource] = None, name: Optional[str] = None,
+            use_tick_pc: bool = True) -> Profiler:
     """Profile the guest code run on ``store`` inside a ``with`` block.
 
     ``modules``: Module objects or (name, Module) pairs.  Given, only those
     modules are named in the profile (others become one opaque frame); left
     out, every module seen in samples is discovered and named.
-    ``interval``: seconds of the clock between ticks (the kernel caps
-    CPU-time ticks at its tick rate).  ``clock``: "cpu" (user CPU time,
+    ``interval``: seconds of the clock between ticks (for the CPU clocks it is
+    rounded up to whole kernel ticks, 4 ms at HZ=250: see ``_timer``).  ``clock``: "cpu" (user CPU time,
     ITIMER_VIRTUAL), "prof" (user+system, ITIMER_PROF) or "wall"
     (ITIMER_REAL).  ``capacity``: samples the ring holds; ``when_full``:
     "newest" keeps the newest, "stop" stops recording.  ``max_depth``:
     native frames walked per sample (deeper stacks are marked truncated).
+    ``use_tick_pc``: attribute each guest sample to the function its tick
+    landed in (the interrupted PC, recorded by the native tick handler) rather
+    than to the epoch check that took it; off shows raw epoch attribution.
     ``ticks``: a custom tick source (tests).
     """
     return Profiler(store, modules, interval, clock, capacity, max_depth, when_full,
-                    host_details, ticks, name)
+                    host_details, ticks, name, use_tick_pc)
 
 
 def _wasmtime_version() -> str:

@@ -11,7 +11,7 @@ Sections of version 1.0, each exactly once, in this order:
 
     META  JSON object: clock, interval, start time, counters, versions, warnings
     MODS  JSON list of modules: name, digest, text_size, functions
-          [[start, size, wasm index, kind, name], ...]
+          [[start, size, wasm index, kind, name, [epoch check offsets]], ...]
     HOST  JSON list of host functions: name, module, file, line, import names
     FRMS  u32 count, then count x (i32 kind, i32 a, i32 b)
     STKS  u32 count, then count x i32 parent, then count x i32 frame
@@ -79,7 +79,7 @@ def dumps(rec: Recording) -> bytes:
 
     section(b"META", js(dict(rec.meta)))
     section(b"MODS", js([{"name": m.name, "digest": m.digest, "text_size": m.text_size,
-                          "functions": [[f.start, f.size, f.index, f.kind, f.name]
+                          "functions": [[f.start, f.size, f.index, f.kind, f.name, list(f.checks)]
                                         for f in m.functions]} for m in rec.modules]))
     section(b"HOST", js([h.__dict__ for h in rec.host_functions]))
     flat = array("i")
@@ -193,7 +193,8 @@ def _loads(data: memoryview, source: str) -> Recording:
 
 _NUMBER = (int, float)
 _META_TYPES = {
-    "clock": str, "name": str, "interval_s": _NUMBER, "start_unix_ns": int,
+    "clock": str, "name": str, "interval_s": _NUMBER, "requested_interval_s": _NUMBER,
+    "start_unix_ns": int,
     "duration_ns": int, "thread_cpu_ns": int, "overhead_cpu_ns": int, "overhead_wall_ns": int,
     "unsampled_cpu_ns": int, "unsampled_wall_ns": int, "ticks": int, "dropped": int,
     "samples_taken": int, "capacity": int, "max_depth": int, "versions": dict,
@@ -211,8 +212,9 @@ def _count(payload: memoryview, item_size: int, fail, tag: str) -> int:
 
 
 def _module(m: dict) -> ModuleSymbols:
-    functions = tuple(Function(int(start), int(size), str(name), int(index), str(kind))
-                      for start, size, index, kind, name in m["functions"])
+    functions = tuple(Function(int(f[0]), int(f[1]), str(f[4]), int(f[2]), str(f[3]),
+                               tuple(int(c) for c in (f[5] if len(f) > 5 else ())))
+                      for f in m["functions"])
     if any(f.start < 0 or f.size < 0 for f in functions):
         raise ValueError("negative function offset")
     return ModuleSymbols(str(m["name"]), str(m["digest"]), int(m["text_size"]),

@@ -32,7 +32,8 @@ FRAME_OPAQUE = 3     # code of a module the user did not allow into the profile
 FRAME_TRUNCATED = 4  # the stack was deeper than max_depth; its root is missing
 FRAME_UNKNOWN = 5    # guest code that could not be resolved to a function
 
-SAMPLE_TRUNCATED = 1  # flag bit
+SAMPLE_TRUNCATED = 1  # flag bit: the stack's root was cut off
+SAMPLE_AT_TICK = 2    # flag bit: re-attributed from the epoch check to where the tick landed
 
 PSEUDO_FRAME_NAMES = {
     FRAME_PYTHON: "(python, outside the guest)",

@@ -54,6 +54,13 @@ class Function:
     name: str           # display name
     index: int          # wasm function index; -1 for non-guest code
     kind: str
+    # Return-address offsets (from ``start``) of the function's epoch checks:
+    # the entry check first, then one per loop header.  Empty if unknown.
+    checks: Tuple[int, ...] = ()
+
+    @property
+    def loop_free(self) -> bool:
+        return len(self.checks) == 1
 
 
 @dataclass(frozen=True)
@@ -113,21 +120,51 @@ def parse_image(image: bytes, name: Optional[str] = None) -> ParsedImage:
         text_index = next(i for i, s in enumerate(elf.iter_sections()) if s.name == ".text")
         text_offset = text["sh_offset"]
         text_size = text["sh_size"]
-        functions = []
+        raw_symbols = []
         for sym in symtab.iter_symbols():
             if sym["st_info"]["type"] != "STT_FUNC" or sym["st_shndx"] != text_index:
                 continue
-            display, index, kind = _display_name(sym.name)
-            functions.append(Function(sym["st_value"], sym["st_size"], display, index, kind))
+            raw_symbols.append((sym["st_value"], sym["st_size"], sym.name))
         info = elf.get_section_by_name(".wasmtime.info")
         hint = _name_from_info(info.data()) if info is not None else None
         text_bytes = image[text_offset:text_offset + text_size]
+        epoch_builtin = next((start for start, _, name in raw_symbols
+                              if name == "wasmtime_builtin_new_epoch"), None)
+        functions = []
+        for start, size, symbol in raw_symbols:
+            display, index, kind = _display_name(symbol)
+            checks = (epoch_checks(text_bytes, start, size, epoch_builtin)
+                      if kind == KIND_WASM and epoch_builtin is not None else ())
+            functions.append(Function(start, size, display, index, kind, checks))
     except (ELFError, struct.error, StopIteration, KeyError) as exc:
         raise ImageError(f"cannot parse module image: {exc}") from None
     functions.sort(key=lambda f: (f.start, f.size))
     digest = hashlib.sha256(text_bytes).hexdigest()
     final = name or hint or f"wasm-{digest[:8]}"
     return ParsedImage(text_offset, ModuleSymbols(final, digest, text_size, tuple(functions)), hint)
+
+
+def epoch_checks(text: bytes, start: int, size: int, builtin: int) -> Tuple[int, ...]:
+    """Return-address offsets of the direct calls to the epoch builtin in a function.
+
+    Cranelift compiles each epoch check (function entry, loop headers) to an
+    inline compare and an out-of-line ``call rel32`` to the module's
+    ``wasmtime_builtin_new_epoch`` trampoline; the slow paths are laid out in
+    the order the checks were made, so the entry check comes first.  A byte
+    0xE8 whose 32-bit displacement lands exactly on the builtin is such a
+    call.  (x86-64 code; on other architectures no checks are found and the
+    tick-PC correction is simply not applied.)
+    """
+    sites = []
+    find = text.find
+    end = min(start + size, len(text)) - 4
+    i = find(b"\xE8", start, end)
+    while i >= 0:
+        rel, = struct.unpack_from("<i", text, i + 1)
+        if i + 5 + rel == builtin:
+            sites.append(i + 5 - start)
+        i = find(b"\xE8", i + 1, end)
+    return tuple(sites)
 
 
 def _read_varint(data: bytes, pos: int) -> Tuple[int, int]:

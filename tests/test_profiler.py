@@ -101,15 +101,16 @@ def test_reference_demo_has_the_reference_shape(guest):
     g = guest("demo")
     store, inst = g.instance()
     with sigprof.profile(store, modules=[("demo.wasm", g.module)]) as prof:
-        inst.exports(store)["run"](store, 6)
+        inst.exports(store)["run"](store, 12)
     total = {}
     for funcs, w in prof.recording.iter_stacks():
         for f in {f.name for f in funcs}:
             total[f] = total.get(f, 0) + w
     whole = total["run"]
-    assert abs(100 * total["cold_loop"] / whole - 19) < 8
-    assert abs(100 * total["fib"] / whole - 4) < 4
-    assert total["hot_loop"] / whole > 0.85   # hot_loop is reached directly and via cold_loop
+    # ~90 samples: allow a few standard errors around the reference's shares.
+    assert abs(100 * total["cold_loop"] / whole - 19) < 9
+    assert 100 * total.get("fib", 0) / whole < 10
+    assert total["hot_loop"] / whole > 0.8    # hot_loop is reached directly and via cold_loop
 
 
 def test_signal_timer_and_callback_restored_after_normal_exit(guest):
@@ -330,9 +331,9 @@ def test_save_picks_the_format_from_the_suffix(guest, tmp_path, suffix):
     elif suffix == ".sigprof":
         assert data.startswith(b"SIGPROF\x1a")
     elif suffix == ".collapsed":
-        line = data.decode().splitlines()[0]
-        stack, weight = line.rsplit(" ", 1)
-        assert stack.startswith("demo!run") and int(weight) > 0
+        lines = data.decode().splitlines()
+        assert all(int(line.rsplit(" ", 1)[1]) > 0 for line in lines)
+        assert any(line.startswith("demo!run;demo!") for line in lines)
     else:
         assert "Top 10 functions by self CPU time" in data.decode()
     assert [p.name for p in tmp_path.iterdir()] == [path.name]   # no temporary left behind

@@ -1,0 +1,242 @@
+"""CPU-time accuracy: host calls, clocks, no lost time, the leaf bias (issue 4)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+import wasmtime
+
+import sigprof
+from sigprof._build import _OPAQUE, _Resolver, at_tick
+from sigprof.symbols import Function, LiveImage, ModuleSymbols
+
+from conftest import ROOT, stacks_by_name
+
+I32 = wasmtime.ValType.i32()
+
+
+def burn(n):
+    x = 0
+    for i in range(n):
+        x += i * i
+
+
+def nap(ms):
+    time.sleep(ms / 1000)
+
+
+def burn_unlinked(n):
+    """The same work as burn, as a callable never given to Linker.define_func."""
+    burn(n)
+
+
+def _host_run(guest, clock="cpu", define="linker", rounds=12, spin=2_000_000, burn_n=150_000,
+              nap_ms=0, **kwargs):
+    """Run host.wat with burn/nap imports defined the way ``define`` says."""
+    g = guest("host")
+    store = wasmtime.Store(g.engine)
+    linker = wasmtime.Linker(g.engine)
+    ty = wasmtime.FuncType([I32], [])
+    prof = sigprof.profile(store, modules=[("host", g.module)], clock=clock, **kwargs)
+    if define == "linker":                          # before the profile starts
+        linker.define_func("env", "burn", ty, burn)
+        linker.define_func("env", "nap", ty, nap)
+        inst = linker.instantiate(store, g.module)
+        prof.start()
+    else:                                           # Func objects made after it starts
+        prof.start()
+        inst = wasmtime.Instance(store, g.module, [wasmtime.Func(store, ty, burn_unlinked),
+                                                   wasmtime.Func(store, ty, nap)])
+    try:
+        cpu0 = time.thread_time_ns()
+        inst.exports(store)["run"](store, rounds, spin, burn_n, nap_ms)
+        cpu = time.thread_time_ns() - cpu0
+    finally:
+        prof.stop()
+    return prof, cpu
+
+
+def _self_share(rec, predicate):
+    total = part = 0
+    for funcs, w in rec.iter_stacks():
+        total += w
+        if funcs and predicate(funcs):
+            part += w
+    return part / total if total else 0.0
+
+
+@pytest.mark.parametrize("define", ["linker", "func-after-start"])
+def test_host_function_time_is_charged_to_the_host_under_its_caller(guest, define):
+    prof, _ = _host_run(guest, define=define)
+    rec = prof.recording
+    burn_stacks = [[f.name for f in funcs] for funcs, _ in rec.iter_stacks()
+                   if funcs and funcs[-1].kind == "host" and funcs[-1].name.startswith("burn")]
+    assert burn_stacks, "no sample landed in the host function"
+    for names in burn_stacks:
+        assert names[-2] == "caller"                 # the wasm function that made the call
+    share = _self_share(rec, lambda f: f[-1].kind == "host" and f[-1].name.startswith("burn"))
+    assert share > 0.6, share                        # burn does most of the CPU work
+    labels = {f.name for funcs, _ in rec.iter_stacks() for f in funcs if f.kind == "host"}
+    if define == "linker":                           # import names known from define_func
+        assert "burn [env.burn]" in labels and labels <= {"burn [env.burn]", "nap [env.nap]"}
+    else:
+        # (nap may carry its import name: the same callable is linked by name elsewhere)
+        assert "burn_unlinked" in labels and labels <= {"burn_unlinked", "nap", "nap [env.nap]"}
+
+
+def test_no_cpu_time_is_lost_or_invented(guest):
+    # ~400 ms of CPU: the unsampled tail (under one 4 ms tick) and the
+    # profiler's own time (~1%) must fit in the 2% the issue allows.
+    prof, cpu = _host_run(guest, rounds=50)
+    meta = prof.meta
+    sampled = sum(prof.recording.sample_table.cpu_ns)
+    accounted = sampled + meta["overhead_cpu_ns"] + meta["unsampled_cpu_ns"]
+    assert abs(accounted - meta["thread_cpu_ns"]) <= 0.01 * meta["thread_cpu_ns"]
+    assert abs(sampled - cpu) <= 0.02 * cpu, (sampled, cpu)
+
+
+def test_several_ticks_in_one_host_call_are_one_sample_carrying_their_weight(guest):
+    from sigprof._timer import ManualTicks
+    g = guest("host")
+    store = wasmtime.Store(g.engine)
+    ticks = ManualTicks()
+    linker = wasmtime.Linker(g.engine)
+
+    def busy(n):
+        t0 = time.thread_time_ns()
+        for _ in range(5):
+            ticks.tick()                              # five ticks land in this one call
+        while time.thread_time_ns() - t0 < 20_000_000:
+            pass
+    linker.define_func("env", "burn", wasmtime.FuncType([I32], []), busy)
+    linker.define_func("env", "nap", wasmtime.FuncType([I32], []), lambda ms: None)
+    inst = linker.instantiate(store, g.module)
+    with sigprof.profile(store, modules=[("host", g.module)], ticks=ticks) as prof:
+        inst.exports(store)["run"](store, 1, 1000, 0, 0)
+    rec = prof.recording
+    assert rec.samples == 1
+    assert rec.sample_table.ticks[0] == 5
+    assert rec.sample_table.cpu_ns[0] >= 20_000_000     # the weight is the measured CPU
+
+
+def test_blocked_host_time_is_absent_in_cpu_mode_and_present_in_wall_mode(guest):
+    is_nap = lambda f: f[-1].kind == "host" and f[-1].name.startswith("nap")   # noqa: E731
+    # cpu: ~20 ms of CPU per round, 20 ms asleep; the nap's own CPU is tiny.
+    prof, _ = _host_run(guest, clock="cpu", rounds=10, spin=6_000_000, burn_n=200_000, nap_ms=20)
+    assert _self_share(prof.recording, is_nap) < 0.05
+    prof, _ = _host_run(guest, clock="wall", rounds=10, burn_n=20_000, nap_ms=20)
+    rec = prof.recording
+    share = _self_share(rec, is_nap)
+    wall = sum(rec.sample_table.wall_ns)
+    assert share > 0.5, share                         # 200 ms asleep vs ~60 ms of work
+    nap_stacks = [names for names, _ in stacks_by_name(rec) if names[-1].startswith("nap")]
+    assert all(names[-2] == "wasm-function[4]" for names in nap_stacks)   # called from run
+    assert abs(sum(w for _, w in rec.iter_stacks()) - wall) == 0
+
+
+def test_prof_mode_counts_system_time(guest, tmp_path):
+    """A host function that spends its time in the kernel: only ITIMER_PROF ticks in it."""
+    big = tmp_path / "zeros"
+    big.write_bytes(bytes(1 << 20))
+
+    def syscalls(n):
+        fd = os.open(big, os.O_RDONLY)
+        try:
+            for _ in range(n):
+                os.pread(fd, 1 << 20, 0)             # copies in the kernel: system time
+        finally:
+            os.close(fd)
+
+    def share(clock):
+        g = guest("host")
+        store = wasmtime.Store(g.engine)
+        linker = wasmtime.Linker(g.engine)
+        linker.define_func("env", "burn", wasmtime.FuncType([I32], []), syscalls)
+        linker.define_func("env", "nap", wasmtime.FuncType([I32], []), lambda ms: None)
+        inst = linker.instantiate(store, g.module)
+        with sigprof.profile(store, modules=[("host", g.module)], clock=clock) as prof:
+            inst.exports(store)["run"](store, 15, 3_000_000, 300, 0)
+        return _self_share(prof.recording, lambda f: f[-1].kind == "host")
+    cpu_share, prof_share = share("cpu"), share("prof")
+    assert prof_share > 0.3, prof_share
+    assert prof_share > cpu_share + 0.15, (cpu_share, prof_share)
+
+
+# --- the loop-free leaf ---------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def bias_module(engine):
+    return wasmtime.Module.from_file(engine, str(ROOT / "benchmarks" / "bias.wat"))
+
+
+def _leaf_share(engine, module, case, leaf, use_tick_pc):
+    store = wasmtime.Store(engine)
+    ex = wasmtime.Instance(store, module, []).exports(store)
+    with sigprof.profile(store, modules=[("bias", module)], use_tick_pc=use_tick_pc) as prof:
+        ex[case](store, 10_000_000)
+    assert prof.samples >= 10
+    return _self_share(prof.recording, lambda f: f[-1].name == leaf)
+
+
+def test_tick_pc_removes_the_loop_free_leaf_bias(engine, bias_module):
+    # hot: the leaf is ~90% of the loop's time (benchmarks/leaf_bias.py measures it)
+    assert _leaf_share(engine, bias_module, "hot", "leaf_hot", False) < 0.3
+    assert _leaf_share(engine, bias_module, "hot", "leaf_hot", True) > 0.7
+    # cold: the leaf is ~10%
+    assert _leaf_share(engine, bias_module, "cold", "leaf_light", False) > 0.6
+    assert _leaf_share(engine, bias_module, "cold", "leaf_light", True) < 0.3
+
+
+# at_tick, case by case, on a synthetic module: f(0..) with known checks.
+FUNCS = (Function(0, 100, "a", 0, "wasm", (90,)),           # loop-free: one check (entry)
+         Function(100, 100, "b", 1, "wasm", (80, 95)),      # one loop: entry, loop header
+         Function(200, 100, "c", 2, "wasm", (70, 90)))
+IMG = LiveImage(0x1000, 0x1000 + 300, ModuleSymbols("m", "0" * 64, 300, FUNCS), True)
+RESOLVER = _Resolver([IMG])
+
+
+def _frame(name, ret):
+    f = next(f for f in FUNCS if f.name == name)
+    return (IMG, f.start + ret, f)
+
+
+def _names(stack):
+    return [(e[2].name, e[1] - e[2].start) for e in stack]
+
+
+def test_at_tick_leaf_at_a_loop_header_keeps_its_stack_with_the_exact_pc():
+    stack = [_frame("b", 95), _frame("c", 10)]                       # leaf b, loop header
+    out = at_tick(stack, RESOLVER, 0x1000 + 130)                      # tick in b
+    assert _names(out) == [("b", 31), ("c", 10)]
+
+
+def test_at_tick_callee_entered_after_the_tick_is_cut_back_to_the_caller():
+    stack = [_frame("a", 90), _frame("b", 40), _frame("c", 10)]       # a at its entry check
+    out = at_tick(stack, RESOLVER, 0x1000 + 150)                      # tick in b
+    assert _names(out) == [("b", 51), ("c", 10)]
+
+
+def test_at_tick_returned_callee_goes_under_a_loop_header_leaf():
+    stack = [_frame("b", 95), _frame("c", 10)]                       # b at its loop header
+    out = at_tick(stack, RESOLVER, 0x1000 + 20)                       # tick in a (returned)
+    assert _names(out) == [("a", 21), ("b", 95), ("c", 10)]
+
+
+def test_at_tick_returned_sibling_replaces_a_leaf_at_its_entry():
+    stack = [_frame("b", 80), _frame("c", 10)]                       # b at its entry check
+    out = at_tick(stack, RESOLVER, 0x1000 + 20)                       # tick in a
+    assert _names(out) == [("a", 21), ("c", 10)]
+
+
+def test_at_tick_leaves_stacks_alone_when_it_cannot_know():
+    stack = [_frame("b", 95), _frame("c", 10)]
+    assert at_tick(stack, RESOLVER, 0x9999) is None                   # tick outside the guest
+    assert at_tick([_OPAQUE] + stack, RESOLVER, 0x1000 + 20) is None  # leaf not allowed
+    stale = [_frame("b", 95), _frame("c", 10)]                        # loop header, ancestor c
+    assert at_tick(stale, RESOLVER, 0x1000 + 250) is None
+    unknown = Function(0, 100, "a", 0, "wasm", ())
+    img = LiveImage(0x1000, 0x1064, ModuleSymbols("m", "0" * 64, 100, (unknown,)), True)
+    assert at_tick([(img, 50, unknown)], _Resolver([img]), 0x1000 + 20) is None
