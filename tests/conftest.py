@@ -110,6 +110,22 @@ def guest(engine):
     return load
 
 
+def busy_python(n: int) -> None:
+    """A Python host function that burns CPU: n multiply-adds."""
+    x = 0
+    for i in range(n):
+        x += i * i
+
+
+def link_host(store, module, burn=busy_python, nap=lambda ms: None):
+    """Instantiate host.wat-style guests: imports env.burn(i32) and env.nap(i32)."""
+    linker = wasmtime.Linker(store.engine)
+    ty = wasmtime.FuncType([wasmtime.ValType.i32()], [])
+    linker.define_func("env", "burn", ty, burn)
+    linker.define_func("env", "nap", ty, nap)
+    return linker.instantiate(store, module)
+
+
 def stacks_by_name(rec):
     """[(function names root first, weight ns)] of a recording."""
     return [([f.name for f in funcs], w) for funcs, w in rec.iter_stacks()]

@@ -20,7 +20,7 @@ import wasmtime
 
 import sigprof
 
-from conftest import ROOT, require
+from conftest import ROOT, link_host, require
 
 CLI_CANDIDATES = [os.environ.get("SIGPROF_PROFILER_CLI", ""),
                   str(ROOT / ".ci" / "node" / "node_modules" / ".bin" / "profiler-cli"),
@@ -81,16 +81,7 @@ def test_the_firefox_loader_reads_host_frames_twins_and_truncation(profiler_cli,
                                                                     tmp_path):
     a, b, host, rec = guest("twin_a"), guest("twin_b"), guest("host"), guest("recursion")
     store = wasmtime.Store(engine)
-    linker = wasmtime.Linker(engine)
-
-    def burn(n):
-        x = 0
-        for i in range(n):
-            x += i * i
-
-    linker.define_func("env", "burn", wasmtime.FuncType([wasmtime.ValType.i32()], []), burn)
-    linker.define_func("env", "nap", wasmtime.FuncType([wasmtime.ValType.i32()], []), lambda ms: None)
-    ih = linker.instantiate(store, host.module)
+    ih = link_host(store, host.module)
     ia = wasmtime.Instance(store, a.module, [])
     ib = wasmtime.Instance(store, b.module, [])
     ir = wasmtime.Instance(store, rec.module, [])
@@ -106,7 +97,7 @@ def test_the_firefox_loader_reads_host_frames_twins_and_truncation(profiler_cli,
     plain.write_bytes(gzip.decompress(path.read_bytes()))
     theirs = profiler_cli(plain)
     assert "twin_a!work" in theirs and "twin_b!work" in theirs
-    assert "Python host!burn [env.burn]" in theirs, sorted(theirs)
+    assert "Python host!busy_python [env.burn]" in theirs, sorted(theirs)
     assert "(truncated stack)" in theirs
     self_ms, total_ms = _our_totals(prof.recording)
     for name, f in theirs.items():

@@ -17,20 +17,11 @@ from sigprof.rawfile import RecordingFormatError
 @pytest.fixture(scope="module")
 def recording_bytes():
     """A real recording with wasm frames, a host frame, pseudo frames and truncation."""
-    from conftest import Guest
+    from conftest import Guest, link_host
     engine = sigprof.engine()
     host, rec = Guest(engine, "host"), Guest(engine, "recursion")
     store = wasmtime.Store(engine)
-    linker = wasmtime.Linker(engine)
-
-    def burn(n):
-        x = 0
-        for i in range(n):
-            x += i
-
-    linker.define_func("env", "burn", wasmtime.FuncType([wasmtime.ValType.i32()], []), burn)
-    linker.define_func("env", "nap", wasmtime.FuncType([wasmtime.ValType.i32()], []), lambda ms: None)
-    ih = linker.instantiate(store, host.module)
+    ih = link_host(store, host.module)
     ir = wasmtime.Instance(store, rec.module, [])
     with sigprof.profile(store, max_depth=40) as prof:
         ih.exports(store)["run"](store, 4, 3_000_000, 100_000, 0)

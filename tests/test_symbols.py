@@ -1,0 +1,69 @@
+"""Module images -> function tables: names, boundaries, discovery."""
+
+from __future__ import annotations
+
+import wasmtime
+
+import sigprof
+from sigprof import _wasmtime as wt, symbols
+from sigprof.recording import FRAME_GUEST, Recording
+from sigprof.symbols import Function, ModuleSymbols
+
+from conftest import GUESTS
+
+
+def _parsed(engine, wat_or_path, name=None):
+    module = (wasmtime.Module(engine, wat_or_path) if wat_or_path.lstrip().startswith("(")
+              else wasmtime.Module.from_file(engine, wat_or_path))
+    start, end = wt.module_image_range(module)
+    return symbols.parse_image(wt.read_memory(start, end - start), name), module
+
+
+def test_function_names_indices_and_kinds(engine):
+    parsed, _ = _parsed(engine, str(GUESTS / "demo.wat"))
+    wasm = {f.name: f for f in parsed.symbols.functions if f.kind == symbols.KIND_WASM}
+    assert {"fib", "hot_loop", "cold_loop", "run"} <= set(wasm)
+    assert wasm["fib"].index == 0 and wasm["run"].index == 3
+    kinds = {f.kind for f in parsed.symbols.functions}
+    assert {symbols.KIND_WASM, symbols.KIND_ENTRY, symbols.KIND_EXIT} <= kinds
+    # hot_loop has a loop: an entry check and a loop-header check; fib has none but entry.
+    assert len(wasm["hot_loop"].checks) == 2 and wasm["fib"].loop_free
+
+
+def test_module_names_from_the_name_section_else_a_stable_placeholder(engine):
+    named, _ = _parsed(engine, '(module $my_app (func (export "f")))')
+    assert named.symbols.name == "my_app" and named.name_hint == "my_app"
+    unnamed, _ = _parsed(engine, '(module (func (export "f")))')
+    again, _ = _parsed(engine, '(module (func (export "f")))')
+    assert unnamed.symbols.name.startswith("wasm-")
+    assert unnamed.symbols.name == again.symbols.name          # stable
+    given, _ = _parsed(engine, '(module $my_app (func (export "f")))', name="chosen")
+    assert given.symbols.name == "chosen"
+    assert symbols._name_from_info(b"") is None and symbols._name_from_info(b"\x01\x02") is None
+
+
+def test_unnamed_functions_get_wasmtime_style_names(engine):
+    parsed, _ = _parsed(engine, '(module (func (export "f") (result i32) i32.const 1))')
+    assert [f.name for f in parsed.symbols.functions if f.kind == "wasm"] == ["wasm-function[0]"]
+
+
+def test_a_return_address_at_the_next_functions_start_belongs_to_the_caller():
+    """A call as a function's last instruction returns to the next function's first byte."""
+    mod = ModuleSymbols("m", "0" * 64, 200, (Function(0, 100, "caller", 0, "wasm"),
+                                             Function(100, 100, "next", 1, "wasm")))
+    rec = Recording(meta={}, modules=(mod,), host_functions=(), frames=((FRAME_GUEST, 0, 100),),
+                    stack_parent=__import__("array").array("i"),
+                    stack_frame=__import__("array").array("i"),
+                    sample_table=__import__("sigprof.recording", fromlist=["x"]).empty_samples())
+    assert rec.function(0).name == "caller"
+    assert mod.lookup(100).name == "next"
+
+
+def test_images_are_found_from_pcs_without_module_objects(engine):
+    parsed, module = _parsed(engine, str(GUESTS / "twin_b.wat"))
+    start, end = wt.module_image_range(module)
+    pc = start + parsed.text_offset + 10
+    found = symbols.discover([pc, 12345], [], wt.read_memory, allowed=True)
+    assert len(found) == 1 and found[0].symbols.name == "twin_b"
+    assert found[0].text_start == start + parsed.text_offset
+    assert symbols.discover([id(object())], [], wt.read_memory, allowed=True) == []
