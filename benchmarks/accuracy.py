@@ -32,7 +32,6 @@ worst single trial.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import statistics
 import sys

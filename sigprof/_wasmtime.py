@@ -138,15 +138,6 @@ def restore_epoch_behaviour(store: wasmtime.Store) -> None:
     store.set_epoch_deadline(FAR_DEADLINE)
 
 
-def increment_epoch_function(engine: wasmtime.Engine) -> Callable[[], None]:
-    ptr = engine.ptr()
-    fn = _b._wasmtime_engine_increment_epoch
-
-    def bump() -> None:
-        fn(ptr)
-    return bump
-
-
 def set_last_exception(exc: BaseException) -> None:
     """Hand ``exc`` to wasmtime-py: the failing call re-raises it unchanged."""
     _wt_func.LAST_EXCEPTION = exc

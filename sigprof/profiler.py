@@ -39,7 +39,6 @@ from __future__ import annotations
 import platform
 import socket
 import sys
-import threading
 import time
 import weakref
 from typing import Any, Iterable, List, Optional, Sequence, Tuple, Union
@@ -48,7 +47,7 @@ import wasmtime
 
 from . import __version__
 from . import _build, _capture, _wasmtime as wt
-from ._ring import FULL_KEEP_NEWEST, Ring
+from ._ring import FULL_KEEP_NEWEST, FULL_STOP, Ring
 from ._timer import CLOCKS, ITimerTicks, TickSource
 from .recording import Recording
 
@@ -147,7 +146,9 @@ class Profiler:
         self._start_unix_ns = 0
         self._undo: List[Any] = []
         self.recording: Optional[Recording] = None
-        Ring(1, 8, 1, when_full)  # validate when_full early, with the ring's own message
+        if when_full not in (FULL_KEEP_NEWEST, FULL_STOP):
+            raise ValueError(f"when_full must be {FULL_KEEP_NEWEST!r} or {FULL_STOP!r}, "
+                             f"not {when_full!r}")
 
     # -- lifecycle ---------------------------------------------------------------
 

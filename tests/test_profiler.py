@@ -12,7 +12,6 @@ import wasmtime
 import sigprof
 from sigprof import _native
 from sigprof._timer import ITimerTicks, ManualTicks
-from sigprof.recording import FRAME_TRUNCATED
 
 from conftest import link_host, run_python, stacks_by_name
 

@@ -8,7 +8,6 @@ import os
 import signal
 import struct
 import threading
-import time
 
 import pytest
 import wasmtime

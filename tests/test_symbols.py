@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import wasmtime
 
-import sigprof
 from sigprof import _wasmtime as wt, symbols
 from sigprof.recording import FRAME_GUEST, Recording
 from sigprof.symbols import Function, ModuleSymbols

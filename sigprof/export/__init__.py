@@ -11,7 +11,7 @@ import gzip
 import json
 import os
 import tempfile
-from typing import Callable, Dict, Optional
+from typing import Optional
 
 from ..recording import Recording
 

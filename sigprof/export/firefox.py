@@ -284,7 +284,6 @@ def weighted_stacks(profile: dict):
         strings = shared["stringArray"]
         stacks, frames, funcs = shared["stackTable"], shared["frameTable"], shared["funcTable"]
         resources = shared["resourceTable"]
-        libs = profile["libs"]
         func_label = []
         for i in range(funcs["length"]):
             res = funcs["resource"][i]
