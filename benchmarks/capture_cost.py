@@ -9,8 +9,10 @@ on the same stack:
 
 * ``empty``: the callback does nothing (the cost of the callback mechanism:
   wasmtime -> ctypes -> Python and back);
-* ``sigprof``: the callback runs sigprof's capture (the tick check, both
-  clocks, ``backtrace()`` straight into the ring, the header record);
+* ``sigprof``: the callback runs sigprof's capture (the tick check, reading
+  the tick record, both clocks twice, ``backtrace()`` straight into the ring,
+  the header record) -- plus two ctypes increments standing in for the signal
+  handler's writes;
 * ``guestprofiler``: the callback calls ``wasmtime_guestprofiler_sample``
   (wasmtime's own native stack walk into its own buffer).
 
@@ -39,7 +41,7 @@ from wasmtime import _bindings as _b
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import sigprof  # noqa: E402
-from sigprof import _capture, _wasmtime as wt  # noqa: E402
+from sigprof import _capture, _native, _wasmtime as wt  # noqa: E402
 from sigprof._ring import Ring  # noqa: E402
 
 DEPTH_WAT = """
@@ -85,12 +87,15 @@ def capture_cost(depth: int, samples: int, repeat: int) -> dict:
             elif mode == "sigprof":
                 ring = Ring(samples + 8, 1024, pcs_per_sample=depth + 96)
                 capture = _capture.Capture(store, ring)
-                word = ctypes.c_uint64(0)
-                capture.begin(word)
+                # The tick record the native handler writes, written here instead.
+                state = _native.TickState()
+                word = ctypes.c_uint64.from_address(ctypes.addressof(state))
+                capture.begin(word, state)
                 on_epoch = capture.on_epoch
 
-                def sample(word=word, on_epoch=on_epoch):
-                    word.value += 1      # a tick is due at every check
+                def sample(state=state, on_epoch=on_epoch):
+                    state.begin += 1     # a tick is due at every check
+                    state.count += 1
                     on_epoch()
                 cb = _callback(sample)
                 keep.append(capture)

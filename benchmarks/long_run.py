@@ -89,7 +89,7 @@ def main() -> None:
     rates = []
     for prev, cur in zip(marks, marks[1:]):
         dt_cpu = cur["cpu_s"] - prev["cpu_s"]
-        taken = (cur["samples"] + cur["dropped"]) - (prev["samples"] + prev["dropped"])
+        taken = cur["samples"] - prev["samples"]   # while running: samples taken so far
         if dt_cpu > 0:
             rates.append(taken / dt_cpu)
     full = [m["rss_mb"] for m in marks if m["dropped"] > 0]
