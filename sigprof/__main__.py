@@ -127,10 +127,30 @@ def cmd_record(a: argparse.Namespace) -> int:
                         dirs=_pairs(a.dir, "::", "--dir", "HOST::GUEST"),
                         env=_pairs(a.env, "=", "--env", "KEY=VALUE"), name=a.name, **options)
     rec = result.recording
+    written = []
     for path, fmt in zip(outputs, formats):
-        write(rec, path, fmt)
-    _summary(rec, list(zip(outputs, formats)), a.top, result)
+        try:
+            write(rec, path, fmt)
+        except OSError as exc:
+            # The run cannot be repeated: keep what it recorded somewhere.
+            rescue = _rescue(rec)
+            raise CliError(f"{path}: {exc.strerror or exc}; the recording was saved to "
+                           f"{rescue} (convert it with `sigprof convert`)") from None
+        written.append((path, fmt))
+    _summary(rec, written, a.top, result)
     return result.exit_code
+
+
+def _rescue(rec) -> str:
+    import tempfile
+    for directory in (os.getcwd(), tempfile.gettempdir()):
+        path = os.path.join(directory, f"sigprof-rescue-{os.getpid()}.sigprof")
+        try:
+            write(rec, path, "raw")
+            return path
+        except OSError:
+            continue
+    return "(nowhere: no writable directory)"
 
 
 def _summary(rec, written, top: int, result: runner.RunResult) -> None:

@@ -197,6 +197,10 @@ class NativeHandler:
             _libc.sigaction(self._signum, ctypes.byref(self._old), None)
             self._old = None
 
+    def forget(self) -> None:
+        """Drop the saved action without restoring it (someone else's is in place)."""
+        self._old = None
+
 
 def current_disposition(signum: int) -> int:
     """The raw handler address installed for ``signum`` (0 = default, 1 = ignore)."""

@@ -276,9 +276,12 @@ class ITimerTicks(TickSource):
             self._armed = False
             self._drain_pending()
         if self._native is not None:
-            if not self._native.current_handler_is_ours():
+            if self._native.current_handler_is_ours():
+                self._native.uninstall()
+            else:
+                # Someone installed their own handler while we ran: theirs stays.
                 self._notes["handler_replaced"] = True
-            self._native.uninstall()
+                self._native.forget()
             # Keep the final count readable after the handler is gone.
             self.tick_word = ctypes.c_uint64(self._native.counter.value)
             self.tick_state = None

@@ -40,6 +40,7 @@ import platform
 import socket
 import sys
 import time
+import warnings
 import weakref
 from typing import Any, Iterable, List, Optional, Sequence, Tuple, Union
 
@@ -257,6 +258,9 @@ class Profiler:
                          "python": platform.python_version()},
             "warnings": [],
         }
+        if notes.get("handler_replaced"):
+            meta["warnings"].append("the tick signal's handler was replaced during the profile; "
+                                    "later ticks were not sampled")
         if notes.get("wakeup_fd_replaced"):
             meta["warnings"].append("the signal wakeup fd was replaced during the profile "
                                     "(asyncio add_signal_handler?); later ticks were not sampled")
@@ -271,7 +275,14 @@ class Profiler:
         return self.start()
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        self.stop()
+        try:
+            self.stop()
+        except Exception as ours:
+            if exc_type is None:
+                raise
+            # The block's own exception is the one the caller must see.
+            warnings.warn(f"sigprof could not finish the profile: {ours!r}", RuntimeWarning,
+                          stacklevel=2)
 
     # -- the result, available once stopped ------------------------------------------
 

@@ -265,3 +265,14 @@ def test_record_profiles_a_real_interpreter(sigprof_cmd, quickjs, tmp_path):
     assert {"_start", "JS_CallInternal", "js_regexp_exec"} <= names
     report = sigprof_cmd("report", raw, "--top", "5")
     assert report.returncode == 0 and "[quickjs.wasm]" in report.stdout
+
+
+def test_an_output_that_cannot_be_written_after_the_run_keeps_a_rescue_copy(sigprof_cmd, tmp_path):
+    target = tmp_path / "taken.json"
+    target.mkdir()                                  # a directory: writing the file fails
+    proc = sigprof_cmd("record", "-o", target, "--invoke", "run", "--arg", "1", DEMO, cwd=tmp_path)
+    err = _one_line_error(proc, "the recording was saved to")
+    rescue = Path(err.split("saved to ")[1].split(" (")[0])
+    assert rescue.exists() and rescue.parent == tmp_path
+    proc = sigprof_cmd("convert", rescue, "-o", tmp_path / "ok.json")
+    assert proc.returncode == 0, proc.stderr

@@ -394,3 +394,42 @@ def test_host_details_are_added_only_when_asked(guest, tmp_path):
     assert __file__ in files                                  # full path, on request
     profile = prof.to_firefox()
     assert profile["threads"][0]["pid"] == str(os.getpid())
+
+
+def test_a_handler_installed_over_ours_during_the_profile_is_left_in_place(guest):
+    g = guest("demo")
+    store, inst = g.instance()
+    if not _native.supported():
+        pytest.skip("native tick handler only")
+    seen = []
+    previous = signal.getsignal(signal.SIGVTALRM)
+    try:
+        with sigprof.profile(store) as prof:
+            inst.exports(store)["run"](store, 1)
+            signal.signal(signal.SIGVTALRM, lambda s, f: seen.append(s))   # someone else's
+            inst.exports(store)["run"](store, 1)
+        assert signal.getsignal(signal.SIGVTALRM) is not previous          # theirs stayed
+        assert any("replaced" in w for w in prof.meta["warnings"])
+    finally:
+        signal.signal(signal.SIGVTALRM, previous if previous is not None else signal.SIG_DFL)
+
+
+def test_a_failure_to_finish_never_hides_the_blocks_own_exception(guest, monkeypatch):
+    from sigprof import profiler
+    g = guest("demo")
+    store, inst = g.instance()
+    prof = sigprof.profile(store)
+
+    class Mine(Exception):
+        pass
+    real_stop = profiler.Profiler.stop
+
+    def broken_stop(self):
+        real_stop(self)                              # everything is restored first
+        raise RuntimeError("ours")
+    monkeypatch.setattr(profiler.Profiler, "stop", broken_stop)
+    with pytest.warns(RuntimeWarning, match="ours"):
+        with pytest.raises(Mine):
+            with prof:
+                inst.exports(store)["fib"](store, 10)
+                raise Mine()
