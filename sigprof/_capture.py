@@ -20,9 +20,9 @@ arrives, so a sample taken later than its tick (at a host function's return,
 at guest entry) is not charged for the time after the tick -- that time goes
 to the next interval.  The profiler's own time is measured and left out of
 every interval (it is summed separately as overhead).  Without tick
-timestamps (the wakeup relay, manual ticks) intervals end at the sample.  Nothing here allocates per sample
-beyond the integers Python makes for clock readings; the stack goes straight
-from ``backtrace()`` into the ring.
+timestamps (the wakeup relay, manual ticks) intervals end at the sample.
+Nothing here allocates per sample beyond the integers Python makes for clock
+readings; the stack goes straight from ``backtrace()`` into the ring.
 
 Safety (DESIGN.md facts 3 and 8): an exception escaping a ctypes callback
 aborts the process, and CPython runs pending Python signal handlers at the
@@ -59,12 +59,12 @@ get_ident = threading.get_ident
 class Capture:
     """Live sampling state for one store on one thread."""
 
-    __slots__ = ("ring", "tick_word", "tick_state", "consumed", "thread_id", "store", "enabled",
-                 "errors", "t0_ns", "cpu_prev", "wall_prev", "cpu_pending", "wall_pending",
-                 "cpu_start", "overhead_cpu_ns",
-                 "overhead_wall_ns", "backtrace", "set_deadline", "context", "guest_depth",
-                 "foreign_thread_epochs", "host_functions", "host_wrappers", "native_tid", "_pcs_address",
-                 "_pc_capacity", "_depth", "_capacity", "_stop_when_full", "_header")
+    __slots__ = ("ring", "tick_word", "tick_state", "consumed", "thread_id", "native_tid",
+                 "store", "enabled", "errors", "t0_ns", "cpu_start", "cpu_prev", "wall_prev",
+                 "cpu_pending", "wall_pending", "overhead_cpu_ns", "overhead_wall_ns",
+                 "backtrace", "set_deadline", "context", "guest_depth", "foreign_thread_epochs",
+                 "host_functions", "host_wrappers", "_pcs_address", "_pc_capacity", "_depth",
+                 "_capacity", "_stop_when_full", "_header")
 
     def __init__(self, store: wasmtime.Store, ring: Ring):
         self.ring = ring
@@ -133,8 +133,8 @@ class Capture:
             total = word.value
             if total != self.consumed and self.enabled:
                 self._record(host_id + 1, total, True)
-                # The relay bumped the epoch for this tick too: consume that bump
-                # so the next epoch check does not take a second, empty sample.
+                # The tick also bumped the epoch: move the deadline past that
+                # bump so the next epoch check does not stop for nothing.
                 self.set_deadline(self.context, 1)
             if _deferred:
                 _run_deferred()
