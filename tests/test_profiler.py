@@ -322,6 +322,25 @@ def test_save_picks_the_format_from_the_suffix(guest, tmp_path, suffix):
     assert [p.name for p in tmp_path.iterdir()] == [path.name]   # no temporary left behind
 
 
+def test_saved_files_get_the_usual_permissions(guest, tmp_path):
+    import os
+    import stat
+    g = guest("demo")
+    store, inst = g.instance()
+    with sigprof.profile(store, ticks=ManualTicks()) as prof:
+        inst.exports(store)["fib"](store, 5)
+    old = os.umask(0o022)
+    try:
+        prof.save(tmp_path / "new.json")
+        assert stat.S_IMODE((tmp_path / "new.json").stat().st_mode) == 0o644
+        (tmp_path / "kept.txt").write_text("x")
+        os.chmod(tmp_path / "kept.txt", 0o640)
+        prof.save(tmp_path / "kept.txt")
+        assert stat.S_IMODE((tmp_path / "kept.txt").stat().st_mode) == 0o640
+    finally:
+        os.umask(old)
+
+
 def test_unknown_suffix_is_refused_and_writes_nothing(guest, tmp_path):
     g = guest("demo")
     store, inst = g.instance()

@@ -57,13 +57,30 @@ def render(rec: Recording, fmt: str, path: str = "") -> bytes:
     raise UnknownFormat(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
 
 
+def _umask() -> int:
+    """The process umask, read without changing it (os.umask would, racily)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
+
+
 def atomic_write(path: str, data: bytes) -> None:
     directory = os.path.dirname(os.path.abspath(path))
+    try:
+        mode = os.stat(path).st_mode & 0o7777          # replacing a file: keep its mode
+    except OSError:
+        mode = 0o666 & ~_umask()                       # a new file: what open() would give
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
+            os.fchmod(f.fileno(), mode)                # mkstemp makes it 0600
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
