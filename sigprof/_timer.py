@@ -10,7 +10,7 @@ of the chosen clock, and a relay turns the signal into a counted tick plus an
 epoch bump.  Two relays exist:
 
 * ``native`` (x86-64 Linux, the default): the signal handler itself is a
-  40-byte machine-code stub that increments the counter and calls
+  small machine-code stub that increments the counter and calls
   ``wasmtime_engine_increment_epoch`` (see ``_native.py``).  Synchronous, in
   the interrupted thread, no GIL, no extra thread, no wakeup fd -- so asyncio's
   wakeup fd is never touched, and it works when the profile starts off the

@@ -256,6 +256,7 @@ class Profiler:
             "foreign_thread_epochs": capture.foreign_thread_epochs,
             "versions": {"sigprof": __version__, "wasmtime": _wasmtime_version(),
                          "python": platform.python_version()},
+            "arch": platform.machine(),          # what the compiled code offsets are in
             "warnings": [],
         }
         if notes.get("handler_replaced"):

@@ -198,7 +198,7 @@ _META_TYPES = {
     "duration_ns": int, "thread_cpu_ns": int, "overhead_cpu_ns": int, "overhead_wall_ns": int,
     "unsampled_cpu_ns": int, "unsampled_wall_ns": int, "ticks": int, "dropped": int,
     "samples_taken": int, "capacity": int, "max_depth": int, "versions": dict,
-    "warnings": list, "modules": list, "host": dict,
+    "warnings": list, "modules": list, "host": dict, "arch": str,
 }
 
 

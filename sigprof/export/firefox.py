@@ -85,7 +85,7 @@ def convert(rec: Recording) -> dict:
     for i, module in enumerate(rec.modules):
         libs.append({"name": module.name, "path": "", "debugName": module.name, "debugPath": "",
                      "breakpadId": (module.digest[:32].upper() + "0"), "codeId": None,
-                     "arch": "wasm32"})
+                     "arch": str(meta.get("arch") or "")})
         module_resource[i] = _append(resources, type=RESOURCE_LIBRARY, name=strings(module.name),
                                      host=None)
     host_resource: Optional[int] = None
