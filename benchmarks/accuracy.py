@@ -35,12 +35,10 @@ import argparse
 import json
 import statistics
 import sys
-import threading
 import time
 from pathlib import Path
 
 import wasmtime
-from wasmtime import _bindings as _b
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import sigprof  # noqa: E402
@@ -121,34 +119,7 @@ def run_sigprof(guest: Guest, rounds: int, clock: str) -> dict:
 def run_guestprofiler(guest: Guest, rounds: int) -> dict:
     store, exports = guest.instance()
     gp = wt.NativeGuestProfiler(guest.engine, "accuracy", [("accuracy", guest.module)])
-    sample = gp.sample_function(store)
-    last = [time.thread_time_ns()]
-
-    def callback(ctx, data, next_delta, kind):
-        try:
-            now = time.thread_time_ns()
-            sample(now - last[0])
-            last[0] = now
-        finally:
-            next_delta[0] = 1
-            kind[0] = 0
-        return 0
-    cb = wt.EPOCH_CALLBACK_T(callback)
-    _b.wasmtime_store_epoch_deadline_callback(store.ptr(), cb, None, wt.NOOP_FINALIZER)
-    store.set_epoch_deadline(1)
-    stop = threading.Event()
-
-    def ticker():                      # what `wasmtime run --profile=guest` does
-        while not stop.wait(0.001):
-            guest.engine.increment_epoch()
-    thread = threading.Thread(target=ticker, daemon=True)
-    thread.start()
-    try:
-        exports["run"](store, *guest.run_args(rounds))
-    finally:
-        stop.set()
-        thread.join()
-        wt.restore_epoch_behaviour(store)
+    gp.run(store, lambda: exports["run"](store, *guest.run_args(rounds)))
     profile = json.loads(gp.finish())
     counts, cpu = {}, {}
     thread0 = profile["threads"][0]

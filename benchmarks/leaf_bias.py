@@ -25,12 +25,10 @@ import argparse
 import json
 import statistics
 import sys
-import threading
 import time
 from pathlib import Path
 
 import wasmtime
-from wasmtime import _bindings as _b
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import sigprof  # noqa: E402
@@ -73,26 +71,7 @@ def leaf_share_sigprof(engine, module, case: str, leaf: str, n: int, use_tick_pc
 def leaf_share_guestprofiler(engine, module, case: str, leaf: str, n: int):
     store, ex = _instance(engine, module)
     gp = wt.NativeGuestProfiler(engine, "bias", [("bias", module)])
-    sample = gp.sample_function(store)
-
-    def callback(ctx, data, next_delta, kind):
-        sample(0)
-        next_delta[0] = 1
-        kind[0] = 0
-        return 0
-    cb = wt.EPOCH_CALLBACK_T(callback)
-    _b.wasmtime_store_epoch_deadline_callback(store.ptr(), cb, None, wt.NOOP_FINALIZER)
-    store.set_epoch_deadline(1)
-    stop = threading.Event()
-    thread = threading.Thread(target=lambda: [engine.increment_epoch() for _ in iter(
-        lambda: stop.wait(0.001), True)], daemon=True)
-    thread.start()
-    try:
-        ex[case](store, n)
-    finally:
-        stop.set()
-        thread.join()
-        wt.restore_epoch_behaviour(store)
+    gp.run(store, lambda: ex[case](store, n))
     t0 = json.loads(gp.finish())["threads"][0]
     strings, st, fr, fn = t0["stringArray"], t0["stackTable"], t0["frameTable"], t0["funcTable"]
     leaf_count = sum(1 for s in t0["samples"]["stack"]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ctypes
 import threading
+import time
 from typing import Callable, Optional, Tuple
 
 import wasmtime
@@ -221,6 +222,44 @@ class NativeGuestProfiler:
         def sample(delta_ns: int) -> None:
             fn(ptr, sptr, delta_ns)
         return sample
+
+    def run(self, store: wasmtime.Store, call: Callable[[], object],
+            interval_s: float = 0.001) -> object:
+        """Run ``call()`` sampled the way ``wasmtime run --profile=guest`` does it.
+
+        A thread bumps the engine's epoch every ``interval_s`` of wall time; the
+        epoch callback samples with the thread's CPU time since the previous
+        sample as the delta.  The store's epoch behaviour is restored after.
+        """
+        sample = self.sample_function(store)
+        last = [time.thread_time_ns()]
+
+        def callback(ctx, data, next_delta, kind):
+            try:
+                now = time.thread_time_ns()
+                sample(now - last[0])
+                last[0] = now
+            finally:
+                next_delta[0] = 1
+                kind[0] = 0
+            return 0
+        cb = EPOCH_CALLBACK_T(callback)
+        _b.wasmtime_store_epoch_deadline_callback(store.ptr(), cb, None, NOOP_FINALIZER)
+        store.set_epoch_deadline(1)
+        stop = threading.Event()
+        engine = store.engine
+
+        def ticker() -> None:
+            while not stop.wait(interval_s):
+                engine.increment_epoch()
+        thread = threading.Thread(target=ticker, name="guestprofiler-ticker", daemon=True)
+        thread.start()
+        try:
+            return call()
+        finally:
+            stop.set()
+            thread.join()
+            restore_epoch_behaviour(store)   # replaces cb while it is still referenced
 
     def finish(self) -> bytes:
         out = _b.wasm_byte_vec_t()

@@ -412,3 +412,18 @@ def test_a_failed_save_leaves_the_previous_file_whole(guest, tmp_path, monkeypat
         prof.save(path)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["run.json"]
+
+
+def test_wasmtimes_own_guestprofiler_runs_as_the_benchmarks_reference(guest):
+    from sigprof._wasmtime import NativeGuestProfiler
+    g = guest("demo")
+    store = wasmtime.Store(g.engine)
+    run = wasmtime.Instance(store, g.module, []).exports(store)["run"]
+    gp = NativeGuestProfiler(g.engine, "demo", [("demo.wasm", g.module)])
+    gp.run(store, lambda: run(store, 2))
+    profile = json.loads(gp.finish())
+    assert profile["meta"]["preprocessedProfileVersion"] == 55
+    thread = profile["threads"][0]
+    assert thread["samples"]["length"] > 10
+    assert "hot_loop" in thread["stringArray"]
+    assert run(store, 1) != 0            # the store is usable afterwards
