@@ -13,7 +13,7 @@ import sigprof
 from sigprof import _native
 from sigprof._timer import ITimerTicks, ManualTicks
 
-from conftest import link_host, run_python, stacks_by_name
+from conftest import GUESTS, link_host, run_python, stacks_by_name
 
 
 def test_deep_recursion_is_captured_whole_and_rooted_at_the_export(guest):
@@ -427,3 +427,25 @@ def test_wasmtimes_own_guestprofiler_runs_as_the_benchmarks_reference(guest):
     assert thread["samples"]["length"] > 10
     assert "hot_loop" in thread["stringArray"]
     assert run(store, 1) != 0            # the store is usable afterwards
+
+
+def test_modules_may_be_bare_module_objects_named_by_their_name_section(guest):
+    g = guest("recursion")
+    store, inst = g.instance()
+    with sigprof.profile(store, modules=[g.module]) as prof:
+        inst.exports(store)["rec"](store, 5, 60_000_000)
+    assert [m.name for m in prof.recording.modules] == ["recursion"]
+
+
+def test_engine_accepts_a_config_and_turns_epoch_interruption_on():
+    config = wasmtime.Config()
+    config.cranelift_opt_level = "speed"
+    engine = sigprof.engine(config)
+    module = wasmtime.Module.from_file(engine, str(GUESTS / "demo.wat"))
+    store = wasmtime.Store(engine)
+    run = wasmtime.Instance(store, module, []).exports(store)["run"]
+    with sigprof.profile(store) as prof:
+        run(store, 2)
+    assert prof.samples > 0
+    with pytest.raises(TypeError, match="Config"):
+        sigprof.engine("fast")
