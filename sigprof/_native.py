@@ -7,7 +7,7 @@ GIL switch interval, so a tick that landed in wasm just before a host call is
 charged to the call site.  ``wasmtime_engine_increment_epoch`` is a single
 atomic add, async-signal-safe, so the handler can call it directly.
 
-What: about 120 bytes of x86-64 machine code, written at run time into a page
+What: about 150 bytes of x86-64 machine code, written at run time into a page
 mapped read+write, then made read+execute (never both), and installed with
 libc ``sigaction`` (SA_SIGINFO | SA_RESTART | SA_ONSTACK).  Per tick it:
 
@@ -131,8 +131,8 @@ def _code(data: int, cpu_clock: int, engine_addresses: Sequence[int]) -> bytes:
     code += b"\x48\xB9" + q(data)                             # mov rcx, data
     code += b"\xF0\x48\xFF\x01"                               # lock inc qword [rcx]    (count)
     for engine in engine_addresses:
-        code += b"\x48\xBF" + struct.pack("<Q", engine)       # mov rdi, imm64
-        code += b"\x48\xB8" + struct.pack("<Q", _INCREMENT_EPOCH)
+        code += b"\x48\xBF" + q(engine)                        # mov rdi, engine
+        code += b"\x48\xB8" + q(_INCREMENT_EPOCH)               # mov rax, increment_epoch
         code += b"\xFF\xD0"                                   # call rax
     code += b"\x48\x83\xC4\x08"                               # add rsp, 8
     code += b"\xC3"                                           # ret

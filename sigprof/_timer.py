@@ -301,10 +301,16 @@ class ITimerTicks(TickSource):
                 signal.set_wakeup_fd(current)
                 self._notes["wakeup_fd_replaced"] = True
             self._wakeup_installed = False
+        self._restore_python_handler()
+        self._close_pipe()
+
+    def _restore_python_handler(self) -> None:
         if self._python_handler_installed:
             previous = self._previous_handler
             signal.signal(self.signum, previous if previous is not None else signal.SIG_DFL)
             self._python_handler_installed = False
+
+    def _close_pipe(self) -> None:
         for fd in (self._read_fd, self._write_fd):
             if fd >= 0:
                 try:
@@ -336,19 +342,10 @@ class ITimerTicks(TickSource):
             if self._wakeup_installed:
                 signal.set_wakeup_fd(self._previous_wakeup_fd)
                 self._wakeup_installed = False
-            if self._python_handler_installed:
-                previous = self._previous_handler
-                signal.signal(self.signum, previous if previous is not None else signal.SIG_DFL)
-                self._python_handler_installed = False
+            self._restore_python_handler()
         except (ValueError, OSError):  # pragma: no cover - fork from a non-main thread
             pass
-        for fd in (self._read_fd, self._write_fd):
-            if fd >= 0:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
-        self._read_fd = self._write_fd = -1
+        self._close_pipe()
 
 
 def _ignore_tick(signum, frame) -> None:
