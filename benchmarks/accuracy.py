@@ -43,6 +43,7 @@ import wasmtime
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import sigprof  # noqa: E402
 from sigprof import _wasmtime as wt  # noqa: E402
+from guestprofiler import NativeGuestProfiler  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 PARTS = ["part_small", "part_large", "part_deep", "part_host_burn", "part_host_sleep"]
@@ -118,7 +119,7 @@ def run_sigprof(guest: Guest, rounds: int, clock: str) -> dict:
 
 def run_guestprofiler(guest: Guest, rounds: int) -> dict:
     store, exports = guest.instance()
-    gp = wt.NativeGuestProfiler(guest.engine, "accuracy", [("accuracy", guest.module)])
+    gp = NativeGuestProfiler(guest.engine, "accuracy", [("accuracy", guest.module)])
     gp.run(store, lambda: exports["run"](store, *guest.run_args(rounds)))
     profile = json.loads(gp.finish())
     counts, cpu = {}, {}

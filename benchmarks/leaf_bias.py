@@ -33,6 +33,7 @@ import wasmtime
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import sigprof  # noqa: E402
 from sigprof import _wasmtime as wt  # noqa: E402
+from guestprofiler import NativeGuestProfiler  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 CASES = {"hot": ("leaf_hot", 12_000_000), "cold": ("leaf_light", 12_000_000)}
@@ -70,7 +71,7 @@ def leaf_share_sigprof(engine, module, case: str, leaf: str, n: int, use_tick_pc
 
 def leaf_share_guestprofiler(engine, module, case: str, leaf: str, n: int):
     store, ex = _instance(engine, module)
-    gp = wt.NativeGuestProfiler(engine, "bias", [("bias", module)])
+    gp = NativeGuestProfiler(engine, "bias", [("bias", module)])
     gp.run(store, lambda: ex[case](store, n))
     t0 = json.loads(gp.finish())["threads"][0]
     strings, st, fr, fn = t0["stringArray"], t0["stackTable"], t0["frameTable"], t0["funcTable"]

@@ -23,23 +23,30 @@ from __future__ import annotations
 import bisect
 import os
 from array import array
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
+
+import wasmtime
 
 from . import _imports, _wasmtime as wt
 from ._ring import KIND_GUEST, KIND_OUTSIDE, RawSample
 from .recording import (FRAME_GUEST, FRAME_HOST, FRAME_OPAQUE, FRAME_PYTHON, FRAME_TRUNCATED,
                         FRAME_UNKNOWN, SAMPLE_AT_TICK, SAMPLE_TRUNCATED, HostFunction, Recording,
-                        SampleTable, intern_stack)
-from .symbols import (KIND_ENTRY, KIND_WASM, ImageError, LiveImage, discover,
+                        SampleTable)
+from .symbols import (KIND_ENTRY, KIND_WASM, Function, ImageError, LiveImage, discover,
                       image_from_memory)
 
 
-def explicit_images(modules: Sequence[Tuple[Optional[str], object]]) -> List[LiveImage]:
-    images = []
-    for name, module in modules:
-        start, end = wt.module_image_range(module)  # type: ignore[arg-type]
-        images.append(image_from_memory(start, end, name, True, wt.read_memory))
-    return images
+class ModuleRef(NamedTuple):
+    """A module given to ``profile()``: where its image is, read only after the run."""
+
+    name: Optional[str]
+    image_start: int
+    image_end: int
+
+
+def module_refs(modules: Sequence[Tuple[Optional[str], wasmtime.Module]]) -> List[ModuleRef]:
+    """Image ranges of the listed modules (cheap: no symbol work before the guest runs)."""
+    return [ModuleRef(name, *wt.module_image_range(module)) for name, module in modules]
 
 
 def host_function_info(func: Callable, host_details: bool) -> HostFunction:
@@ -74,16 +81,29 @@ class _Resolver:
 
 
 _OPAQUE = ("opaque",)
+GuestEntry = Tuple  # (LiveImage, return-address offset, Function), or _OPAQUE
 
 
-def at_tick(guest: List[Tuple], resolver: "_Resolver", tick_pc: int) -> Optional[List[Tuple]]:
-    """The guest stack where the tick landed, from the stack at the epoch check.
+def tick_function(resolver: "_Resolver", tick_pc: int) -> Optional[GuestEntry]:
+    """The allowed guest function the tick interrupted, as a frame (PC + 1), or None."""
+    img = resolver.find(tick_pc)
+    if img is None or not img.allowed:
+        return None
+    tick_offset = tick_pc - img.text_start
+    f = img.symbols.lookup(tick_offset)
+    if f is None or f.kind != KIND_WASM:
+        return None
+    return (img, tick_offset + 1, f)
+
+
+def tick_attribution(guest: List[GuestEntry], tick_frame: GuestEntry) -> Optional[int]:
+    """How many outermost frames of ``guest`` the tick frame sits on.
 
     Epoch sampling takes the stack at the first check after a tick: the entry
     of the next function called, or the next loop header.  The tick handler
     recorded the interrupted PC, so the function the tick really landed in
-    (F) is known; with the check's kind (the leaf's entry check, or a loop
-    header) the stack at the tick follows:
+    (F, ``tick_frame``) is known; with the check's kind (the leaf's entry
+    check, or a loop header) the stack at the tick follows:
 
     * F is the leaf, at a loop header: same stack, exact PC;
     * F is an ancestor of the leaf, which is at its entry check: F called
@@ -93,131 +113,203 @@ def at_tick(guest: List[Tuple], resolver: "_Resolver", tick_pc: int) -> Optional
     * F is not on the stack, the leaf at a loop header: F was called from the
       leaf and returned -> F goes under the leaf.
 
-    Returns None (keep the check's stack) when the tick was not in allowed
-    guest code, the leaf's checks are unknown, or the case is inconsistent.
-    Frames get return-address semantics, so the tick PC is stored plus one.
+    None (keep the check's stack) when the leaf's checks are unknown or the
+    case is inconsistent.  The answer depends on F's function, not on where in
+    it the tick landed, so callers may cache it per function.
     """
-    img = resolver.find(tick_pc)
-    if img is None or not img.allowed:
-        return None
-    tick_offset = tick_pc - img.text_start
-    f = img.symbols.lookup(tick_offset)
-    if f is None or f.kind != KIND_WASM:
-        return None
+    img, _, f = tick_frame
     leaf = guest[0]
     if leaf is _OPAQUE or not leaf[2].checks:
         return None
-    leaf_img, leaf_offset, leaf_func = leaf
+    _, leaf_offset, leaf_func = leaf
     at_entry = leaf_offset - leaf_func.start == leaf_func.checks[0]
-    tick_frame = (img, tick_offset + 1, f)
+    depth = len(guest)
 
     def same(entry) -> bool:
         return entry is not _OPAQUE and entry[0] is img and entry[2].start == f.start
 
-    deeper = next((k for k in range(1, len(guest)) if same(guest[k])), None)
+    deeper = next((k for k in range(1, depth) if same(guest[k])), None)
     if same(leaf) and not at_entry:
-        return [tick_frame] + guest[1:]
+        return depth - 1
     if not at_entry:
-        return None if deeper is not None else [tick_frame] + guest
+        return None if deeper is not None else depth
     if deeper is not None:
-        return [tick_frame] + guest[deeper + 1:]
-    return [tick_frame] + guest[1:]
+        return depth - deeper - 1
+    return depth - 1
 
 
-def build(raw: Iterable[RawSample], explicit: Sequence[LiveImage], discover_allowed: bool,
+class _Stacks:
+    """The recording's frame table and stack prefix tree, interned as they are built."""
+
+    def __init__(self) -> None:
+        self.frames: List[Tuple[int, int, int]] = []
+        self._frame_index: Dict[Tuple[int, int, int], int] = {}
+        self.parent = array("i")
+        self.frame = array("i")
+        self._node_index: Dict[Tuple[int, int], int] = {}
+
+    def frame_id(self, key: Tuple[int, int, int]) -> int:
+        found = self._frame_index.get(key)
+        if found is None:
+            found = self._frame_index[key] = len(self.frames)
+            self.frames.append(key)
+        return found
+
+    def child(self, parent: int, frame_key: Tuple[int, int, int]) -> int:
+        frame = self.frame_id(frame_key)
+        key = (parent, frame)
+        found = self._node_index.get(key)
+        if found is None:
+            found = self._node_index[key] = len(self.frame)
+            self.parent.append(parent)
+            self.frame.append(frame)
+        return found
+
+
+class _RawStack(NamedTuple):
+    """One distinct raw stack, resolved once."""
+
+    guest: List[GuestEntry]        # leaf first
+    truncated: bool                # the walk stopped before the guest's entry
+    prefix: List[int]              # prefix[i]: node of the outermost i+1 guest frames
+    base: int                      # node under the outermost guest frame (-1, or truncated)
+
+
+def build(raw: Iterable[RawSample], *, modules: Sequence[ModuleRef], discover_allowed: bool,
           host_callables: Sequence[Callable], meta: dict, host_details: bool = False,
-          discovery: bool = True, use_tick_pc: bool = True) -> Recording:
+          use_tick_pc: bool = True) -> Recording:
+    """Resolve raw samples against the live module images into a ``Recording``."""
+    warnings = list(meta.get("warnings", []))
     samples = list(raw)
-    images = list(explicit)
-    if discovery:
-        pcs = {pc for s in samples for pc in s.pcs}
+    # Distinct raw stacks, identified by the capture's 64-bit hash and the depth
+    # (so a 3000-deep stack is not copied or compared per sample).
+    raw_pcs: List[array] = []
+    depth_limited: List[bool] = []
+    raw_index: Dict[Tuple[int, int, bool], int] = {}
+    sample_raw = array("i")
+    for s in samples:
+        key = (s.stack_hash, len(s.pcs), s.depth_limited)
+        raw_id = raw_index.get(key)
+        if raw_id is None:
+            raw_id = raw_index[key] = len(raw_pcs)
+            raw_pcs.append(array("Q", s.pcs.tobytes()))
+            depth_limited.append(s.depth_limited)
+        sample_raw.append(raw_id)
+
+    images: List[LiveImage] = []
+    for ref in modules:
         try:
-            images += discover(pcs, images, wt.read_memory, discover_allowed)
-        except (OSError, ImageError) as exc:
-            meta.setdefault("warnings", []).append(f"module discovery failed: {exc}")
+            images.append(image_from_memory(ref.image_start, ref.image_end, ref.name, True,
+                                            wt.read_memory))
+        except ImageError as exc:
+            warnings.append(f"module {ref.name or '(unnamed)'} could not be read: {exc}")
+    explicit = list(images)
+    try:
+        all_pcs = {pc for pcs in raw_pcs for pc in pcs}
+        all_pcs.update(s.tick_pc for s in samples if s.tick_pc)
+        images += discover(all_pcs, images, wt.read_memory, discover_allowed)
+    except (OSError, ImageError) as exc:
+        warnings.append(f"module discovery failed: {exc}")
     resolver = _Resolver(images)
 
     module_index: Dict[int, int] = {}           # id(image) -> index in the recording
-    modules: List = []
+    module_table: List = []
     for img in explicit:                        # allowed modules always appear, in given order
-        module_index[id(img)] = len(modules)
-        modules.append(img.symbols)
+        module_index[id(img)] = len(module_table)
+        module_table.append(img.symbols)
 
-    host_index: Dict[int, int] = {}
-    hosts: List[HostFunction] = []
-    frame_index: Dict[Tuple[int, int, int], int] = {}
-    frames: List[Tuple[int, int, int]] = []
-    stack_index: Dict[Tuple[int, int], int] = {}
-    stack_parent, stack_frame = array("i"), array("i")
-    table = SampleTable(array("q"), array("q"), array("q"), array("i"), array("i"), array("B"))
+    def module_of(img: LiveImage) -> int:
+        m = module_index.get(id(img))
+        if m is None:
+            m = module_index[id(img)] = len(module_table)
+            module_table.append(img.symbols)
+        return m
 
-    def frame_id(key: Tuple[int, int, int]) -> int:
-        found = frame_index.get(key)
-        if found is None:
-            found = frame_index[key] = len(frames)
-            frames.append(key)
-        return found
+    def frame_key(entry: GuestEntry) -> Tuple[int, int, int]:
+        if entry is _OPAQUE:
+            return (FRAME_OPAQUE, 0, 0)
+        img, offset, _ = entry
+        return (FRAME_GUEST, module_of(img), offset)
 
-    for s in samples:
-        guest: List[Tuple] = []               # leaf first: (img, offset, func) or OPAQUE
-        complete = not s.depth_limited
-        for pc in s.pcs:
-            img = resolver.find(pc)
-            if img is None:
-                continue
-            offset = pc - img.text_start
-            func = img.symbols.lookup(offset - 1)
+    tree = _Stacks()
+    resolved: List[_RawStack] = []
+    by_pc: Dict[int, Tuple[Optional[LiveImage], int, Optional[Function]]] = {}
+    for raw_id, pcs in enumerate(raw_pcs):
+        guest: List[GuestEntry] = []
+        complete = not depth_limited[raw_id]
+        for pc in pcs:
+            found = by_pc.get(pc)
+            if found is None:
+                img = resolver.find(pc)
+                found = by_pc[pc] = ((img, pc - img.text_start, img.symbols.lookup(pc - img.text_start - 1))
+                                     if img is not None else (None, 0, None))
+            img, offset, func = found
             if func is None or func.kind != KIND_WASM:
                 if func is not None and func.kind == KIND_ENTRY:
                     complete = True          # reached the host->guest boundary
                 continue
-            complete = not s.depth_limited   # guest frames below: root not yet proven
+            complete = not depth_limited[raw_id]   # guest frames below: root not yet proven
             if not img.allowed:
                 if not guest or guest[-1] is not _OPAQUE:
                     guest.append(_OPAQUE)
                 continue
             guest.append((img, offset, func))
-        flags = 0
-        if use_tick_pc and s.kind == KIND_GUEST and s.tick_pc and guest:
-            corrected = at_tick(guest, resolver, s.tick_pc)
-            if corrected is not None:
-                guest = corrected
-                flags |= SAMPLE_AT_TICK
-        leaf_first: List[int] = []
-        for entry in guest:
-            if entry is _OPAQUE:
-                leaf_first.append(frame_id((FRAME_OPAQUE, 0, 0)))
-                continue
-            img, offset, _ = entry
-            m = module_index.get(id(img))
-            if m is None:
-                m = module_index[id(img)] = len(modules)
-                modules.append(img.symbols)
-            leaf_first.append(frame_id((FRAME_GUEST, m, offset)))
-        root_first = leaf_first[::-1]
-        if not complete and root_first:
-            root_first.insert(0, frame_id((FRAME_TRUNCATED, 0, 0)))
-            flags |= SAMPLE_TRUNCATED
-        if s.kind > KIND_GUEST:
-            callable_index = s.kind - 1
-            h = host_index.get(callable_index)
-            if h is None:
-                h = host_index[callable_index] = len(hosts)
-                hosts.append(host_function_info(host_callables[callable_index], host_details))
-            root_first.append(frame_id((FRAME_HOST, h, 0)))
-        elif s.kind == KIND_OUTSIDE:
-            root_first.append(frame_id((FRAME_PYTHON, 0, 0)))
-        elif not root_first:
-            root_first.append(frame_id((FRAME_UNKNOWN, 0, 0)))
-        stack = intern_stack(root_first, stack_index, stack_parent, stack_frame)
+        truncated = not complete and bool(guest)
+        base = tree.child(-1, (FRAME_TRUNCATED, 0, 0)) if truncated else -1
+        prefix: List[int] = []
+        node = base
+        for entry in reversed(guest):
+            node = tree.child(node, frame_key(entry))
+            prefix.append(node)
+        resolved.append(_RawStack(guest, truncated, prefix, base))
+
+    hosts: List[HostFunction] = []
+    host_index: Dict[int, int] = {}
+    table = SampleTable(array("q"), array("q"), array("q"), array("i"), array("i"), array("B"))
+    final: Dict[Tuple[int, int, int], Tuple[int, int]] = {}       # -> (stack, flags)
+    tick_frames: Dict[int, Optional[GuestEntry]] = {}
+    kept_under: Dict[Tuple[int, int, int], Optional[int]] = {}
+    for s, raw_id in zip(samples, sample_raw):
+        tick_pc = s.tick_pc if use_tick_pc and s.kind == KIND_GUEST else 0
+        key = (raw_id, s.kind, tick_pc)
+        found = final.get(key)
+        if found is None:
+            r = resolved[raw_id]
+            flags = SAMPLE_TRUNCATED if r.truncated else 0
+            node = r.prefix[-1] if r.prefix else r.base
+            if tick_pc and r.guest:
+                if tick_pc not in tick_frames:
+                    tick_frames[tick_pc] = tick_function(resolver, tick_pc)
+                tick_frame = tick_frames[tick_pc]
+                if tick_frame is not None:
+                    function_key = (raw_id, id(tick_frame[0]), tick_frame[2].start)
+                    if function_key not in kept_under:
+                        kept_under[function_key] = tick_attribution(r.guest, tick_frame)
+                    kept = kept_under[function_key]
+                    if kept is not None:
+                        node = tree.child(r.prefix[kept - 1] if kept else r.base,
+                                          frame_key(tick_frame))
+                        flags |= SAMPLE_AT_TICK
+            if s.kind > KIND_GUEST:
+                callable_index = s.kind - 1
+                h = host_index.get(callable_index)
+                if h is None:
+                    h = host_index[callable_index] = len(hosts)
+                    hosts.append(host_function_info(host_callables[callable_index], host_details))
+                node = tree.child(node, (FRAME_HOST, h, 0))
+            elif s.kind == KIND_OUTSIDE:
+                node = tree.child(node, (FRAME_PYTHON, 0, 0))
+            elif node < 0:
+                node = tree.child(node, (FRAME_UNKNOWN, 0, 0))
+            found = final[key] = (node, flags)
         table.time_ns.append(s.time_ns)
         table.cpu_ns.append(s.cpu_ns)
         table.wall_ns.append(s.wall_ns)
-        table.stack.append(stack)
+        table.stack.append(found[0])
         table.ticks.append(s.ticks)
-        table.flags.append(flags)
+        table.flags.append(found[1])
 
-    meta["modules"] = [m.name for m in modules]
-    return Recording(meta=meta, modules=tuple(modules), host_functions=tuple(hosts),
-                     frames=tuple(frames), stack_parent=stack_parent, stack_frame=stack_frame,
+    meta = dict(meta, modules=[m.name for m in module_table], warnings=warnings)
+    return Recording(meta=meta, modules=tuple(module_table), host_functions=tuple(hosts),
+                     frames=tuple(tree.frames), stack_parent=tree.parent, stack_frame=tree.frame,
                      sample_table=table)

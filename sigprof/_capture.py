@@ -2,8 +2,8 @@
 
 Samples are taken at four places, all on the profiled thread:
 
-1. the epoch-deadline callback (``_trampoline``): the guest reached a function
-   entry or loop header after a tick -- capture its native stack;
+1. the epoch-deadline callback: the guest reached a function entry or loop
+   header after a tick -- capture its stack;
 2. entry to a Python host function the guest imports, if a tick is pending:
    the tick landed in the call path from wasm to Python (wasmtime's exit
    trampoline, ctypes, wasmtime-py's argument conversion), so charge the
@@ -14,76 +14,168 @@ Samples are taken at four places, all on the profiled thread:
    Python outside the guest, so charge that.
 
 A sample is taken only when the tick counter has moved since the previous
-sample.  Each sample's interval ends at its tick: the native tick handler
-records the thread's CPU clock and the monotonic clock when the signal
-arrives, so a sample taken later than its tick (at a host function's return,
-at guest entry) is not charged for the time after the tick -- that time goes
-to the next interval.  The profiler's own time is measured and left out of
-every interval (it is summed separately as overhead).  Without tick
-timestamps (the wakeup relay, manual ticks) intervals end at the sample.
-Nothing here allocates per sample beyond the integers Python makes for clock
-readings; the stack goes straight from ``backtrace()`` into the ring.
+sample.  Each sample's interval ends at its tick when the tick handler
+recorded the tick's clocks, so a sample taken later than its tick is not
+charged for the time after it; the profiler's own time is left out of every
+interval and summed as overhead.
 
-Safety (DESIGN.md facts 3 and 8): an exception escaping a ctypes callback
+Two implementations with one interface:
+
+* ``NativeCapture`` (the default): the C extension's epoch callback does all of
+  (1) with no Python on the path, walking exactly the guest frames by frame
+  pointer from wasmtime's record of the last exit (``_csigprof.c``); (2)-(4)
+  are C methods called from the thin Python hooks below.
+* ``PythonCapture`` (the fallback where the extension cannot be used): a
+  Python epoch callback and glibc ``backtrace()``, which unwinds the whole
+  native stack (the guest frames are picked out after the run).  Intervals
+  end at the sample (no tick record without the native handler).
+
+Safety of the pure-Python callback: an exception escaping a ctypes callback
 aborts the process, and CPython runs pending Python signal handlers at the
 first bytecode of any function -- before a ``try`` in that function can catch
-what they raise.  While profiling, every Python-level signal handler is
+what they raise.  So while it profiles, every Python-level signal handler is
 wrapped: if it fires inside the hot path's own code it is deferred, and run
 inside the trampoline's ``try`` (or at the next host/guest boundary).  What it
-raises is handed to wasmtime-py, which re-raises it unchanged at the guest
-call site; that is how Ctrl-C stops a running guest.
+raises is handed to wasmtime-py, which re-raises it unchanged at the guest call
+site; that is how Ctrl-C stops a running guest.  The native callback needs no
+such care: it runs Python signal handlers itself (``PyErr_CheckSignals``) and
+hands their exception over the same way.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import threading
 from time import perf_counter_ns, thread_time_ns
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import wasmtime
-import wasmtime._func as _wt_func
-import wasmtime._instance as _wt_instance
-import wasmtime._instance_pre as _wt_instance_pre
-import wasmtime._linker as _wt_linker
 
-from . import _wasmtime as wt
-from ._native import read_tick
-from ._ring import (FULL_STOP, H_CPU, H_KIND, H_PC_COUNT, H_PC_START, H_TICK_PC, H_TICKS,
-                    H_TIME, H_WALL, HEADER_FIELDS, KIND_GUEST, KIND_OUTSIDE, Ring)
+from . import _native, _wasmtime as wt
+from ._ring import (FLAG_DEPTH_LIMITED, FULL_STOP, H_CPU, H_FLAGS, H_HASH, H_KIND, H_PC_COUNT,
+                    H_PC_START, H_TICK_PC, H_TICKS, H_TIME, H_WALL, HEADER_FIELDS, KIND_GUEST,
+                    KIND_OUTSIDE, Ring)
 
 get_ident = threading.get_ident
 
 
-class Capture:
-    """Live sampling state for one store on one thread."""
+class _CaptureBase:
+    """What both implementations share: the store, thread and host-function tables."""
 
-    __slots__ = ("ring", "tick_word", "tick_state", "consumed", "thread_id", "native_tid",
-                 "store", "enabled", "errors", "t0_ns", "cpu_start", "cpu_prev", "wall_prev",
-                 "cpu_pending", "wall_pending", "overhead_cpu_ns", "overhead_wall_ns",
-                 "backtrace", "set_deadline", "context", "guest_depth", "foreign_thread_epochs",
-                 "host_functions", "host_wrappers", "_pcs_address", "_pc_capacity", "_depth",
-                 "_capacity", "_stop_when_full", "_header")
+    native = False
 
     def __init__(self, store: wasmtime.Store, ring: Ring):
         self.ring = ring
-        self.tick_word = None   # the tick source's counter, set by begin()
-        self.tick_state = None  # the native handler's per-tick record, if any
-        self.cpu_pending = self.wall_pending = 0
         self.store = store
         self.thread_id = get_ident()
         self.native_tid = threading.get_native_id()
-        self.enabled = False
+        self.context = wt.context_address(store)
+        self.host_functions: List[Callable] = []      # host id -> the Python callable
+        self.host_wrappers: Dict[int, Callable] = {}  # slab handle -> sampling wrapper
         self.errors = 0
+        self._handle = 0
+
+    def wrap_host(self, func: Callable, host_id: int) -> Callable:
+        call = self.host_call
+
+        def sigprof_host_call(*args):
+            return call(func, host_id, args)
+        return sigprof_host_call
+
+    def host_call(self, func: Callable, host_id: int, args: tuple):
+        raise NotImplementedError
+
+    def detach(self) -> None:
+        """Give the store back a harmless epoch callback; nothing here is called after."""
+        wt.restore_epoch_behaviour(self.store)
+        if self._handle:
+            wt.unregister_target(self._handle)
+            self._handle = 0
+
+
+class NativeCapture(_CaptureBase):
+    """The C capture (see the module docstring); one per store."""
+
+    native = True
+
+    def __init__(self, store: wasmtime.Store, ring: Ring):
+        super().__init__(store, ring)
+        ext = _native.extension()
+        self._ext = ext
+        self._c = ext.Capture(
+            ring=ring, header=ring.header_address, pcs=ring.pcs_address, capacity=ring.capacity,
+            pc_capacity=ring.pc_capacity, max_depth=ring.max_depth,
+            stop_when_full=ring.when_full == FULL_STOP,
+            vm_deadline_address=wt.vm_store_context(store), context=self.context,
+            set_deadline=wt.SET_DEADLINE_ADDRESS, error_new=wt.ERROR_NEW_ADDRESS,
+            last_exception_module=wt.LAST_EXCEPTION_HOLDER, native_tid=self.native_tid,
+            check_signals=threading.current_thread() is threading.main_thread())
+        self.guest_enter = self._c.guest_enter
+        self.guest_exit = self._c.guest_exit
+
+    def attach(self) -> None:
+        wt.install_native_epoch_callback(self.store, self._ext.EPOCH_CALLBACK,
+                                         self._ext.NOOP_FINALIZER, self._ext.address(self._c))
+
+    def begin(self, tick_word: "Optional[ctypes.c_uint64]") -> None:
+        """Start sampling on ``tick_word`` (None: the native tick handler's count)."""
+        self._c.begin(ctypes.addressof(tick_word) if tick_word is not None else 0)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self._c.enabled)
+
+    @property
+    def samples_taken(self) -> int:
+        return self._c.count
+
+    @property
+    def refused(self) -> int:
+        return self._c.refused
+
+    @property
+    def overhead_cpu_ns(self) -> int:
+        return self._c.overhead_ns
+
+    overhead_wall_ns = overhead_cpu_ns
+
+    @property
+    def foreign_thread_epochs(self) -> int:
+        return self._c.foreign_thread_epochs
+
+    def host_call(self, func: Callable, host_id: int, args: tuple):
+        c = self._c
+        if not c.enabled or self.thread_id != get_ident():
+            return func(*args)
+        kind = host_id + 1
+        c.host_enter(kind)
+        try:
+            return func(*args)
+        finally:
+            c.host_exit(kind)
+
+    def finish(self) -> Tuple[int, int, int, int]:
+        """At stop: sample a pending tick, disable; see ``PythonCapture.finish``."""
+        result = self._c.finish()
+        ring = self.ring
+        ring.count, ring.pc_end, ring.refused = self._c.count, self._c.pc_end, self._c.refused
+        return result
+
+
+class PythonCapture(_CaptureBase):
+    """The pure-Python capture (see the module docstring)."""
+
+    def __init__(self, store: wasmtime.Store, ring: Ring):
+        super().__init__(store, ring)
+        self.tick_word: Optional[ctypes.c_uint64] = None   # the tick source's counter
+        self.enabled = False
         self.consumed = 0
         self.guest_depth = 0
         self.foreign_thread_epochs = 0
         self.backtrace = wt.backtrace_function()
         self.set_deadline = wt.set_deadline_function()
-        self.context = wt.context_address(store)
-        self.host_functions: List[Callable] = []   # host id -> the Python callable
-        self.host_wrappers: Dict[int, Callable] = {}  # slab handle -> sampling wrapper
         self._header = ring.header
         self._pcs_address = ring.pcs_address
         self._pc_capacity = ring.pc_capacity
@@ -92,18 +184,31 @@ class Capture:
         self._stop_when_full = ring.when_full == FULL_STOP
         self.overhead_cpu_ns = 0
         self.overhead_wall_ns = 0
+        self.cpu_pending = self.wall_pending = 0
         self.t0_ns = self.wall_prev = perf_counter_ns()
         self.cpu_start = self.cpu_prev = thread_time_ns()
 
-    def begin(self, tick_word, tick_state=None) -> None:
-        """Start sampling: ``tick_word`` is the tick source's ``c_uint64`` counter,
-        ``tick_state`` the native handler's ``TickState`` (or None)."""
+    def attach(self) -> None:
+        self._handle = wt.register_target(self)
+        wt.install_epoch_callback(self.store, TRAMPOLINE, self._handle)
+
+    def begin(self, tick_word: "Optional[ctypes.c_uint64]") -> None:
+        """Start sampling: ``tick_word`` is the tick source's ``c_uint64`` counter."""
+        if tick_word is None:
+            raise RuntimeError("the pure-Python capture needs a tick source with its own counter")
         self.tick_word = tick_word
-        self.tick_state = tick_state
         self.consumed = tick_word.value
         self.t0_ns = self.wall_prev = perf_counter_ns()
         self.cpu_start = self.cpu_prev = thread_time_ns()
         self.enabled = True
+
+    @property
+    def samples_taken(self) -> int:
+        return self.ring.count
+
+    @property
+    def refused(self) -> int:
+        return self.ring.refused
 
     # -- the four sampling points -------------------------------------------
 
@@ -123,9 +228,6 @@ class Capture:
         word = self.tick_word
         total = word.value
         if total != self.consumed:
-            # The tick landed between the guest's last epoch check and here: in
-            # the call path (wasmtime's exit trampoline, ctypes, wasmtime-py's
-            # argument conversion), which is the cost of calling this function.
             self._record(host_id + 1, total, True)
         try:
             return func(*args)
@@ -174,45 +276,35 @@ class Capture:
     def _record(self, kind: int, total: int, walk: bool) -> None:
         cpu = thread_time_ns()
         wall = perf_counter_ns()
-        cpu_end, wall_end, tick_pc = cpu, wall, 0
-        state = self.tick_state
-        if state is not None:
-            tick = read_tick(state)
-            if tick is not None:
-                if tick[4] == self.native_tid:
-                    tick_pc = tick[3]
-                if self.cpu_prev <= tick[1] <= cpu:
-                    cpu_end = tick[1]
-                if self.wall_prev <= tick[2] <= wall:
-                    wall_end = tick[2]
         ring = self.ring
         number = ring.count
         depth = self._depth
         pc_capacity = self._pc_capacity
         end = ring.pc_end
         pos = end % pc_capacity
+        if self._stop_when_full and (number >= self._capacity or pos + depth > pc_capacity):
+            # Counted as lost; the clocks are not reset, so its time shows as unsampled.
+            ring.refused += 1
+            self.consumed = total
+            return
         if pos + depth > pc_capacity:
-            if self._stop_when_full:
-                self._refuse(total)
-                return
             end += pc_capacity - pos      # skip to the start: a sample never wraps
             pos = 0
-        if self._stop_when_full and number >= self._capacity:
-            self._refuse(total)
-            return
         count = self.backtrace(self._pcs_address + 8 * pos, depth) if walk else 0
         h = self._header
         base = (number % self._capacity) * HEADER_FIELDS
-        h[base + H_TIME] = wall_end - self.t0_ns
-        cpu_ns = cpu_end - self.cpu_prev - self.cpu_pending
-        wall_ns = wall_end - self.wall_prev - self.wall_pending
+        h[base + H_TIME] = wall - self.t0_ns
+        cpu_ns = cpu - self.cpu_prev - self.cpu_pending
+        wall_ns = wall - self.wall_prev - self.wall_pending
         h[base + H_CPU] = cpu_ns if cpu_ns > 0 else 0
         h[base + H_WALL] = wall_ns if wall_ns > 0 else 0
         h[base + H_PC_START] = end
         h[base + H_PC_COUNT] = count
         h[base + H_KIND] = kind
         h[base + H_TICKS] = total - self.consumed
-        h[base + H_TICK_PC] = tick_pc if tick_pc < 1 << 63 else 0
+        h[base + H_TICK_PC] = 0
+        h[base + H_FLAGS] = FLAG_DEPTH_LIMITED if count >= depth else 0
+        h[base + H_HASH] = 0
         ring.pc_end = end + count
         ring.count = number + 1           # commit last: a half-written record is never read
         self.consumed = total
@@ -220,17 +312,18 @@ class Capture:
         wall_after = perf_counter_ns()
         self.overhead_cpu_ns += cpu_after - cpu
         self.overhead_wall_ns += wall_after - wall
-        # The next interval starts at this tick; our own work since then is not
-        # guest time, so it is subtracted from that interval.
-        self.cpu_prev, self.wall_prev = cpu_end, wall_end
+        # The next interval starts now; our own work is not guest time.
+        self.cpu_prev, self.wall_prev = cpu, wall
         self.cpu_pending = cpu_after - cpu
         self.wall_pending = wall_after - wall
 
-    def _refuse(self, total: int) -> None:
-        # Stop mode and the ring is full: the tick is counted as lost.  The
-        # clocks are not reset, so the lost time shows up as unsampled tail.
-        self.ring.refused += 1
-        self.consumed = total
+
+Capture = Union[NativeCapture, PythonCapture]
+
+
+def new_capture(store: wasmtime.Store, ring: Ring) -> Capture:
+    """The native capture where the extension can be used, else the pure-Python one."""
+    return NativeCapture(store, ring) if _native.available() else PythonCapture(store, ring)
 
 
 # --- the epoch-deadline trampoline -------------------------------------------
@@ -270,9 +363,8 @@ def _trampoline(ctx, data, next_delta, kind):
 TRAMPOLINE = wt.EPOCH_CALLBACK_T(_trampoline)
 
 # Code that must never see a signal handler's exception: see the module doc.
-_PROTECTED_CODE = frozenset({_trampoline.__code__, Capture.on_epoch.__code__,
-                             Capture._record.__code__, Capture._refuse.__code__,
-                             read_tick.__code__, _run_deferred.__code__})
+_PROTECTED_CODE = frozenset({_trampoline.__code__, PythonCapture.on_epoch.__code__,
+                             PythonCapture._record.__code__, _run_deferred.__code__})
 
 
 # --- wrapping Python signal handlers ------------------------------------------
@@ -331,9 +423,7 @@ def run_deferred_now() -> None:
 # --- hooks into wasmtime-py: host calls and guest entries ----------------------
 
 _active: Optional[Capture] = None
-_original_get = None
-_ORIGINAL_ENTER_WASM = _wt_func.enter_wasm
-_ENTER_WASM_USERS = (_wt_func, _wt_instance, _wt_instance_pre, _wt_linker)
+_original_get: Optional[Callable] = None
 
 
 class _GuestCall:
@@ -342,7 +432,7 @@ class _GuestCall:
     __slots__ = ("_inner", "_capture")
 
     def __init__(self, store):
-        self._inner = _ORIGINAL_ENTER_WASM(store)
+        self._inner = wt.ORIGINAL_ENTER_WASM(store)
         capture = _active
         if capture is not None and (store is not capture.store or capture.thread_id != get_ident()):
             capture = None
@@ -371,47 +461,41 @@ def _host_get(idx):
     if wrapped is None:
         host_id = len(capture.host_functions)
         capture.host_functions.append(entry[0])
-        wrapped = capture.host_wrappers[idx] = _wrap_host(capture, entry[0], host_id)
+        wrapped = capture.host_wrappers[idx] = capture.wrap_host(entry[0], host_id)
     return (wrapped,) + tuple(entry[1:])
-
-
-def _wrap_host(capture: Capture, func: Callable, host_id: int) -> Callable:
-    call = capture.host_call
-
-    def sigprof_host_call(*args):
-        return call(func, host_id, args)
-    return sigprof_host_call
 
 
 def install_hooks(capture: Capture) -> None:
     global _active, _original_get
-    if _active is not None:
+    if _active is not None and _active.enabled:
         raise RuntimeError("another sigprof capture is active in this process")
+    uninstall_hooks()           # a forked child may hold its parent's, disabled
     _active = capture
-    slab = _wt_func.FUNCTIONS
-    _original_get = type(slab).get.__get__(slab)
-    slab.get = _host_get                       # an instance attribute shadows the method
-    for module in _ENTER_WASM_USERS:
-        module.enter_wasm = _GuestCall
+    _original_get = wt.install_host_hook(_host_get)
+    wt.install_entry_hook(_GuestCall)
 
 
 def uninstall_hooks() -> None:
     global _active, _original_get
-    slab = _wt_func.FUNCTIONS
-    if slab.__dict__.get("get") is _host_get:
-        del slab.get
-    for module in _ENTER_WASM_USERS:
-        if module.enter_wasm is _GuestCall:
-            module.enter_wasm = _ORIGINAL_ENTER_WASM
+    wt.uninstall_host_hook(_host_get)
+    wt.uninstall_entry_hook(_GuestCall)
     _active = None
     _original_get = None
 
 
+def hooks_installed() -> bool:
+    return _active is not None or wt.host_hook_installed() or wt.entry_hook_installed()
+
+
 def _after_fork_in_child() -> None:
-    # A forked child keeps our hooks but has no relay: make them inert.
+    # A forked child keeps our hooks but has no ticks: make them inert, and let
+    # the child's own first profile replace them.
     capture = _active
     if capture is not None:
-        capture.enabled = False
+        if isinstance(capture, NativeCapture):
+            capture.finish()
+        else:
+            capture.enabled = False
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)

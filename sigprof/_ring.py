@@ -3,11 +3,10 @@
 Two fixed arrays, allocated and zero-filled once at start and never resized:
 
 * ``header``: ``capacity`` records of ``HEADER_FIELDS`` signed 64-bit integers
-  (timestamp, CPU delta, wall delta, where the sample's PCs start, how many,
-  what kind of sample, how many ticks it covers).
-* ``pcs``: a stream of ``pc_capacity`` unsigned 64-bit words.  ``backtrace()``
+  (the ``H_*`` indices below).
+* ``pcs``: a stream of ``pc_capacity`` unsigned 64-bit words.  The capture
   writes each sample's raw return addresses straight into it, so a sample
-  costs as many words as its native stack is deep, not a fixed slot.
+  costs as many words as its stack is deep, not a fixed slot.
 
 Positions in the PC stream are kept as absolute counts that only grow; a
 sample's words live at ``abs_start % pc_capacity``.  When fewer than
@@ -16,15 +15,15 @@ sample's words live at ``abs_start % pc_capacity``.  When fewer than
 while no later sample has written over its words, which ``intact`` checks
 from the absolute positions alone.
 
-The writer is the capture code (``_capture.py``); this module owns the layout
-and the reading back, which happens after the run.
+The writers are the native capture (``_csigprof.c``, which repeats the layout)
+and the pure-Python one (``_capture.py``); this module owns the layout and the
+reading back, which happens after the run.
 """
 
 from __future__ import annotations
 
 from array import array
-from dataclasses import dataclass
-from typing import Iterator, Tuple
+from typing import Iterator, NamedTuple
 
 # Header record layout (indices into one record).
 H_TIME = 0        # ns since the start of the profile: when the sample's tick came
@@ -35,11 +34,14 @@ H_PC_COUNT = 4    # number of PCs backtrace() wrote
 H_KIND = 5        # 0 = in guest (epoch check); >0 = host function id + 1; <0 = special
 H_TICKS = 6       # timer ticks this sample accounts for
 H_TICK_PC = 7     # where the latest tick interrupted the process (0 = unknown)
-HEADER_FIELDS = 8
+H_FLAGS = 8       # FLAG_DEPTH_LIMITED
+H_HASH = 9        # FNV-1a of the raw PCs (native capture), 0 if not computed
+HEADER_FIELDS = 10
 
-KIND_GUEST = 0
+FLAG_DEPTH_LIMITED = 1  # the walk stopped at max_depth (or at a frame chain it did not trust)
+
+KIND_GUEST = 0         # the guest reached an epoch check; >0: host function id + 1
 KIND_OUTSIDE = -1      # the thread was running Python outside any guest call
-KIND_DEFERRED = -2     # (reserved) a sample that could not capture a stack
 
 FULL_KEEP_NEWEST = "newest"
 FULL_STOP = "stop"
@@ -64,15 +66,12 @@ class Ring:
         self.pc_capacity = capacity * pcs_per_sample + max_depth
         self.header = array("q", [0]) * (HEADER_FIELDS * capacity)
         self.pcs = array("Q", [0]) * self.pc_capacity
+        self.header_address = self.header.buffer_info()[0]
         self.pcs_address = self.pcs.buffer_info()[0]
         # Writer state, advanced by the capture code.
         self.count = 0          # samples written, ever
         self.pc_end = 0         # absolute stream position after the last sample
         self.refused = 0        # samples not written because the ring was full (stop mode)
-
-    @property
-    def nbytes(self) -> int:
-        return self.header.itemsize * len(self.header) + self.pcs.itemsize * len(self.pcs)
 
     def retained(self) -> range:
         """Sample numbers still held: the newest ``capacity`` at most."""
@@ -85,7 +84,7 @@ class Ring:
     def read(self) -> Iterator["RawSample"]:
         """Yield retained samples whose PCs are intact, oldest first."""
         hdr = self.header
-        pcs = self.pcs
+        pc_words = memoryview(self.pcs)
         cap = self.pc_capacity
         for n in self.retained():
             base = (n % self.capacity) * HEADER_FIELDS
@@ -94,32 +93,28 @@ class Ring:
             if not self.intact(start):
                 continue
             pos = start % cap
+            pcs = pc_words[pos:pos + count]
             yield RawSample(time_ns=rec[H_TIME], cpu_ns=rec[H_CPU], wall_ns=rec[H_WALL],
-                            kind=rec[H_KIND], ticks=rec[H_TICKS],
-                            pcs=tuple(pcs[pos:pos + count]), depth_limited=count >= self.max_depth,
+                            kind=rec[H_KIND], ticks=rec[H_TICKS], pcs=pcs,
+                            stack_hash=rec[H_HASH] or hash(pcs.tobytes()),
+                            depth_limited=bool(rec[H_FLAGS] & FLAG_DEPTH_LIMITED),
                             tick_pc=rec[H_TICK_PC] & 0xFFFFFFFFFFFFFFFF)
 
     def lost(self) -> int:
         """Samples written but no longer readable, plus samples refused."""
-        readable = sum(1 for _ in self._intact_numbers())
+        hdr = self.header
+        readable = sum(1 for n in self.retained()
+                       if self.intact(hdr[(n % self.capacity) * HEADER_FIELDS + H_PC_START]))
         return self.count - readable + self.refused
 
-    def _intact_numbers(self) -> Iterator[int]:
-        hdr = self.header
-        for n in self.retained():
-            base = (n % self.capacity) * HEADER_FIELDS
-            if self.intact(hdr[base + H_PC_START]):
-                yield n
 
-
-@dataclass(frozen=True)
-class RawSample:
+class RawSample(NamedTuple):
     time_ns: int
     cpu_ns: int
     wall_ns: int
     kind: int
     ticks: int
-    pcs: Tuple[int, ...]       # innermost first, as backtrace() wrote them
-    depth_limited: bool        # backtrace() filled the whole max_depth budget
+    pcs: memoryview            # u64 return addresses, innermost first (a view of the ring)
+    stack_hash: int            # 64-bit hash of the PCs: with the depth, identifies the stack
+    depth_limited: bool        # the walk stopped at max_depth: the root may be missing
     tick_pc: int = 0           # where the latest tick interrupted the process, if known
-

@@ -1,21 +1,20 @@
 """Tick sources: what decides *when* a sample is due.
 
-A tick source counts ticks in ``tick_word`` (a ``ctypes.c_uint64`` the
-capture reads) and makes each tick increment the epoch of the profiled
-engines, so the guest reaches its epoch-deadline callback at its next
+A tick source counts ticks and makes each tick increment the epoch of the
+profiled engines, so the guest reaches its epoch-deadline callback at its next
 function entry or loop header.
 
 ``ITimerTicks`` is the real one: ``setitimer`` delivers a signal per interval
 of the chosen clock, and a relay turns the signal into a counted tick plus an
 epoch bump.  Two relays exist:
 
-* ``native`` (x86-64 Linux, the default): the signal handler itself is a
-  small machine-code stub that increments the counter and calls
-  ``wasmtime_engine_increment_epoch`` (see ``_native.py``).  Synchronous, in
-  the interrupted thread, no GIL, no extra thread, no wakeup fd -- so asyncio's
+* ``NativeRelay`` (the default where the C extension can be used): the signal
+  handler is C (``_csigprof.c``); it records the tick's clocks, PC and thread
+  and calls ``wasmtime_engine_increment_epoch`` itself.  Synchronous, in the
+  interrupted thread, no GIL, no extra thread, no wakeup fd -- so asyncio's
   wakeup fd is never touched, and it works when the profile starts off the
   main thread.
-* ``wakeup`` (the fallback elsewhere): a Python-level handler is installed and
+* ``WakeupRelay`` (the fallback): a Python-level handler is installed and
   CPython's C handler writes each signal number to the *wakeup fd*, a pipe a
   relay thread blocks on; the relay counts tick bytes and bumps the epochs, and
   forwards other signals' bytes to the wakeup fd installed before (asyncio's).
@@ -23,10 +22,10 @@ epoch bump.  Two relays exist:
   a tick can be seen up to the GIL switch interval late.  It needs the main
   thread.
 
-Either way, the kernel delivers CPU-time signals at most at its tick rate
-(250 per CPU-second on CONFIG_HZ=250) whatever interval is asked (DESIGN.md
-fact 2): samples carry measured CPU deltas, never the nominal interval.
-ITIMER_VIRTUAL and ITIMER_PROF count the whole process's CPU time.
+The kernel delivers CPU-time signals at most at its tick rate (250 per
+CPU-second on CONFIG_HZ=250) whatever interval is asked: samples carry
+measured CPU deltas, never the nominal interval.  ITIMER_VIRTUAL and
+ITIMER_PROF count the whole process's CPU time.
 
 The CPU-time intervals are rounded up to whole kernel ticks.  With tick-based
 CPU accounting each scheduler tick adds a whole tick (4 ms) of CPU time, but
@@ -50,7 +49,7 @@ from typing import List, Optional
 
 import wasmtime
 
-from . import _native
+from . import _native, _wasmtime as wt
 
 CLOCKS = {
     # clock name: (setitimer which, signal, what it measures)
@@ -85,12 +84,13 @@ def effective_interval(clock: str, interval: float) -> float:
     return ticks * tick
 
 
-def _engine_address(engine: wasmtime.Engine) -> int:
-    return ctypes.cast(engine.ptr(), ctypes.c_void_p).value or 0
-
-
 class TickSource:
-    """Interface: ``start(engines)`` then ``stop()``; ``tick_word`` counts ticks."""
+    """Interface: ``start(engines)`` then ``stop()``.
+
+    ``tick_word`` is the ``c_uint64`` the capture compares with, or None when
+    ticks are counted by the native handler (whose record also holds each tick's
+    clocks, PC and thread).
+    """
 
     clock = "manual"
     relay = "manual"
@@ -98,9 +98,7 @@ class TickSource:
     interval: float = 0.0
 
     def __init__(self) -> None:
-        self.tick_word = ctypes.c_uint64(0)
-        # The native handler also records each tick's clocks and PC here.
-        self.tick_state: Optional[_native.TickState] = None
+        self.tick_word: Optional[ctypes.c_uint64] = ctypes.c_uint64(0)
 
     def start(self, engines: List[wasmtime.Engine]) -> None:
         raise NotImplementedError
@@ -111,6 +109,8 @@ class TickSource:
 
     @property
     def ticks(self) -> int:
+        if self.tick_word is None:
+            return int(_native.extension().tick_count())
         return self.tick_word.value
 
 
@@ -121,6 +121,7 @@ class ManualTicks(TickSource):
         self._engines = list(engines)
 
     def tick(self, n: int = 1) -> None:
+        assert self.tick_word is not None
         self.tick_word.value += n
         for engine in self._engines:
             engine.increment_epoch()
@@ -130,86 +131,50 @@ class ManualTicks(TickSource):
         return {}
 
 
-# Only one itimer source can run in a process at a time: timers, signal
-# dispositions and the wakeup fd are all process-wide.
-_ACTIVE_LOCK = threading.Lock()
-_active: Optional["ITimerTicks"] = None
+class NativeRelay:
+    """The C signal handler (see the module docstring)."""
+
+    name = "native"
+
+    def __init__(self, signum: int):
+        self.signum = signum
+        self._ext = _native.extension()
+        self.notes: dict = {}
+
+    def install(self, engines: List[wasmtime.Engine]) -> None:
+        cpu_clock = time.pthread_getcpuclockid(threading.get_ident())
+        self._ext.install(self.signum, cpu_clock, wt.INCREMENT_EPOCH_ADDRESS,
+                          [wt.engine_address(e) for e in engines])
+
+    def uninstall(self) -> None:
+        if self._ext.handler_is_ours():
+            self._ext.uninstall(True)
+        else:
+            # Someone installed their own handler while we ran: theirs stays.
+            self.notes["handler_replaced"] = True
+            self._ext.uninstall(False)
+
+    def reset_after_fork(self) -> None:
+        self._ext.uninstall(True)
 
 
-class ITimerTicks(TickSource):
-    """setitimer + a relay (native stub or wakeup fd); see the module docstring."""
+class WakeupRelay:
+    """The wakeup-fd relay thread (see the module docstring)."""
 
-    def __init__(self, clock: str, interval: float, relay: str = "auto"):
-        super().__init__()
-        if clock not in CLOCKS:
-            raise ValueError(f"clock must be one of {', '.join(CLOCKS)}, not {clock!r}")
-        if not interval > 0:
-            raise ValueError(f"interval must be a positive number of seconds, not {interval!r}")
-        if relay not in RELAYS:
-            raise ValueError(f"relay must be one of {', '.join(RELAYS)}, not {relay!r}")
-        self.clock = clock
-        self.requested_interval = float(interval)
-        self.interval = effective_interval(clock, float(interval))
-        self.which, self.signum, _ = CLOCKS[clock]
-        self._requested_relay = relay
-        self._native: Optional[_native.NativeHandler] = None
-        self._relay_thread: Optional[threading.Thread] = None
+    name = "wakeup"
+
+    def __init__(self, signum: int, tick_word: ctypes.c_uint64):
+        self.signum = signum
+        self.tick_word = tick_word
+        self.notes: dict = {}
+        self._thread: Optional[threading.Thread] = None
         self._read_fd = self._write_fd = -1
         self._previous_wakeup_fd = -1
         self._previous_handler = None
         self._python_handler_installed = False
         self._wakeup_installed = False
-        self._armed = False
-        self._notes: dict = {}
 
-    # -- start ---------------------------------------------------------------------
-
-    def start(self, engines: List[wasmtime.Engine]) -> None:
-        global _active
-        name = _TIMER_NAMES[self.which]
-        if signal.getitimer(self.which) != (0.0, 0.0):
-            raise RuntimeError(
-                f"{name} is already armed by something else in this process (another profiler, "
-                f"or signal.alarm/setitimer); sigprof will not take it over. Disarm it first, or "
-                f"choose another clock (clock='cpu'|'prof'|'wall').")
-        with _ACTIVE_LOCK:
-            if _active is not None:
-                raise RuntimeError(
-                    "another sigprof profile is already running in this process; interval timers "
-                    "and signal handlers are process-wide, so profiles cannot overlap")
-            _active = self
-        try:
-            relay = self._requested_relay
-            if relay == "auto":
-                relay = "native" if _native.supported() else "wakeup"
-            if relay == "native":
-                try:
-                    self._install_native(engines)
-                except _native.NativeUnavailable as exc:
-                    if self._requested_relay == "native":
-                        raise RuntimeError(f"native tick handler unavailable: {exc}") from None
-                    self._notes["native_unavailable"] = str(exc)
-                    relay = "wakeup"
-            if relay == "wakeup":
-                self._install_wakeup(engines)
-            self.relay = relay
-            signal.setitimer(self.which, self.interval, self.interval)
-            self._armed = True
-        except BaseException:
-            self._uninstall()
-            with _ACTIVE_LOCK:
-                _active = None
-            raise
-
-    def _install_native(self, engines: List[wasmtime.Engine]) -> None:
-        handler = _native.NativeHandler()
-        cpu_clock = time.pthread_getcpuclockid(threading.get_ident())
-        handler.install(self.signum, [_engine_address(e) for e in engines], cpu_clock)
-        self._native = handler
-        self.tick_word = handler.counter
-        self.tick_state = handler.state
-
-    def _install_wakeup(self, engines: List[wasmtime.Engine]) -> None:
+    def install(self, engines: List[wasmtime.Engine]) -> None:
         if threading.current_thread() is not threading.main_thread():
             raise RuntimeError(
                 "without the native tick handler, sigprof must be started on the main thread "
@@ -218,8 +183,8 @@ class ITimerTicks(TickSource):
         self._engines = list(engines)
         self._read_fd, self._write_fd = os.pipe()
         os.set_blocking(self._write_fd, False)
-        self._relay_thread = threading.Thread(target=self._relay, name="sigprof-relay", daemon=True)
-        self._relay_thread.start()
+        self._thread = threading.Thread(target=self._relay, name="sigprof-relay", daemon=True)
+        self._thread.start()
         self._previous_handler = signal.signal(self.signum, _ignore_tick)
         self._python_handler_installed = True
         # Restart interrupted system calls (CPython installs handlers without
@@ -258,48 +223,21 @@ class ITimerTicks(TickSource):
             for bump in bumps:
                 bump()
 
-    # -- stop ----------------------------------------------------------------------
-
-    def stop(self) -> dict:
-        global _active
-        try:
-            self._uninstall()
-        finally:
-            with _ACTIVE_LOCK:
-                if _active is self:
-                    _active = None
-        return dict(self._notes)
-
-    def _uninstall(self) -> None:
-        if self._armed:
-            signal.setitimer(self.which, 0.0, 0.0)
-            self._armed = False
-            self._drain_pending()
-        if self._native is not None:
-            if self._native.current_handler_is_ours():
-                self._native.uninstall()
-            else:
-                # Someone installed their own handler while we ran: theirs stays.
-                self._notes["handler_replaced"] = True
-                self._native.forget()
-            # Keep the final count readable after the handler is gone.
-            self.tick_word = ctypes.c_uint64(self._native.counter.value)
-            self.tick_state = None
-            self._native = None
-        if self._relay_thread is not None:
+    def uninstall(self) -> None:
+        if self._thread is not None:
             try:
                 os.write(self._write_fd, bytes([_STOP_BYTE]))
             except OSError:
                 pass
-            self._relay_thread.join(timeout=2.0)
-            self._relay_thread = None
+            self._thread.join(timeout=2.0)
+            self._thread = None
         if self._wakeup_installed:
             current = signal.set_wakeup_fd(self._previous_wakeup_fd)
             if current != self._write_fd:
                 # Someone (asyncio adding a signal handler) replaced our fd while
                 # we ran: theirs is the one to keep.  Later ticks were not relayed.
                 signal.set_wakeup_fd(current)
-                self._notes["wakeup_fd_replaced"] = True
+                self.notes["wakeup_fd_replaced"] = True
             self._wakeup_installed = False
         self._restore_python_handler()
         self._close_pipe()
@@ -319,25 +257,9 @@ class ITimerTicks(TickSource):
                     pass
         self._read_fd = self._write_fd = -1
 
-    def _drain_pending(self) -> None:
-        # A tick generated just before the timer was disarmed may still be
-        # pending; let it arrive while our handler is installed, or restoring
-        # the default disposition (terminate) could kill the process.
-        deadline = time.monotonic() + 0.2
-        while self.signum in signal.sigpending() and time.monotonic() < deadline:
-            time.sleep(0.001)
-
-    def _reset_after_fork(self) -> None:
-        """In a forked child: no timer was inherited and no relay thread exists."""
-        self._armed = False
-        self._relay_thread = None
-        try:
-            signal.setitimer(self.which, 0.0, 0.0)
-        except (OSError, ValueError):  # pragma: no cover
-            pass
-        if self._native is not None:
-            self._native.uninstall()
-            self._native = None
+    def reset_after_fork(self) -> None:
+        """In a forked child: no relay thread exists; put the signal state back."""
+        self._thread = None
         try:
             if self._wakeup_installed:
                 signal.set_wakeup_fd(self._previous_wakeup_fd)
@@ -350,6 +272,113 @@ class ITimerTicks(TickSource):
 
 def _ignore_tick(signum, frame) -> None:
     """The Python-level handler of the wakeup relay: the C handler did the work."""
+
+
+# Only one itimer source can run in a process at a time: timers, signal
+# dispositions and the wakeup fd are all process-wide.
+_ACTIVE_LOCK = threading.Lock()
+_active: Optional["ITimerTicks"] = None
+
+
+class ITimerTicks(TickSource):
+    """setitimer + a relay (native handler or wakeup fd); see the module docstring."""
+
+    def __init__(self, clock: str, interval: float, relay: str = "auto"):
+        super().__init__()
+        if clock not in CLOCKS:
+            raise ValueError(f"clock must be one of {', '.join(CLOCKS)}, not {clock!r}")
+        if not interval > 0:
+            raise ValueError(f"interval must be a positive number of seconds, not {interval!r}")
+        if relay not in RELAYS:
+            raise ValueError(f"relay must be one of {', '.join(RELAYS)}, not {relay!r}")
+        self.clock = clock
+        self.interval = effective_interval(clock, float(interval))
+        self.which, self.signum, _ = CLOCKS[clock]
+        self._requested_relay = relay
+        self._relay: "Optional[NativeRelay | WakeupRelay]" = None
+        self._armed = False
+        self.notes: dict = {}
+
+    def start(self, engines: List[wasmtime.Engine]) -> None:
+        global _active
+        name = _TIMER_NAMES[self.which]
+        if signal.getitimer(self.which) != (0.0, 0.0):
+            raise RuntimeError(
+                f"{name} is already armed by something else in this process (another profiler, "
+                f"or signal.alarm/setitimer); sigprof will not take it over. Disarm it first, or "
+                f"choose another clock (clock='cpu'|'prof'|'wall').")
+        with _ACTIVE_LOCK:
+            if _active is not None:
+                raise RuntimeError(
+                    "another sigprof profile is already running in this process; interval timers "
+                    "and signal handlers are process-wide, so profiles cannot overlap")
+            _active = self
+        try:
+            relay = self._requested_relay
+            why_not = _native.unavailable_reason()
+            if relay == "native" and why_not:
+                raise RuntimeError(f"native tick handler unavailable: {why_not}")
+            if relay == "auto":
+                relay = "wakeup" if why_not else "native"
+                if why_not:
+                    self.notes["native_unavailable"] = why_not
+            if relay == "native":
+                self._relay = NativeRelay(self.signum)
+                self.tick_word = None
+            else:
+                assert self.tick_word is not None
+                self._relay = WakeupRelay(self.signum, self.tick_word)
+            self._relay.install(engines)
+            self.relay = relay
+            signal.setitimer(self.which, self.interval, self.interval)
+            self._armed = True
+        except BaseException:
+            self._uninstall()
+            with _ACTIVE_LOCK:
+                _active = None
+            raise
+
+    def stop(self) -> dict:
+        global _active
+        try:
+            self._uninstall()
+        finally:
+            with _ACTIVE_LOCK:
+                if _active is self:
+                    _active = None
+        return dict(self.notes)
+
+    def _uninstall(self) -> None:
+        if self._armed:
+            signal.setitimer(self.which, 0.0, 0.0)
+            self._armed = False
+            self._drain_pending()
+        if self._relay is not None:
+            final = self.ticks
+            self._relay.uninstall()
+            self.notes.update(self._relay.notes)
+            self._relay = None
+            # Keep the final count readable after the handler is gone.
+            self.tick_word = ctypes.c_uint64(final)
+
+    def _drain_pending(self) -> None:
+        # A tick generated just before the timer was disarmed may still be
+        # pending; let it arrive while our handler is installed, or restoring
+        # the default disposition (terminate) could kill the process.
+        deadline = time.monotonic() + 0.2
+        while self.signum in signal.sigpending() and time.monotonic() < deadline:
+            time.sleep(0.001)
+
+    def _reset_after_fork(self) -> None:
+        """In a forked child: no timer was inherited and no relay thread exists."""
+        self._armed = False
+        try:
+            signal.setitimer(self.which, 0.0, 0.0)
+        except (OSError, ValueError):  # pragma: no cover
+            pass
+        if self._relay is not None:
+            self._relay.reset_after_fork()
+            self._relay = None
 
 
 def _after_fork_in_child() -> None:

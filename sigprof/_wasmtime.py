@@ -1,27 +1,38 @@
-"""The only module that touches ``wasmtime._bindings`` and ctypes.
+"""The one module that touches wasmtime-py's private parts and the C API by ctypes.
 
-Everything here is a thin, typed handle on the C API of wasmtime 50 as the
-Python bindings expose it, plus the two libc entry points the sampler needs
-(``backtrace`` to walk the native stack, ``clock_gettime`` is not needed:
-``time.thread_time_ns`` is a C builtin).
+Everything here is a thin handle on wasmtime 50 as its Python bindings expose
+it: the epoch-deadline callback, module image ranges, the store's
+``VMStoreContext`` (where wasmtime records the last wasm exit and entry), the
+hooks sigprof puts on wasmtime-py (its host-function slab and ``enter_wasm``),
+and glibc ``backtrace`` for the pure-Python capture.  Importing this module
+checks the wasmtime-py version.
 
-Lifetimes (DESIGN.md fact 7): the store keeps calling the epoch callback while a
-deadline is set and calls the finalizer when it is deleted.  Both ctypes objects
-used here are module-level constants that live as long as the interpreter, and
-the per-profile state they reach is looked up through a small integer handle, so
-no profiler object can be collected while the store can still call into it.
+Lifetimes: a store keeps calling its epoch callback while a deadline is set
+and calls the finalizer when it is deleted, so every callback object a store
+can reach is a module-level constant that lives as long as the interpreter;
+per-profile state is reached through the callback's data word.
 """
 
 from __future__ import annotations
 
 import ctypes
+import importlib.metadata
 import threading
-import time
-from typing import Callable, Optional, Tuple
+from typing import Any, Callable, Iterable, List, Optional, Tuple
 
 import wasmtime
 import wasmtime._func as _wt_func
+import wasmtime._instance as _wt_instance
+import wasmtime._instance_pre as _wt_instance_pre
+import wasmtime._linker as _wt_linker
 from wasmtime import _bindings as _b
+
+SUPPORTED_WASMTIME = "50."
+WASMTIME_VERSION = importlib.metadata.version("wasmtime")
+if not WASMTIME_VERSION.startswith(SUPPORTED_WASMTIME):
+    raise ImportError(f"sigprof needs wasmtime {SUPPORTED_WASMTIME}x (the C API and store layout "
+                      f"it binds to); this is wasmtime {WASMTIME_VERSION}: "
+                      f"pip install 'wasmtime>=50,<51'")
 
 # --- the epoch-deadline callback --------------------------------------------
 
@@ -59,8 +70,8 @@ def backtrace_function() -> Callable[[int, int], int]:
     """glibc ``backtrace(buffer, size)`` bound for integer addresses.
 
     It walks the native stack with the unwind tables wasmtime registers for its
-    JIT code, so it sees every wasm frame (DESIGN.md fact 4).  The first call
-    loads libgcc_s; do it here, outside any sample.
+    JIT code, so it sees every wasm frame.  The first call loads libgcc_s; do it
+    here, outside any sample.
     """
     scratch = (ctypes.c_uint64 * 8)()
     _backtrace(ctypes.addressof(scratch), 8)
@@ -77,12 +88,20 @@ def context_address(store: wasmtime.Store) -> int:
     return ctypes.cast(store._context(), ctypes.c_void_p).value or 0
 
 
-def error_new(message: bytes) -> int:
-    """A new ``wasmtime_error_t*`` as an integer (ownership passes to wasmtime)."""
-    return _error_new(message) or 0
+def function_address(function: Any) -> int:
+    return ctypes.cast(function, ctypes.c_void_p).value or 0
 
 
-# The callback table: handle -> object with ``on_epoch(next_delta, kind)``.
+ERROR_NEW_ADDRESS = function_address(_error_new)
+SET_DEADLINE_ADDRESS = function_address(_set_deadline)
+INCREMENT_EPOCH_ADDRESS = function_address(_b._wasmtime_engine_increment_epoch)
+
+
+def engine_address(engine: wasmtime.Engine) -> int:
+    return ctypes.cast(engine.ptr(), ctypes.c_void_p).value or 0
+
+
+# The Python callback table: handle -> object with ``on_epoch()``.
 _TARGETS: dict = {}
 _TARGETS_LOCK = threading.Lock()
 _next_handle = [1]
@@ -113,6 +132,58 @@ def install_epoch_callback(store: wasmtime.Store, trampoline: EPOCH_CALLBACK_T,
     """Register ``trampoline`` (a module-level constant) with ``handle`` as data."""
     _b.wasmtime_store_epoch_deadline_callback(store.ptr(), trampoline,
                                               ctypes.c_void_p(handle), NOOP_FINALIZER)
+
+
+def install_native_epoch_callback(store: wasmtime.Store, callback_address: int,
+                                  finalizer_address: int, data_address: int) -> None:
+    """Register a C callback (an address in the extension) with a C object as data."""
+    _b.wasmtime_store_epoch_deadline_callback(
+        store.ptr(), ctypes.cast(callback_address, EPOCH_CALLBACK_T), ctypes.c_void_p(data_address),
+        ctypes.cast(finalizer_address, FINALIZER_T))
+
+
+# --- the store's VMStoreContext ----------------------------------------------
+
+class StoreLayoutError(RuntimeError):
+    pass
+
+
+_SCAN_WORDS = 8192          # the store object is a few KB; VMStoreContext is inside it
+
+
+def _mapping_end(address: int) -> int:
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            lo, hi = (int(x, 16) for x in line.split(None, 1)[0].split("-"))
+            if lo <= address < hi:
+                return hi
+    return address
+
+
+def vm_store_context(store: wasmtime.Store) -> int:
+    """The address of ``VMStoreContext.epoch_deadline`` inside ``store``.
+
+    ``VMStoreContext`` is a repr(C) struct inside the store object that the
+    compiled code reads; its first words are fuel, the epoch deadline, then the
+    fields the native capture walks from.  It is found by moving the deadline:
+    the one word that changes by exactly the moved amount, twice.  Reads stay
+    within the store's own mapping.  The store is left with a far deadline.
+    """
+    start = context_address(store)
+    words = min(_SCAN_WORDS, (_mapping_end(start) - start) // 8)
+    if words < 16:
+        raise StoreLayoutError("cannot read the store object")
+    view = (ctypes.c_uint64 * words).from_address(start)
+    snapshots = []
+    for delta in (FAR_DEADLINE, FAR_DEADLINE + 4099, FAR_DEADLINE + 12345):
+        store.set_epoch_deadline(delta)
+        snapshots.append(list(view))
+    a, b, c = snapshots
+    found = [i for i in range(words) if b[i] - a[i] == 4099 and c[i] - a[i] == 12345]
+    store.set_epoch_deadline(FAR_DEADLINE)
+    if len(found) != 1:
+        raise StoreLayoutError(f"found {len(found)} candidates for the store's epoch deadline")
+    return start + 8 * found[0]
 
 
 # After profiling, the store gets this callback: it behaves like wasmtime with
@@ -181,92 +252,45 @@ def engine_has_epoch_interruption(engine: wasmtime.Engine) -> bool:
     return False
 
 
-# --- wasmtime's own GuestProfiler (the reference to measure against) ----------
+# --- hooks on wasmtime-py -------------------------------------------------------
+#
+# wasmtime-py calls every Python host function through one trampoline that looks
+# the callable up in its slab (``FUNCTIONS.get``), and enters wasm through the
+# ``enter_wasm`` context manager, imported by name into four of its modules.
 
-def _name_vec(text: str):
-    raw = text.encode()
-    vec = _b.wasm_name_t()
-    data = (ctypes.c_uint8 * max(1, len(raw))).from_buffer_copy(raw or b"\0")
-    _b.wasm_byte_vec_new(ctypes.byref(vec), len(raw), data)
-    return vec
+ORIGINAL_ENTER_WASM = _wt_func.enter_wasm
+_ENTER_WASM_USERS = (_wt_func, _wt_instance, _wt_instance_pre, _wt_linker)
+LAST_EXCEPTION_HOLDER = _wt_func        # wasmtime-py re-raises its LAST_EXCEPTION
 
 
-class NativeGuestProfiler:
-    """wasmtime's built-in GuestProfiler, driven through the C API.
+def install_host_hook(get: Callable[[int], Any]) -> Callable[[int], Any]:
+    """Shadow the host-function slab's ``get``; returns the original (bound)."""
+    slab = _wt_func.FUNCTIONS
+    original = type(slab).get.__get__(slab)
+    slab.get = get                        # an instance attribute shadows the method
+    return original
 
-    Used by benchmarks and accuracy comparisons only: it is opaque (its own
-    growing buffer, JSON at the end), so it is a yardstick, not a backend.
-    """
 
-    def __init__(self, engine: wasmtime.Engine, name: str,
-                 modules: "list[tuple[str, wasmtime.Module]]", interval_ns: int = 1_000_000):
-        self._names = [_name_vec(mod_name) for mod_name, _ in modules]
-        entries = (_b.wasmtime_guestprofiler_modules_t * max(1, len(modules)))()
-        for i, (_, module) in enumerate(modules):
-            entries[i].name = ctypes.pointer(self._names[i])
-            entries[i].mod = module.ptr()
-        self._title = _name_vec(name)
-        self._modules = modules
-        self._entries = entries
-        self._ptr: Optional[ctypes._Pointer] = _b.wasmtime_guestprofiler_new(
-            engine.ptr(), ctypes.byref(self._title), interval_ns, entries, len(modules))
+def uninstall_host_hook(get: Callable[[int], Any]) -> None:
+    slab = _wt_func.FUNCTIONS
+    if slab.__dict__.get("get") is get:
+        del slab.get
 
-    def sample(self, store: wasmtime.Store, delta_ns: int) -> None:
-        _b.wasmtime_guestprofiler_sample(self._ptr, store.ptr(), delta_ns)
 
-    def sample_function(self, store: wasmtime.Store) -> Callable[[int], None]:
-        """A bound ``sample(delta_ns)`` with the pointers resolved once."""
-        fn = _b._wasmtime_guestprofiler_sample
-        ptr, sptr = self._ptr, store.ptr()
+def host_hook_installed() -> bool:
+    return "get" in _wt_func.FUNCTIONS.__dict__
 
-        def sample(delta_ns: int) -> None:
-            fn(ptr, sptr, delta_ns)
-        return sample
 
-    def run(self, store: wasmtime.Store, call: Callable[[], object],
-            interval_s: float = 0.001) -> object:
-        """Run ``call()`` sampled the way ``wasmtime run --profile=guest`` does it.
+def install_entry_hook(enter_wasm: Callable[[Any], Any]) -> None:
+    for module in _ENTER_WASM_USERS:
+        module.enter_wasm = enter_wasm     # type: ignore[attr-defined]
 
-        A thread bumps the engine's epoch every ``interval_s`` of wall time; the
-        epoch callback samples with the thread's CPU time since the previous
-        sample as the delta.  The store's epoch behaviour is restored after.
-        """
-        sample = self.sample_function(store)
-        last = [time.thread_time_ns()]
 
-        def callback(ctx, data, next_delta, kind):
-            try:
-                now = time.thread_time_ns()
-                sample(now - last[0])
-                last[0] = now
-            finally:
-                next_delta[0] = 1
-                kind[0] = 0
-            return 0
-        cb = EPOCH_CALLBACK_T(callback)
-        _b.wasmtime_store_epoch_deadline_callback(store.ptr(), cb, None, NOOP_FINALIZER)
-        store.set_epoch_deadline(1)
-        stop = threading.Event()
-        engine = store.engine
+def uninstall_entry_hook(enter_wasm: Callable[[Any], Any]) -> None:
+    for module in _ENTER_WASM_USERS:
+        if module.enter_wasm is enter_wasm:  # type: ignore[attr-defined]
+            module.enter_wasm = ORIGINAL_ENTER_WASM  # type: ignore[attr-defined]
 
-        def ticker() -> None:
-            while not stop.wait(interval_s):
-                engine.increment_epoch()
-        thread = threading.Thread(target=ticker, name="guestprofiler-ticker", daemon=True)
-        thread.start()
-        try:
-            return call()
-        finally:
-            stop.set()
-            thread.join()
-            restore_epoch_behaviour(store)   # replaces cb while it is still referenced
 
-    def finish(self) -> bytes:
-        out = _b.wasm_byte_vec_t()
-        err = _b.wasmtime_guestprofiler_finish(self._ptr, ctypes.byref(out))
-        self._ptr = None
-        if err:
-            raise wasmtime.WasmtimeError._from_ptr(err)
-        data = ctypes.string_at(out.data, out.size)
-        _b.wasm_byte_vec_delete(ctypes.byref(out))
-        return data
+def entry_hook_installed() -> bool:
+    return any(m.enter_wasm is not ORIGINAL_ENTER_WASM for m in _ENTER_WASM_USERS)  # type: ignore[attr-defined]

@@ -54,7 +54,7 @@ from .recording import Recording
 
 DEFAULT_INTERVAL = 0.001
 DEFAULT_CAPACITY = 20_000
-DEFAULT_MAX_DEPTH = 1024
+DEFAULT_MAX_DEPTH = 65536     # guest frames walked per sample: whole stacks by default
 
 ModuleSpec = Union[wasmtime.Module, Tuple[str, wasmtime.Module]]
 
@@ -142,8 +142,6 @@ class Profiler:
         self._ticks = ticks
         self._ring: Optional[Ring] = None
         self._capture: Optional[_capture.Capture] = None
-        self._guard: Optional[_capture.SignalGuard] = None
-        self._handle = 0
         self._start_unix_ns = 0
         self._undo: List[Any] = []
         self.recording: Optional[Recording] = None
@@ -161,28 +159,26 @@ class Profiler:
         _check_engine(self.store)
         ticks = self._ticks if self._ticks is not None else ITimerTicks(self.clock, self.interval)
         self._ticks = ticks
-        explicit = _build.explicit_images(self.modules or [])  # fails early on a bad module
-        self._explicit = explicit
+        self._module_refs = _build.module_refs(self.modules or [])
         ring = Ring(self.capacity, self.max_depth, when_full=self.when_full)
-        capture = _capture.Capture(self.store, ring)
         try:
+            capture = _capture.new_capture(self.store, ring)
             _profiled_stores.add(self.store)
             self._undo.append(lambda: _profiled_stores.discard(self.store))
             _capture.install_hooks(capture)
             self._undo.append(_capture.uninstall_hooks)
-            self._handle = wt.register_target(capture)
-            wt.install_epoch_callback(self.store, _capture.TRAMPOLINE, self._handle)
-            self._undo.append(lambda: wt.restore_epoch_behaviour(self.store))
-            self._undo.append(lambda: wt.unregister_target(self._handle))
+            capture.attach()
+            self._undo.append(capture.detach)
             self.store.set_epoch_deadline(1)
-            guard = _capture.SignalGuard(skip=(ticks.signum,) if ticks.signum else ())
-            guard.install()
-            self._undo.append(guard.uninstall)
-            self._ring, self._capture, self._guard = ring, capture, guard
+            if not capture.native:
+                guard = _capture.SignalGuard(skip=(ticks.signum,) if ticks.signum else ())
+                guard.install()
+                self._undo.append(guard.uninstall)
+            self._ring, self._capture = ring, capture
             self._start_unix_ns = time.time_ns()
             ticks.start([self.store.engine])
             self._undo.append(ticks.stop)
-            capture.begin(ticks.tick_word, ticks.tick_state)
+            capture.begin(ticks.tick_word)
         except BaseException:
             self._unwind()
             self._ring = self._capture = None
@@ -217,13 +213,15 @@ class Profiler:
         meta = self._meta(capture, ring, ticks, notes, unsampled_cpu, unsampled_wall, thread_cpu,
                           duration)
         try:
-            self.recording = _build.build(ring.read(), self._explicit, self.modules is None,
-                                          capture.host_functions, meta, self.host_details,
+            self.recording = _build.build(ring.read(), modules=self._module_refs,
+                                          discover_allowed=self.modules is None,
+                                          host_callables=capture.host_functions, meta=meta,
+                                          host_details=self.host_details,
                                           use_tick_pc=self.use_tick_pc)
         except Exception as exc:  # never lose the user's exception to ours
-            meta.setdefault("warnings", []).append(f"could not resolve samples: {exc!r}")
-            self.recording = _build.build([], self._explicit, False, [], meta, self.host_details,
-                                          discovery=False)
+            meta["warnings"].append(f"could not resolve samples: {exc!r}")
+            self.recording = _build.build([], modules=self._module_refs, discover_allowed=False,
+                                          host_callables=[], meta=meta)
         self._ring = None
         self._capture = None
         _capture.run_deferred_now()
@@ -237,6 +235,7 @@ class Profiler:
             "clock": ticks.clock,
             "interval_s": ticks.interval if ticks.interval else self.interval,
             "requested_interval_s": self.interval,
+            "capture": "native" if capture.native else "python",
             "capacity": ring.capacity,
             "max_depth": ring.max_depth,
             "when_full": ring.when_full,
@@ -259,6 +258,9 @@ class Profiler:
             "arch": platform.machine(),          # what the compiled code offsets are in
             "warnings": [],
         }
+        if notes.get("native_unavailable"):
+            meta["warnings"].append(f"pure-Python capture (slower, epoch-biased): "
+                                    f"{notes['native_unavailable']}")
         if notes.get("handler_replaced"):
             meta["warnings"].append("the tick signal's handler was replaced during the profile; "
                                     "later ticks were not sampled")
@@ -296,15 +298,16 @@ class Profiler:
     @property
     def samples(self) -> int:
         """Samples recorded (while running: taken so far)."""
-        if self.recording is None and self._ring is not None:
-            return self._ring.count
+        if self.recording is None and self._capture is not None:
+            return self._capture.samples_taken
         return self._result().samples
 
     @property
     def dropped(self) -> int:
         """Samples lost because the ring was full (while running: refused so far)."""
-        if self.recording is None and self._ring is not None:
-            return max(0, self._ring.count - self._ring.capacity) + self._ring.refused
+        if self.recording is None and self._capture is not None:
+            taken = self._capture.samples_taken
+            return max(0, taken - self.capacity) + self._capture.refused
         return self._result().dropped
 
     def save(self, path, format: Optional[str] = None) -> str:

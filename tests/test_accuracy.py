@@ -9,10 +9,10 @@ import pytest
 import wasmtime
 
 import sigprof
-from sigprof._build import _OPAQUE, _Resolver, at_tick
+from sigprof._build import _OPAQUE, _Resolver, tick_attribution, tick_function
 from sigprof.symbols import Function, LiveImage, ModuleSymbols
 
-from conftest import ROOT, link_host, stacks_by_name
+from conftest import ROOT, link_host, stacks_by_name, needs_tick_record
 
 I32 = wasmtime.ValType.i32()
 
@@ -67,6 +67,7 @@ def _self_share(rec, predicate):
     return part / total if total else 0.0
 
 
+@needs_tick_record
 @pytest.mark.parametrize("define", ["linker", "func-after-start"])
 def test_host_function_time_is_charged_to_the_host_under_its_caller(guest, define):
     prof, _ = _host_run(guest, define=define)
@@ -118,6 +119,7 @@ def test_several_ticks_in_one_host_call_are_one_sample_carrying_their_weight(gue
     assert rec.sample_table.cpu_ns[0] >= 20_000_000     # the weight is the measured CPU
 
 
+@needs_tick_record
 def test_blocked_host_time_is_absent_in_cpu_mode_and_present_in_wall_mode(guest):
     def nap_weight_ns(rec):
         return sum(w for funcs, w in rec.iter_stacks()
@@ -174,6 +176,7 @@ def _leaf_share(engine, module, case, leaf, use_tick_pc):
     return _self_share(prof.recording, lambda f: f[-1].name == leaf)
 
 
+@needs_tick_record
 def test_tick_pc_removes_the_loop_free_leaf_bias(engine, bias_module):
     # hot: the leaf is ~90% of the loop's time (benchmarks/leaf_bias.py measures it)
     assert _leaf_share(engine, bias_module, "hot", "leaf_hot", False) < 0.3
@@ -181,6 +184,15 @@ def test_tick_pc_removes_the_loop_free_leaf_bias(engine, bias_module):
     # cold: the leaf is ~10%
     assert _leaf_share(engine, bias_module, "cold", "leaf_light", False) > 0.6
     assert _leaf_share(engine, bias_module, "cold", "leaf_light", True) < 0.3
+
+
+def at_tick(stack, resolver, tick_pc):
+    """The stack at the tick: the tick frame on the outermost frames it keeps."""
+    tick_frame = tick_function(resolver, tick_pc)
+    kept = tick_attribution(stack, tick_frame) if tick_frame is not None else None
+    if kept is None:
+        return None
+    return [tick_frame] + stack[len(stack) - kept:]
 
 
 # at_tick, case by case, on a synthetic module: f(0..) with known checks.

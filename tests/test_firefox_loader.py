@@ -20,7 +20,7 @@ import wasmtime
 
 import sigprof
 
-from conftest import ROOT, link_host, require
+from conftest import ROOT, link_host, require, needs_tick_record
 
 CLI_CANDIDATES = [os.environ.get("SIGPROF_PROFILER_CLI", ""),
                   str(ROOT / ".ci" / "node" / "node_modules" / ".bin" / "profiler-cli"),
@@ -77,6 +77,7 @@ def test_the_firefox_loader_computes_our_call_tree(profiler_cli, guest, tmp_path
         assert f["totalSamples"] == pytest.approx(total_ms[name], abs=0.01)
 
 
+@needs_tick_record
 def test_the_firefox_loader_reads_host_frames_twins_and_truncation(profiler_cli, guest, engine,
                                                                     tmp_path):
     a, b, host, rec = guest("twin_a"), guest("twin_b"), guest("host"), guest("recursion")

@@ -192,7 +192,7 @@ def test_result_before_the_end_is_a_clear_error(guest):
 
 @pytest.mark.parametrize("relay", ["native", "wakeup"])
 def test_both_relays_drive_samples_from_signals(guest, relay):
-    if relay == "native" and not _native.supported():
+    if relay == "native" and not _native.available():
         pytest.skip("no native relay on this machine")
     g = guest("demo")
     store, inst = g.instance()
@@ -415,7 +415,7 @@ def test_a_failed_save_leaves_the_previous_file_whole(guest, tmp_path, monkeypat
 
 
 def test_wasmtimes_own_guestprofiler_runs_as_the_benchmarks_reference(guest):
-    from sigprof._wasmtime import NativeGuestProfiler
+    from guestprofiler import NativeGuestProfiler
     g = guest("demo")
     store = wasmtime.Store(g.engine)
     run = wasmtime.Instance(store, g.module, []).exports(store)["run"]

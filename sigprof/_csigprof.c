@@ -1,0 +1,667 @@
+/* sigprof's native hot path: the tick signal handler and the epoch-callback capture.
+ *
+ * Tick handler.  A Python-level signal handler never runs while wasm runs, and a
+ * relay thread needs the GIL before it can bump the epoch, so the handler is C:
+ * per tick it stores the interrupted PC and thread id, the profiled thread's CPU
+ * clock and CLOCK_MONOTONIC (a seqlock: `begin` before, `count` after), then calls
+ * wasmtime_engine_increment_epoch (one atomic add) for every profiled engine.
+ *
+ * Capture.  One `Capture` object per profiled store.  Its epoch callback is a C
+ * function wasmtime calls directly, with no Python on the path: when the tick
+ * count moved it walks the guest's frames and writes one record into the ring the
+ * Python side allocated.  The walk follows wasmtime's own: the store's
+ * VMStoreContext (a repr(C) struct the compiled code uses) holds the frame pointer
+ * of the last wasm->host exit trampoline, the PC wasm exited at, and the frame
+ * pointer of the host->wasm entry trampoline; Cranelift code always keeps frame
+ * pointers, so [fp] / [fp+8] lead from the exit to the entry through exactly the
+ * guest frames.  A host function that re-enters the guest pushes the outer
+ * activation (its exit PC/FP and entry FP) so inner samples continue into it.
+ *
+ * The only Python the callback touches: in the main thread, PyErr_CheckSignals,
+ * so Ctrl-C raised by a Python handler stops the guest (the exception is handed to
+ * wasmtime-py through wasmtime._func.LAST_EXCEPTION, which re-raises it).
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <ucontext.h>
+#include <unistd.h>
+
+/* ---- the tick record -------------------------------------------------------- */
+
+typedef struct {
+    volatile uint64_t count;     /* ticks so far (seqlock end) */
+    volatile uint64_t begin;     /* seqlock begin */
+    volatile int64_t cpu_ns;     /* profiled thread's CPU clock at the tick */
+    volatile int64_t wall_ns;    /* CLOCK_MONOTONIC at the tick */
+    volatile uint64_t pc;        /* interrupted instruction pointer */
+    volatile uint64_t tid;       /* interrupted thread (gettid) */
+} TickRecord;
+
+#define MAX_ENGINES 256
+typedef void (*increment_epoch_fn)(void *engine);
+
+static TickRecord tick;
+static clockid_t tick_cpu_clock = CLOCK_THREAD_CPUTIME_ID;
+static increment_epoch_fn increment_epoch;
+static void *engines[MAX_ENGINES];
+static int engine_count;
+static struct sigaction previous_action;
+static int installed_signum;
+
+static inline int64_t ns_of(const struct timespec *ts)
+{
+    return (int64_t)ts->tv_sec * 1000000000 + ts->tv_nsec;
+}
+
+static inline uint64_t interrupted_pc(void *ucv)
+{
+    ucontext_t *uc = (ucontext_t *)ucv;
+#if defined(__x86_64__)
+    return (uint64_t)uc->uc_mcontext.gregs[REG_RIP];
+#elif defined(__aarch64__)
+    return (uint64_t)uc->uc_mcontext.pc;
+#else
+    (void)uc;
+    return 0;
+#endif
+}
+
+static void on_tick(int signum, siginfo_t *info, void *ucv)
+{
+    int saved_errno = errno;
+    struct timespec ts;
+    (void)signum;
+    (void)info;
+    __atomic_add_fetch(&tick.begin, 1, __ATOMIC_ACQ_REL);
+    tick.pc = interrupted_pc(ucv);
+    tick.tid = (uint64_t)syscall(SYS_gettid);
+    if (clock_gettime(tick_cpu_clock, &ts) == 0)
+        tick.cpu_ns = ns_of(&ts);
+    if (clock_gettime(CLOCK_MONOTONIC, &ts) == 0)
+        tick.wall_ns = ns_of(&ts);
+    __atomic_add_fetch(&tick.count, 1, __ATOMIC_RELEASE);
+    int n = __atomic_load_n(&engine_count, __ATOMIC_ACQUIRE);
+    for (int i = 0; i < n; i++)
+        increment_epoch(engines[i]);
+    errno = saved_errno;
+}
+
+/* A consistent copy of the latest tick; 0 if a handler kept interrupting the read. */
+static int read_tick(TickRecord *out)
+{
+    for (int attempt = 0; attempt < 3; attempt++) {
+        uint64_t count = __atomic_load_n(&tick.count, __ATOMIC_ACQUIRE);
+        out->cpu_ns = tick.cpu_ns;
+        out->wall_ns = tick.wall_ns;
+        out->pc = tick.pc;
+        out->tid = tick.tid;
+        __atomic_thread_fence(__ATOMIC_ACQUIRE);
+        if (__atomic_load_n(&tick.begin, __ATOMIC_ACQUIRE) == count) {
+            out->count = count;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static PyObject *py_install(PyObject *self, PyObject *args)
+{
+    int signum;
+    long long cpu_clock, increment_address;
+    PyObject *engine_list;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "iLLO!", &signum, &cpu_clock, &increment_address,
+                          &PyList_Type, &engine_list))
+        return NULL;
+    if (installed_signum) {
+        PyErr_SetString(PyExc_RuntimeError, "the native tick handler is already installed");
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(engine_list);
+    if (n > MAX_ENGINES) {
+        PyErr_SetString(PyExc_ValueError, "too many engines for the tick handler");
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        void *engine = PyLong_AsVoidPtr(PyList_GET_ITEM(engine_list, i));
+        if (engine == NULL && PyErr_Occurred())
+            return NULL;
+        engines[i] = engine;
+    }
+    memset((void *)&tick, 0, sizeof tick);
+    tick_cpu_clock = (clockid_t)cpu_clock;
+    increment_epoch = (increment_epoch_fn)(uintptr_t)increment_address;
+    __atomic_store_n(&engine_count, (int)n, __ATOMIC_RELEASE);
+    struct sigaction action;
+    memset(&action, 0, sizeof action);
+    action.sa_sigaction = on_tick;
+    action.sa_flags = SA_SIGINFO | SA_RESTART | SA_ONSTACK;
+    sigemptyset(&action.sa_mask);
+    if (sigaction(signum, &action, &previous_action) != 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    installed_signum = signum;
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_handler_is_ours(PyObject *self, PyObject *unused)
+{
+    struct sigaction now;
+    (void)self;
+    (void)unused;
+    if (!installed_signum || sigaction(installed_signum, NULL, &now) != 0)
+        Py_RETURN_FALSE;
+    return PyBool_FromLong((now.sa_flags & SA_SIGINFO) && now.sa_sigaction == on_tick);
+}
+
+/* Restore the action saved at install (restore=True) or just forget it (someone
+ * else's handler replaced ours and stays). */
+static PyObject *py_uninstall(PyObject *self, PyObject *args)
+{
+    int restore = 1;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "|p", &restore))
+        return NULL;
+    if (installed_signum && restore && sigaction(installed_signum, &previous_action, NULL) != 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    installed_signum = 0;
+    __atomic_store_n(&engine_count, 0, __ATOMIC_RELEASE);
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_tick_count(PyObject *self, PyObject *unused)
+{
+    (void)self;
+    (void)unused;
+    return PyLong_FromUnsignedLongLong(__atomic_load_n(&tick.count, __ATOMIC_ACQUIRE));
+}
+
+static PyObject *py_last_tick(PyObject *self, PyObject *unused)
+{
+    TickRecord t;
+    (void)self;
+    (void)unused;
+    if (!read_tick(&t))
+        Py_RETURN_NONE;
+    return Py_BuildValue("KLLKK", (unsigned long long)t.count, (long long)t.cpu_ns,
+                         (long long)t.wall_ns, (unsigned long long)t.pc,
+                         (unsigned long long)t.tid);
+}
+
+static PyObject *py_disposition(PyObject *self, PyObject *args)
+{
+    int signum;
+    struct sigaction now;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "i", &signum))
+        return NULL;
+    if (sigaction(signum, NULL, &now) != 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    if (now.sa_flags & SA_SIGINFO)
+        return PyLong_FromVoidPtr((void *)(uintptr_t)now.sa_sigaction);
+    return PyLong_FromVoidPtr((void *)(uintptr_t)now.sa_handler);
+}
+
+/* ---- the capture --------------------------------------------------------------- */
+
+/* Words of VMStoreContext after epoch_deadline (wasmtime 50): execution_version,
+ * stack_limit, gc_heap (base, length), then the exit/entry fields walked here. */
+#define VM_EXIT_TRAMPOLINE_FP 5
+#define VM_EXIT_PC 6
+#define VM_ENTRY_FP 8
+
+/* Ring header record (see _ring.py). */
+enum { H_TIME, H_CPU, H_WALL, H_PC_START, H_PC_COUNT, H_KIND, H_TICKS, H_TICK_PC, H_FLAGS,
+       H_HASH, HEADER_FIELDS };
+#define FLAG_DEPTH_LIMITED 1
+#define KIND_GUEST 0
+#define KIND_OUTSIDE (-1)
+#define MAX_ACTIVATIONS 256
+
+typedef size_t (*error_new_fn)(const char *message);
+typedef void (*set_deadline_fn)(void *context, uint64_t delta);
+
+typedef struct {
+    uint64_t pc, fp, entry_fp;
+} Activation;
+
+typedef struct {
+    PyObject_HEAD
+    /* the ring (memory owned by the Python Ring object, kept alive by `ring`) */
+    PyObject *ring;
+    int64_t *header;
+    uint64_t *pcs;
+    long long capacity, pc_capacity, max_depth;
+    int stop_when_full;
+    long long count, pc_end, refused;
+    /* the store */
+    uint64_t *vm;                 /* &VMStoreContext.epoch_deadline */
+    void *context;
+    set_deadline_fn set_deadline;
+    error_new_fn error_new;
+    PyObject *last_exception_module;
+    unsigned long long deadline_delta;
+    /* the thread and its clocks */
+    pthread_t thread;
+    unsigned long long native_tid;
+    int check_signals;
+    int use_tick_record;
+    int enabled;
+    const volatile uint64_t *ticks;
+    unsigned long long consumed;
+    long long t0_ns, cpu_start, cpu_prev, wall_prev, pending_ns;
+    long long overhead_ns;
+    long long foreign_thread_epochs;
+    long long guest_depth;
+    /* outer activations of a re-entered guest, oldest first */
+    Activation act[MAX_ACTIVATIONS];
+    int act_count;
+    long long act_overflow;
+} Capture;
+
+static inline int64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ns_of(&ts);
+}
+
+static inline int64_t thread_cpu_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return ns_of(&ts);
+}
+
+/* Walk one contiguous run of wasm frames: `pc`/`fp` of the newest, until the
+ * entry trampoline's frame pointer.  Returns frames written; *limited is set when
+ * `room` ran out first or the chain did not look like wasmtime's. */
+static long long walk(uint64_t pc, uint64_t fp, uint64_t entry_fp, uint64_t *out,
+                      long long room, int *limited)
+{
+    long long n = 0;
+    while (fp != entry_fp) {
+        if (n >= room || fp == 0 || (fp & 7) || fp > entry_fp) {
+            *limited = 1;
+            break;
+        }
+        out[n++] = pc;
+        const uint64_t *frame = (const uint64_t *)(uintptr_t)fp;
+        pc = frame[1];
+        uint64_t older = frame[0];
+        if (older <= fp) {
+            *limited = 1;
+            break;
+        }
+        fp = older;
+    }
+    return n;
+}
+
+/* The current activation as wasmtime recorded it at the last exit to the host. */
+static int current_activation(Capture *c, Activation *a)
+{
+    uint64_t tramp_fp = c->vm[VM_EXIT_TRAMPOLINE_FP];
+    a->pc = c->vm[VM_EXIT_PC];
+    a->entry_fp = c->vm[VM_ENTRY_FP];
+    if (tramp_fp == 0 || a->pc == 0 || a->entry_fp == 0 || (tramp_fp & 7)) {
+        a->fp = 0;
+        return 0;
+    }
+    a->fp = *(const uint64_t *)(uintptr_t)tramp_fp;     /* the last wasm frame's FP */
+    return 1;
+}
+
+enum { WALK_NONE, WALK_CURRENT, WALK_PUSHED };
+
+static void record(Capture *c, long long kind, uint64_t total, int how)
+{
+    int64_t wall = mono_ns();
+    int64_t cpu_end = -1, wall_end = wall;
+    uint64_t tick_pc = 0;
+    TickRecord t;
+    if (c->use_tick_record && read_tick(&t)) {
+        if (t.tid == c->native_tid)
+            tick_pc = t.pc;
+        /* The interval ends at the tick, which is in this thread's past. */
+        if (t.cpu_ns >= c->cpu_prev)
+            cpu_end = t.cpu_ns;
+        if (t.wall_ns >= c->wall_prev && t.wall_ns <= wall)
+            wall_end = t.wall_ns;
+    }
+    if (cpu_end < 0)
+        cpu_end = thread_cpu_ns();
+    long long number = c->count;
+    long long end = c->pc_end;
+    long long pos = end % c->pc_capacity;
+    if (c->stop_when_full && (number >= c->capacity || pos + c->max_depth > c->pc_capacity)) {
+        /* Counted as lost; the clocks are not reset, so its time shows as unsampled. */
+        c->refused++;
+        c->consumed = total;
+        return;
+    }
+    if (pos + c->max_depth > c->pc_capacity) {
+        end += c->pc_capacity - pos;      /* skip to the start: a sample never wraps */
+        pos = 0;
+    }
+    uint64_t *out = c->pcs + pos;
+    long long n = 0;
+    int limited = 0;
+    if (how == WALK_CURRENT) {
+        Activation a;
+        if (current_activation(c, &a))
+            n = walk(a.pc, a.fp, a.entry_fp, out, c->max_depth, &limited);
+    }
+    if (how != WALK_NONE) {
+        for (int i = c->act_count - 1; i >= 0 && !limited; i--) {
+            Activation *a = &c->act[i];
+            if (a->fp)
+                n += walk(a->pc, a->fp, a->entry_fp, out + n, c->max_depth - n, &limited);
+        }
+    }
+    uint64_t hash = 1469598103934665603ULL;        /* FNV-1a over the raw stack */
+    for (long long i = 0; i < n; i++)
+        hash = (hash ^ out[i]) * 1099511628211ULL;
+    int64_t *h = c->header + (number % c->capacity) * HEADER_FIELDS;
+    long long cpu_ns = cpu_end - c->cpu_prev - c->pending_ns;
+    long long wall_ns = wall_end - c->wall_prev - c->pending_ns;
+    h[H_TIME] = wall_end - c->t0_ns;
+    h[H_CPU] = cpu_ns > 0 ? cpu_ns : 0;
+    h[H_WALL] = wall_ns > 0 ? wall_ns : 0;
+    h[H_PC_START] = end;
+    h[H_PC_COUNT] = n;
+    h[H_KIND] = kind;
+    h[H_TICKS] = (int64_t)(total - c->consumed);
+    h[H_TICK_PC] = (int64_t)(tick_pc & 0x7fffffffffffffffULL);
+    h[H_FLAGS] = limited ? FLAG_DEPTH_LIMITED : 0;
+    h[H_HASH] = (int64_t)hash;
+    c->pc_end = end + n;
+    c->count = number + 1;                /* commit last */
+    c->consumed = total;
+    int64_t after = mono_ns();
+    /* Our own time since the sample began is not guest time: it is taken out of
+     * the next interval (measured on the monotonic clock: a vDSO read, where the
+     * thread CPU clock is a system call; the two agree for this non-blocking code). */
+    c->overhead_ns += after - wall;
+    c->cpu_prev = cpu_end;
+    c->wall_prev = wall_end;
+    c->pending_ns = after - wall;
+}
+
+static inline uint64_t ticks_now(Capture *c)
+{
+    return __atomic_load_n(c->ticks, __ATOMIC_ACQUIRE);
+}
+
+/* Hand a pending Python exception to wasmtime-py and build the error that stops the guest. */
+static size_t raise_into_guest(Capture *c)
+{
+    PyObject *type, *value, *traceback;
+    PyErr_Fetch(&type, &value, &traceback);
+    PyErr_NormalizeException(&type, &value, &traceback);
+    if (value != NULL && traceback != NULL)
+        PyException_SetTraceback(value, traceback);
+    if (value == NULL || PyObject_SetAttrString(c->last_exception_module, "LAST_EXCEPTION", value) < 0)
+        PyErr_Clear();
+    Py_XDECREF(type);
+    Py_XDECREF(value);
+    Py_XDECREF(traceback);
+    return c->error_new("guest interrupted by a Python signal handler");
+}
+
+static size_t epoch_callback(void *context, void *data, uint64_t *next_delta, uint8_t *update_kind)
+{
+    Capture *c = (Capture *)data;
+    (void)context;
+    *next_delta = c->deadline_delta;      /* never 0 in a profile: that re-enters at every check */
+    *update_kind = 0;
+    if (!c->enabled)
+        return 0;
+    if (!pthread_equal(pthread_self(), c->thread)) {
+        c->foreign_thread_epochs++;
+        return 0;
+    }
+    uint64_t total = ticks_now(c);
+    if (total != c->consumed)
+        record(c, KIND_GUEST, total, WALK_CURRENT);
+    if (!c->check_signals)
+        return 0;
+    size_t error = 0;
+    PyGILState_STATE gil = PyGILState_Ensure();
+    if (PyErr_CheckSignals() < 0)
+        error = raise_into_guest(c);
+    PyGILState_Release(gil);
+    return error;
+}
+
+static void noop_finalizer(void *data)
+{
+    (void)data;
+}
+
+/* -- Python methods ---------------------------------------------------------------- */
+
+static int Capture_init(Capture *c, PyObject *args, PyObject *kwds)
+{
+    static char *names[] = {"ring", "header", "pcs", "capacity", "pc_capacity", "max_depth",
+                            "stop_when_full", "vm_deadline_address", "context", "set_deadline",
+                            "error_new", "last_exception_module", "native_tid",
+                            "check_signals", NULL};
+    long long header, pcs, vm, context, set_deadline, error_new;
+    PyObject *ring, *module;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OLLLLLpLLLLOKp", names, &ring, &header, &pcs,
+                                     &c->capacity, &c->pc_capacity, &c->max_depth,
+                                     &c->stop_when_full, &vm, &context, &set_deadline,
+                                     &error_new, &module, &c->native_tid, &c->check_signals))
+        return -1;
+    if (c->capacity < 1 || c->max_depth < 1 || c->pc_capacity < c->max_depth || !vm) {
+        PyErr_SetString(PyExc_ValueError, "bad ring or store for a native capture");
+        return -1;
+    }
+    Py_INCREF(ring);
+    Py_XSETREF(c->ring, ring);
+    Py_INCREF(module);
+    Py_XSETREF(c->last_exception_module, module);
+    c->header = (int64_t *)(uintptr_t)header;
+    c->pcs = (uint64_t *)(uintptr_t)pcs;
+    c->vm = (uint64_t *)(uintptr_t)vm;
+    c->context = (void *)(uintptr_t)context;
+    c->set_deadline = (set_deadline_fn)(uintptr_t)set_deadline;
+    c->error_new = (error_new_fn)(uintptr_t)error_new;
+    c->thread = pthread_self();
+    c->deadline_delta = 1;
+    c->ticks = &tick.count;
+    c->use_tick_record = 1;
+    c->enabled = 0;
+    return 0;
+}
+
+static void Capture_dealloc(Capture *c)
+{
+    Py_XDECREF(c->ring);
+    Py_XDECREF(c->last_exception_module);
+    Py_TYPE(c)->tp_free((PyObject *)c);
+}
+
+/* begin(tick_word_address=0): start sampling; ticks come from the native handler, or
+ * from a counter at the given address (manual tick sources; no tick record then). */
+static PyObject *Capture_begin(Capture *c, PyObject *args)
+{
+    long long word = 0;
+    if (!PyArg_ParseTuple(args, "|L", &word))
+        return NULL;
+    if (word) {
+        c->ticks = (const volatile uint64_t *)(uintptr_t)word;
+        c->use_tick_record = 0;
+    }
+    c->consumed = ticks_now(c);
+    c->t0_ns = c->wall_prev = mono_ns();
+    c->cpu_start = c->cpu_prev = thread_cpu_ns();
+    c->pending_ns = 0;
+    c->enabled = 1;
+    Py_RETURN_NONE;
+}
+
+/* Entry to a Python host function: the guest's frames are suspended below it; keep
+ * them as an activation, and charge a tick that landed in the call path to it. */
+static PyObject *Capture_host_enter(Capture *c, PyObject *kind)
+{
+    long long k = PyLong_AsLongLong(kind);
+    if (k == -1 && PyErr_Occurred())
+        return NULL;
+    if (c->act_count < MAX_ACTIVATIONS) {
+        current_activation(c, &c->act[c->act_count]);
+        c->act_count++;
+    } else {
+        c->act_overflow++;
+    }
+    uint64_t total = ticks_now(c);
+    if (c->enabled && total != c->consumed)
+        record(c, k, total, WALK_PUSHED);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Capture_host_exit(Capture *c, PyObject *kind)
+{
+    long long k = PyLong_AsLongLong(kind);
+    if (k == -1 && PyErr_Occurred())
+        return NULL;
+    uint64_t total = ticks_now(c);
+    if (c->enabled && total != c->consumed) {
+        record(c, k, total, WALK_PUSHED);
+        /* The tick also bumped the epoch: move the deadline past it. */
+        c->set_deadline(c->context, 1);
+    }
+    if (c->act_overflow)
+        c->act_overflow--;
+    else if (c->act_count)
+        c->act_count--;
+    Py_RETURN_NONE;
+}
+
+static PyObject *Capture_guest_enter(Capture *c, PyObject *unused)
+{
+    (void)unused;
+    if (c->guest_depth == 0 && c->enabled) {
+        uint64_t total = ticks_now(c);
+        if (total != c->consumed)
+            record(c, KIND_OUTSIDE, total, WALK_NONE);
+        c->set_deadline(c->context, 1);
+    }
+    c->guest_depth++;
+    Py_RETURN_NONE;
+}
+
+static PyObject *Capture_guest_exit(Capture *c, PyObject *unused)
+{
+    (void)unused;
+    c->guest_depth--;
+    Py_RETURN_NONE;
+}
+
+/* finish() -> (unsampled cpu ns, unsampled wall ns, thread cpu ns, duration ns) */
+static PyObject *Capture_finish(Capture *c, PyObject *unused)
+{
+    (void)unused;
+    if (c->enabled && pthread_equal(pthread_self(), c->thread)) {
+        uint64_t total = ticks_now(c);
+        if (total != c->consumed)
+            record(c, KIND_OUTSIDE, total, WALK_NONE);
+    }
+    c->enabled = 0;
+    int64_t cpu_now = thread_cpu_ns(), wall_now = mono_ns();
+    long long cpu_left = cpu_now - c->cpu_prev - c->pending_ns;
+    long long wall_left = wall_now - c->wall_prev - c->pending_ns;
+    return Py_BuildValue("LLLL", cpu_left > 0 ? cpu_left : 0LL, wall_left > 0 ? wall_left : 0LL,
+                         (long long)(cpu_now - c->cpu_start), (long long)(wall_now - c->t0_ns));
+}
+
+static PyMethodDef Capture_methods[] = {
+    {"begin", (PyCFunction)Capture_begin, METH_VARARGS, "start sampling"},
+    {"host_enter", (PyCFunction)Capture_host_enter, METH_O, "a Python host function starts"},
+    {"host_exit", (PyCFunction)Capture_host_exit, METH_O, "a Python host function returns"},
+    {"guest_enter", (PyCFunction)Capture_guest_enter, METH_NOARGS, "Python calls the guest"},
+    {"guest_exit", (PyCFunction)Capture_guest_exit, METH_NOARGS, "the guest call returned"},
+    {"finish", (PyCFunction)Capture_finish, METH_NOARGS, "sample a pending tick and stop"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef Capture_members[] = {
+    {"count", T_LONGLONG, offsetof(Capture, count), READONLY, "samples written"},
+    {"pc_end", T_LONGLONG, offsetof(Capture, pc_end), READONLY, "PC stream position"},
+    {"refused", T_LONGLONG, offsetof(Capture, refused), READONLY, "samples refused (ring full)"},
+    {"overhead_ns", T_LONGLONG, offsetof(Capture, overhead_ns), READONLY, "time spent sampling"},
+    {"foreign_thread_epochs", T_LONGLONG, offsetof(Capture, foreign_thread_epochs), READONLY,
+     "epoch callbacks from another thread"},
+    {"enabled", T_INT, offsetof(Capture, enabled), 0, "sampling on"},
+    {"deadline_delta", T_ULONGLONG, offsetof(Capture, deadline_delta), 0,
+     "epoch deadline delta the callback sets (1; benchmarks use 0)"},
+    {"guest_depth", T_LONGLONG, offsetof(Capture, guest_depth), READONLY, "nested guest calls"},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyTypeObject CaptureType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "sigprof._csigprof.Capture",
+    .tp_basicsize = sizeof(Capture),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Native sampling state for one store (see the module docstring).",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Capture_init,
+    .tp_dealloc = (destructor)Capture_dealloc,
+    .tp_methods = Capture_methods,
+    .tp_members = Capture_members,
+};
+
+static PyObject *py_address(PyObject *self, PyObject *obj)
+{
+    (void)self;
+    if (!PyObject_TypeCheck(obj, &CaptureType)) {
+        PyErr_SetString(PyExc_TypeError, "expected a Capture");
+        return NULL;
+    }
+    return PyLong_FromVoidPtr(obj);
+}
+
+static PyMethodDef module_methods[] = {
+    {"install", py_install, METH_VARARGS,
+     "install(signum, cpu_clock, increment_epoch_address, [engine addresses])"},
+    {"uninstall", py_uninstall, METH_VARARGS, "uninstall(restore=True)"},
+    {"handler_is_ours", py_handler_is_ours, METH_NOARGS, "is our handler still installed?"},
+    {"tick_count", py_tick_count, METH_NOARGS, "ticks so far"},
+    {"last_tick", py_last_tick, METH_NOARGS, "(count, cpu_ns, wall_ns, pc, tid) or None"},
+    {"disposition", py_disposition, METH_VARARGS, "raw handler address for a signal"},
+    {"address", py_address, METH_O, "the C address of a Capture (the callback's data)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT, "sigprof._csigprof", "sigprof's native tick handler and capture.", -1,
+    module_methods, NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__csigprof(void)
+{
+    if (PyType_Ready(&CaptureType) < 0)
+        return NULL;
+    PyObject *m = PyModule_Create(&module_def);
+    if (m == NULL)
+        return NULL;
+    Py_INCREF(&CaptureType);
+    if (PyModule_AddObject(m, "Capture", (PyObject *)&CaptureType) < 0
+        || PyModule_AddObject(m, "EPOCH_CALLBACK", PyLong_FromVoidPtr((void *)(uintptr_t)epoch_callback)) < 0
+        || PyModule_AddObject(m, "NOOP_FINALIZER", PyLong_FromVoidPtr((void *)(uintptr_t)noop_finalizer)) < 0
+        || PyModule_AddIntConstant(m, "HEADER_FIELDS", HEADER_FIELDS) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
