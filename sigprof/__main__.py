@@ -154,7 +154,7 @@ def _rescue(rec) -> str:
 
 
 def _summary(rec, written, top: int, result: runner.RunResult) -> None:
-    from .analysis import summarise
+    from .analysis import summarise_recording
     err = sys.stderr
     kinds = {"firefox": "Firefox Profiler profile (open it at https://profiler.firefox.com)",
              "raw": "raw recording", "collapsed": "collapsed stacks", "text": "text report"}
@@ -173,7 +173,7 @@ def _summary(rec, written, top: int, result: runner.RunResult) -> None:
     print(f"sigprof: {rec.samples} samples, {cpu_ms:.1f} ms CPU sampled, clock {rec.clock}"
           + (f", {rec.dropped} dropped" if rec.dropped else "")
           + (f", {rec.truncated} truncated" if rec.truncated else ""), file=err)
-    summary = summarise(rec.iter_stacks())
+    summary = summarise_recording(rec)
     if summary.total_weight and top > 0:
         print("sigprof: top functions by self time:", file=err)
         for f in summary.top_self(top):
@@ -218,10 +218,10 @@ def cmd_report(a: argparse.Namespace) -> int:
     if not isinstance(profile, dict):
         raise CliError(f"{a.input}: not a Firefox profile")
     try:
-        stacks = list(firefox.weighted_stacks(profile))
+        tree = firefox.stack_tree(profile)
     except firefox.NotAProfile as exc:
         raise CliError(f"{a.input}: {exc}") from None
-    print(text.convert_firefox(profile, stacks, top), end="")
+    print(text.convert_firefox(profile, tree, top), end="")
     return 0
 
 

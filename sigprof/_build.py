@@ -216,13 +216,13 @@ def build(raw: Iterable[RawSample], *, modules: Sequence[ModuleRef], discover_al
     module_table: List = []
     for img in explicit:                        # allowed modules always appear, in given order
         module_index[id(img)] = len(module_table)
-        module_table.append(img.symbols)
+        module_table.append(img)
 
     def module_of(img: LiveImage) -> int:
         m = module_index.get(id(img))
         if m is None:
             m = module_index[id(img)] = len(module_table)
-            module_table.append(img.symbols)
+            module_table.append(img)
         return m
 
     def frame_key(entry: GuestEntry) -> Tuple[int, int, int]:
@@ -309,7 +309,9 @@ def build(raw: Iterable[RawSample], *, modules: Sequence[ModuleRef], discover_al
         table.ticks.append(s.ticks)
         table.flags.append(found[1])
 
-    meta = dict(meta, modules=[m.name for m in module_table], warnings=warnings)
-    return Recording(meta=meta, modules=tuple(module_table), host_functions=tuple(hosts),
+    # Each module keeps just the functions its frames name (the lookups above made them).
+    modules = tuple(img.symbols.referenced() for img in module_table)
+    meta = dict(meta, modules=[m.name for m in modules], warnings=warnings)
+    return Recording(meta=meta, modules=modules, host_functions=tuple(hosts),
                      frames=tuple(tree.frames), stack_parent=tree.parent, stack_frame=tree.frame,
                      sample_table=table)

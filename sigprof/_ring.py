@@ -1,6 +1,8 @@
 """The preallocated ring buffer that samples are written into.
 
-Two fixed arrays, allocated and zero-filled once at start and never resized:
+Two fixed arrays in anonymous memory maps, allocated once at start and never
+resized (the kernel hands out zeroed pages as they are first written, so a
+large ring costs nothing until it fills):
 
 * ``header``: ``capacity`` records of ``HEADER_FIELDS`` signed 64-bit integers
   (the ``H_*`` indices below).
@@ -22,7 +24,8 @@ reading back, which happens after the run.
 
 from __future__ import annotations
 
-from array import array
+import ctypes
+import mmap
 from typing import Iterator, NamedTuple
 
 # Header record layout (indices into one record).
@@ -64,10 +67,12 @@ class Ring:
         # ``capacity`` samples of average depth, plus the slack the writer may skip
         # at the end of the stream (it needs ``max_depth`` free words per sample).
         self.pc_capacity = capacity * pcs_per_sample + max_depth
-        self.header = array("q", [0]) * (HEADER_FIELDS * capacity)
-        self.pcs = array("Q", [0]) * self.pc_capacity
-        self.header_address = self.header.buffer_info()[0]
-        self.pcs_address = self.pcs.buffer_info()[0]
+        self._maps = (mmap.mmap(-1, 8 * HEADER_FIELDS * capacity),
+                      mmap.mmap(-1, 8 * self.pc_capacity))
+        self.header = memoryview(self._maps[0]).cast("q")
+        self.pcs = memoryview(self._maps[1]).cast("Q")
+        self.header_address = _address(self._maps[0])
+        self.pcs_address = _address(self._maps[1])
         # Writer state, advanced by the capture code.
         self.count = 0          # samples written, ever
         self.pc_end = 0         # absolute stream position after the last sample
@@ -84,7 +89,7 @@ class Ring:
     def read(self) -> Iterator["RawSample"]:
         """Yield retained samples whose PCs are intact, oldest first."""
         hdr = self.header
-        pc_words = memoryview(self.pcs)
+        pc_words = self.pcs
         cap = self.pc_capacity
         for n in self.retained():
             base = (n % self.capacity) * HEADER_FIELDS
@@ -106,6 +111,10 @@ class Ring:
         readable = sum(1 for n in self.retained()
                        if self.intact(hdr[(n % self.capacity) * HEADER_FIELDS + H_PC_START]))
         return self.count - readable + self.refused
+
+
+def _address(buffer: mmap.mmap) -> int:
+    return ctypes.addressof(ctypes.c_char.from_buffer(buffer))
 
 
 class RawSample(NamedTuple):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ctypes
 import importlib.metadata
+from array import array
 import threading
 from typing import Any, Callable, Iterable, List, Optional, Tuple
 
@@ -160,29 +161,47 @@ def _mapping_end(address: int) -> int:
     return address
 
 
+_deadline_word: List[int] = []     # the word index found in the first store, if any
+
+
+def _deadline_moves(store: wasmtime.Store, address: int) -> bool:
+    word = ctypes.c_uint64.from_address(address)
+    store.set_epoch_deadline(FAR_DEADLINE)
+    before = word.value
+    store.set_epoch_deadline(FAR_DEADLINE + 4099)
+    moved = word.value - before == 4099
+    store.set_epoch_deadline(FAR_DEADLINE)
+    return moved
+
+
 def vm_store_context(store: wasmtime.Store) -> int:
     """The address of ``VMStoreContext.epoch_deadline`` inside ``store``.
 
     ``VMStoreContext`` is a repr(C) struct inside the store object that the
     compiled code reads; its first words are fuel, the epoch deadline, then the
     fields the native capture walks from.  It is found by moving the deadline:
-    the one word that changes by exactly the moved amount, twice.  Reads stay
-    within the store's own mapping.  The store is left with a far deadline.
+    the one word that changes by exactly the moved amount, twice.  Every store
+    has it at the same place, so later stores only check that place.  Reads
+    stay within the store's own mapping.  The store is left with a far deadline.
     """
     start = context_address(store)
     words = min(_SCAN_WORDS, (_mapping_end(start) - start) // 8)
     if words < 16:
         raise StoreLayoutError("cannot read the store object")
-    view = (ctypes.c_uint64 * words).from_address(start)
+    if _deadline_word and _deadline_word[0] < words:
+        address = start + 8 * _deadline_word[0]
+        if _deadline_moves(store, address):
+            return address
     snapshots = []
     for delta in (FAR_DEADLINE, FAR_DEADLINE + 4099, FAR_DEADLINE + 12345):
         store.set_epoch_deadline(delta)
-        snapshots.append(list(view))
+        snapshots.append(array("Q", ctypes.string_at(start, 8 * words)))
     a, b, c = snapshots
     found = [i for i in range(words) if b[i] - a[i] == 4099 and c[i] - a[i] == 12345]
     store.set_epoch_deadline(FAR_DEADLINE)
     if len(found) != 1:
         raise StoreLayoutError(f"found {len(found)} candidates for the store's epoch deadline")
+    _deadline_word[:] = found
     return start + 8 * found[0]
 
 

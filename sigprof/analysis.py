@@ -1,10 +1,9 @@
 """Function-level aggregation shared by the text report and the CLI summary.
 
-Input is the neutral form every source can produce: per sample, the
-functions on its stack root first (any hashable labels) and a weight.  A
-``Recording`` gives ``FunctionRef`` objects and nanoseconds; a Firefox
-profile read back gives label tuples and milliseconds -- the arithmetic is
-the same.
+Input is the neutral form every source can produce: a stack prefix tree with
+a function label per node, and per sample its node and weight.  A
+``Recording`` gives ``FunctionRef`` labels and nanoseconds; a Firefox profile
+read back gives label tuples and milliseconds -- the arithmetic is the same.
 """
 
 from __future__ import annotations
@@ -37,36 +36,90 @@ class Summary:
         return 100.0 * weight / self.total_weight if self.total_weight else 0.0
 
 
-def summarise(stacks: Iterable[Tuple[Sequence[Hashable], float]]) -> Summary:
-    totals: Dict[Hashable, FunctionTotals] = {}
-    tree: Dict[Tuple, float] = {}
-    children: Dict[Tuple, set] = {}
+def summarise(parents: Sequence[int], labels: Sequence[Hashable],
+              samples: Iterable[Tuple[int, float]]) -> Summary:
+    """Self and total weight per function, and the hottest path.
+
+    The stacks are a prefix tree: node ``i`` has parent ``parents[i]`` (-1 for a
+    root, always less than ``i``) and its frame's function ``labels[i]``;
+    ``samples`` gives each sample's node (-1: no stack) and weight.  Frames of
+    one function under one parent are merged first, so the work is linear in
+    the tree's size plus the samples, whatever the depth.  A function that
+    recurses counts once toward its total.
+    """
+    # The function-level tree: one node per distinct path of functions.
+    fn_parent: List[int] = []
+    fn_label: List[Hashable] = []
+    fn_index: Dict[Tuple[int, Hashable], int] = {}
+    of_node: List[int] = []
+    for parent, label in zip(parents, labels):
+        key = (of_node[parent] if parent >= 0 else -1, label)
+        node = fn_index.get(key)
+        if node is None:
+            node = fn_index[key] = len(fn_label)
+            fn_parent.append(key[0])
+            fn_label.append(label)
+        of_node.append(node)
+    at = [0.0] * len(fn_label)
+    hits = [0] * len(fn_label)
     total = 0.0
     count = 0
-    for funcs, weight in stacks:
+    for node, weight in samples:
         count += 1
         total += weight
-        if not funcs:
-            continue
-        leaf = funcs[-1]
-        entry = totals.get(leaf)
-        if entry is None:
-            entry = totals[leaf] = FunctionTotals(leaf)
-        entry.self_weight += weight
-        for f in set(funcs):          # recursion counts once toward total
-            entry = totals.get(f)
-            if entry is None:
-                entry = totals[f] = FunctionTotals(f)
-            entry.total_weight += weight
-        prefix: Tuple = ()
-        for f in funcs:
-            child = prefix + (f,)
-            tree[child] = tree.get(child, 0.0) + weight
-            children.setdefault(prefix, set()).add(child)
-            prefix = child
+        if node >= 0:
+            at[of_node[node]] += weight
+            hits[of_node[node]] += 1
+    below = list(at)                       # weight of each node's subtree
+    children: List[List[int]] = [[] for _ in fn_label]
+    roots: List[int] = []
+    for node in range(len(fn_label) - 1, -1, -1):
+        parent = fn_parent[node]
+        if parent >= 0:
+            below[parent] += below[node]
+            hits[parent] += hits[node]
+        if not hits[node]:
+            continue                       # on no sample's stack
+        if parent >= 0:
+            children[parent].append(node)
+        else:
+            roots.append(node)
+    totals: Dict[Hashable, FunctionTotals] = {}
+
+    def entry(label: Hashable) -> FunctionTotals:
+        found = totals.get(label)
+        if found is None:
+            found = totals[label] = FunctionTotals(label)
+        return found
+
+    for node, weight in enumerate(at):
+        if weight:
+            entry(fn_label[node]).self_weight += weight
+    # Totals: each node's subtree counts for its function unless an ancestor is the
+    # same function (then that ancestor's subtree already holds it).
+    open_count: Dict[Hashable, int] = {}
+    stack: List[Tuple[int, bool]] = [(r, True) for r in roots]
+    while stack:
+        node, entering = stack.pop()
+        label = fn_label[node]
+        if entering:
+            if not open_count.get(label):
+                entry(label).total_weight += below[node]
+            open_count[label] = open_count.get(label, 0) + 1
+            stack.append((node, False))
+            stack.extend((c, True) for c in children[node])
+        else:
+            open_count[label] -= 1
     path: List[Tuple[Hashable, float]] = []
-    node: Tuple = ()
-    while node in children:
-        node = max(children[node], key=lambda c: (tree[c], str(c[-1])))
-        path.append((node[-1], tree[node]))
+    level = roots
+    while level:
+        node = max(level, key=lambda c: (below[c], str(fn_label[c])))
+        path.append((fn_label[node], below[node]))
+        level = children[node]
     return Summary(total, count, list(totals.values()), path)
+
+
+def summarise_recording(rec) -> Summary:
+    """``summarise`` over a ``Recording``'s own stack tree, by ``FunctionRef``."""
+    labels = [rec.function(frame) for frame in rec.stack_frame]
+    return summarise(rec.stack_parent, labels, zip(rec.sample_table.stack, rec.weights_ns()))

@@ -253,7 +253,7 @@ class Profiler:
             "dropped": ring.lost(),
             "callback_errors": capture.errors,
             "foreign_thread_epochs": capture.foreign_thread_epochs,
-            "versions": {"sigprof": __version__, "wasmtime": _wasmtime_version(),
+            "versions": {"sigprof": __version__, "wasmtime": wt.WASMTIME_VERSION,
                          "python": platform.python_version()},
             "arch": platform.machine(),          # what the compiled code offsets are in
             "warnings": [],
@@ -351,14 +351,6 @@ def profile(store: wasmtime.Store, modules: Optional[Sequence[ModuleSpec]] = Non
     """
     return Profiler(store, modules, interval, clock, capacity, max_depth, when_full,
                     host_details, ticks, name, use_tick_pc)
-
-
-def _wasmtime_version() -> str:
-    try:
-        from importlib.metadata import version
-        return version("wasmtime")
-    except Exception:  # pragma: no cover
-        return "unknown"
 
 
 def _pid() -> int:

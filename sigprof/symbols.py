@@ -1,4 +1,4 @@
-"""Module images -> function tables.
+"""Module images -> function tables, read straight from memory, only as far as needed.
 
 wasmtime compiles each module into an ELF object that it maps into memory
 as-is (``wasmtime_module_image_range`` gives its bounds).  Its ``.symtab``
@@ -13,8 +13,14 @@ So a raw PC resolves exactly: which image (module), which function, and its
 offset -- with no debug info and no guessing.  Offsets are relative to the
 start of ``.text``; they are what the profile stores, never host addresses.
 
-The ELF is parsed with pyelftools (section headers, symbol table, string
-tables, all bounds-checked), which beats hand-rolled struct code.
+Nothing here runs before the guest does: after the run, ``read_image`` reads
+the ELF header, the section headers, ``.symtab`` and its string table (and
+``.wasmtime.info`` for the module's name) straight from the mapped image --
+never a copy of the whole image -- into flat arrays.  A ``Function`` object
+(and the scan of its code for epoch checks) is made only when a sample's PC
+looks it up, so a 100k-function module costs what its symbol table costs to
+read, and a recording holds only the functions its samples reference.  Every
+offset and size read from the image is checked against the image's bounds.
 
 Module names: given by the user, else recovered from the module's name
 section as wasmtime stores it (see ``_name_from_info``), else a stable
@@ -24,15 +30,13 @@ placeholder derived from a digest of the code.
 from __future__ import annotations
 
 import bisect
+import ctypes
 import hashlib
-import io
 import re
 import struct
+from array import array
 from dataclasses import dataclass
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
-
-from elftools.common.exceptions import ELFError
-from elftools.elf.elffile import ELFFile
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 KIND_WASM = "wasm"            # a guest function
 KIND_ENTRY = "entry"          # host -> guest trampoline
@@ -41,6 +45,9 @@ KIND_BUILTIN = "builtin"      # a wasmtime runtime helper
 KIND_OTHER = "other"
 
 _FUNCTION_RE = re.compile(r"^wasm\[(\d+)\]::function\[(\d+)\](?:::(.*))?$", re.S)
+_EPOCH_BUILTIN = b"wasmtime_builtin_new_epoch"
+
+ReadMemory = Callable[[int, int], bytes]
 
 
 class ImageError(ValueError):
@@ -65,7 +72,7 @@ class Function:
 
 @dataclass(frozen=True)
 class ModuleSymbols:
-    """One module's function table: everything conversion needs, host-free."""
+    """One module's function table as a recording keeps it: host-free, only what it needs."""
 
     name: str
     digest: str                     # sha256 of .text: identifies the code, not the host
@@ -85,13 +92,6 @@ class ModuleSymbols:
         return None
 
 
-@dataclass(frozen=True)
-class ParsedImage:
-    text_offset: int               # where .text starts within the image
-    symbols: ModuleSymbols
-    name_hint: Optional[str]       # the module's own name, if recovered
-
-
 def _display_name(symbol: str) -> Tuple[str, int, str]:
     m = _FUNCTION_RE.match(symbol)
     if m:
@@ -107,41 +107,161 @@ def _display_name(symbol: str) -> Tuple[str, int, str]:
     return symbol, -1, KIND_OTHER
 
 
-def parse_image(image: bytes, name: Optional[str] = None) -> ParsedImage:
-    """Parse a compiled-module image; ``name`` overrides the recovered one."""
+# --- reading the ELF image ------------------------------------------------------
+
+_EHDR = struct.Struct("<4sBBBBBxxxxxxxHHIQQQIHHHHHH")
+_SHDR = struct.Struct("<IIQQQQIIQQ")
+_SYM = struct.Struct("<IBBHQQ")
+_STT_FUNC = 2
+
+
+class _Sections:
+    """The section headers of an ELF64 little-endian image at ``start`` (bounds-checked)."""
+
+    def __init__(self, read: ReadMemory, start: int, size: int):
+        self.read, self.start, self.size = read, start, size
+        if size < _EHDR.size:
+            raise ImageError("not a wasmtime module image (too small)")
+        h = _EHDR.unpack(read(start, _EHDR.size))
+        if h[0] != b"\x7fELF" or h[1] != 2 or h[2] != 1:
+            raise ImageError("not a wasmtime module image (not a 64-bit little-endian ELF)")
+        shoff, shentsize, shnum, shstrndx = h[11], h[16], h[17], h[18]
+        if shentsize != _SHDR.size or not 0 < shnum < 65536 or shstrndx >= shnum:
+            raise ImageError("cannot parse module image: bad section header table")
+        raw = self._bytes(shoff, shnum * shentsize)
+        self.headers = [_SHDR.unpack_from(raw, i * _SHDR.size) for i in range(shnum)]
+        names = self.data(shstrndx)
+        self.index: Dict[str, int] = {}
+        for i, hdr in enumerate(self.headers):
+            end = names.find(b"\0", hdr[0])
+            if end >= 0:
+                self.index.setdefault(names[hdr[0]:end].decode("utf-8", "replace"), i)
+
+    def _bytes(self, offset: int, size: int) -> bytes:
+        if offset < 0 or size < 0 or offset + size > self.size:
+            raise ImageError("cannot parse module image: a section lies outside the image")
+        return self.read(self.start + offset, size)
+
+    def offset_size(self, i: int) -> Tuple[int, int]:
+        hdr = self.headers[i]
+        if hdr[4] + hdr[5] > self.size:
+            raise ImageError("cannot parse module image: a section lies outside the image")
+        return hdr[4], hdr[5]
+
+    def data(self, i: int) -> bytes:
+        return self._bytes(*self.offset_size(i))
+
+
+class SymbolTable:
+    """One live image's functions as flat arrays; ``Function`` objects made on lookup."""
+
+    def __init__(self, name: str, text_offset: int, text_size: int, starts: array, sizes: array,
+                 name_offsets: array, strtab: bytes, epoch_builtin: Optional[int],
+                 read_code: Callable[[int, int], bytes], digest: Callable[[], str]):
+        self.name = name
+        self.text_offset = text_offset
+        self.text_size = text_size
+        self._starts, self._sizes, self._name_offsets = starts, sizes, name_offsets
+        self._strtab = strtab
+        self._epoch_builtin = epoch_builtin
+        self._read_code = read_code
+        self._digest = digest
+        self._made: Dict[int, Function] = {}
+
+    def __len__(self) -> int:
+        return len(self._starts)
+
+    def lookup(self, offset: int) -> Optional[Function]:
+        """The function whose code contains ``offset``, if any."""
+        i = bisect.bisect_right(self._starts, offset) - 1
+        if i < 0 or not self._starts[i] <= offset < self._starts[i] + max(self._sizes[i], 1):
+            return None
+        f = self._made.get(i)
+        if f is None:
+            f = self._made[i] = self._function(i)
+        return f
+
+    def function_at(self, i: int) -> Function:
+        """The ``i``-th function by address (for listing a whole table)."""
+        return self.lookup(self._starts[i])  # type: ignore[return-value]
+
+    def _function(self, i: int) -> Function:
+        start, size, at = self._starts[i], self._sizes[i], self._name_offsets[i]
+        end = self._strtab.find(b"\0", at)
+        symbol = self._strtab[at:end if end >= 0 else len(self._strtab)].decode("utf-8", "replace")
+        display, index, kind = _display_name(symbol)
+        checks: Tuple[int, ...] = ()
+        if kind == KIND_WASM and self._epoch_builtin is not None:
+            checks = epoch_checks(self._read_code(start, size), 0, size,
+                                  self._epoch_builtin - start)
+        return Function(start, size, display, index, kind, checks)
+
+    def referenced(self) -> ModuleSymbols:
+        """What a recording keeps: the functions looked up so far, and the module's identity."""
+        functions = tuple(sorted(self._made.values(), key=lambda f: (f.start, f.size)))
+        return ModuleSymbols(self.name, self._digest(), self.text_size, functions)
+
+
+@dataclass(frozen=True)
+class ParsedImage:
+    text_offset: int               # where .text starts within the image
+    symbols: SymbolTable
+    name_hint: Optional[str]       # the module's own name, if recovered
+
+
+def read_image(read: ReadMemory, start: int, end: int, name: Optional[str] = None,
+               code_buffer: Optional[Callable[[int, int], memoryview]] = None) -> ParsedImage:
+    """Read the function table of the image mapped at ``[start, end)``.
+
+    ``read(address, size)`` copies memory; ``code_buffer(address, size)`` (optional)
+    gives a zero-copy view for hashing ``.text``.  ``name`` overrides the recovered one.
+    """
     try:
-        elf = ELFFile(io.BytesIO(image))
-        if elf.get_section_by_name(".wasmtime.engine") is None:
+        sections = _Sections(read, start, end - start)
+        if ".wasmtime.engine" not in sections.index:
             raise ImageError("not a wasmtime module image (no .wasmtime.engine section)")
-        text = elf.get_section_by_name(".text")
-        symtab = elf.get_section_by_name(".symtab")
-        if text is None or symtab is None:
+        if ".text" not in sections.index or ".symtab" not in sections.index:
             raise ImageError("module image has no .text or .symtab")
-        text_index = next(i for i, s in enumerate(elf.iter_sections()) if s.name == ".text")
-        text_offset = text["sh_offset"]
-        text_size = text["sh_size"]
-        raw_symbols = []
-        for sym in symtab.iter_symbols():
-            if sym["st_info"]["type"] != "STT_FUNC" or sym["st_shndx"] != text_index:
-                continue
-            raw_symbols.append((sym["st_value"], sym["st_size"], sym.name))
-        info = elf.get_section_by_name(".wasmtime.info")
-        hint = _name_from_info(info.data()) if info is not None else None
-        text_bytes = image[text_offset:text_offset + text_size]
-        epoch_builtin = next((start for start, _, name in raw_symbols
-                              if name == "wasmtime_builtin_new_epoch"), None)
-        functions = []
-        for start, size, symbol in raw_symbols:
-            display, index, kind = _display_name(symbol)
-            checks = (epoch_checks(text_bytes, start, size, epoch_builtin)
-                      if kind == KIND_WASM and epoch_builtin is not None else ())
-            functions.append(Function(start, size, display, index, kind, checks))
-    except (ELFError, struct.error, StopIteration, KeyError) as exc:
+        text_index = sections.index[".text"]
+        text_offset, text_size = sections.offset_size(text_index)
+        symtab_index = sections.index[".symtab"]
+        strtab_index = sections.headers[symtab_index][6]
+        if strtab_index >= len(sections.headers):
+            raise ImageError("cannot parse module image: bad string table link")
+        strtab = sections.data(strtab_index)
+        symtab = sections.data(symtab_index)
+        at = strtab.find(b"\0" + _EPOCH_BUILTIN + b"\0")
+        builtin_name = at + 1 if at >= 0 else -1
+        rows = []
+        epoch_builtin = None
+        for st_name, st_info, _, st_shndx, st_value, st_size in _SYM.iter_unpack(
+                symtab[:len(symtab) - len(symtab) % _SYM.size]):
+            if st_info & 0xF == _STT_FUNC and st_shndx == text_index:
+                rows.append((st_value, st_size, st_name))
+                if st_name == builtin_name:
+                    epoch_builtin = st_value
+        rows.sort()
+        info = sections.index.get(".wasmtime.info")
+        hint = _name_from_info(sections.data(info)) if info is not None else None
+    except struct.error as exc:
         raise ImageError(f"cannot parse module image: {exc}") from None
-    functions.sort(key=lambda f: (f.start, f.size))
-    digest = hashlib.sha256(text_bytes).hexdigest()
-    final = name or hint or f"wasm-{digest[:8]}"
-    return ParsedImage(text_offset, ModuleSymbols(final, digest, text_size, tuple(functions)), hint)
+    text_start = start + text_offset
+
+    def read_code(offset: int, size: int) -> bytes:
+        if offset < 0 or offset + size > text_size:
+            return b""
+        return read(text_start + offset, size)
+
+    def digest() -> str:
+        view = (code_buffer(text_start, text_size) if code_buffer is not None
+                else read(text_start, text_size))
+        return hashlib.sha256(view).hexdigest()
+
+    final = name or hint or f"wasm-{digest()[:8]}"
+    table = SymbolTable(final, text_offset, text_size, array("Q", (r[0] for r in rows)),
+                        array("Q", (r[1] for r in rows)), array("I", (r[2] for r in rows)),
+                        strtab, epoch_builtin, read_code, digest)
+    return ParsedImage(text_offset, table, hint)
 
 
 def epoch_checks(text: bytes, start: int, size: int, builtin: int) -> Tuple[int, ...]:
@@ -223,15 +343,20 @@ class LiveImage:
 
     text_start: int
     text_end: int
-    symbols: ModuleSymbols
+    symbols: "SymbolTable | ModuleSymbols"   # anything with .name and .lookup(offset)
     allowed: bool            # named in the profile, or collapsed to an opaque frame
 
 
 def image_from_memory(start: int, end: int, name: Optional[str], allowed: bool,
-                      read_memory) -> LiveImage:
-    parsed = parse_image(read_memory(start, end - start), name)
+                      read_memory: ReadMemory) -> LiveImage:
+    parsed = read_image(read_memory, start, end, name, memory_view)
     text_start = start + parsed.text_offset
     return LiveImage(text_start, text_start + parsed.symbols.text_size, parsed.symbols, allowed)
+
+
+def memory_view(address: int, size: int) -> memoryview:
+    """A zero-copy view of this process's memory (caller checks it is mapped)."""
+    return memoryview((ctypes.c_char * size).from_address(address)).cast("B")
 
 
 @dataclass(frozen=True)
@@ -280,7 +405,7 @@ class ImageFinder:
     MAX_PAGES_BACK = 16
     PAGE = 4096
 
-    def __init__(self, read_memory, maps: Optional[List[Mapping]] = None):
+    def __init__(self, read_memory: ReadMemory, maps: Optional[List[Mapping]] = None):
         self._read = read_memory
         self._maps = maps if maps is not None else read_maps()
         self._starts = [m.start for m in self._maps]
@@ -322,17 +447,21 @@ class ImageFinder:
             if not 64 <= size <= 1 << 31 or not self._readable(candidate, candidate + size):
                 continue
             try:
-                parsed = parse_image(self._read(candidate, size))
-            except ImageError:
+                sections = _Sections(self._read, candidate, size)
+                text = sections.index.get(".text")
+                if ".wasmtime.engine" not in sections.index or text is None:
+                    continue
+                text_offset, _ = sections.offset_size(text)
+            except (ImageError, struct.error):
                 continue
-            if candidate + parsed.text_offset == m.start:
+            if candidate + text_offset == m.start:
                 found = (candidate, candidate + size)
             break
         self._by_exec_start[m.start] = found
         return found
 
 
-def discover(pcs: Iterable[int], known: Sequence[LiveImage], read_memory,
+def discover(pcs: Iterable[int], known: Sequence[LiveImage], read_memory: ReadMemory,
              allowed: bool) -> List[LiveImage]:
     """Images (beyond ``known``) that hold any of ``pcs``."""
     starts = sorted((img.text_start, img.text_end) for img in known)

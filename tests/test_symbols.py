@@ -15,15 +15,19 @@ def _parsed(engine, wat_or_path, name=None):
     module = (wasmtime.Module(engine, wat_or_path) if wat_or_path.lstrip().startswith("(")
               else wasmtime.Module.from_file(engine, wat_or_path))
     start, end = wt.module_image_range(module)
-    return symbols.parse_image(wt.read_memory(start, end - start), name), module
+    return symbols.read_image(wt.read_memory, start, end, name), module
+
+
+def _all(table):
+    return [table.function_at(i) for i in range(len(table))]
 
 
 def test_function_names_indices_and_kinds(engine):
     parsed, _ = _parsed(engine, str(GUESTS / "demo.wat"))
-    wasm = {f.name: f for f in parsed.symbols.functions if f.kind == symbols.KIND_WASM}
+    wasm = {f.name: f for f in _all(parsed.symbols) if f.kind == symbols.KIND_WASM}
     assert {"fib", "hot_loop", "cold_loop", "run"} <= set(wasm)
     assert wasm["fib"].index == 0 and wasm["run"].index == 3
-    kinds = {f.kind for f in parsed.symbols.functions}
+    kinds = {f.kind for f in _all(parsed.symbols)}
     assert {symbols.KIND_WASM, symbols.KIND_ENTRY, symbols.KIND_EXIT} <= kinds
     # hot_loop has a loop: an entry check and a loop-header check; fib has none but entry.
     assert len(wasm["hot_loop"].checks) == 2 and wasm["fib"].loop_free
@@ -43,7 +47,7 @@ def test_module_names_from_the_name_section_else_a_stable_placeholder(engine):
 
 def test_unnamed_functions_get_wasmtime_style_names(engine):
     parsed, _ = _parsed(engine, '(module (func (export "f") (result i32) i32.const 1))')
-    assert [f.name for f in parsed.symbols.functions if f.kind == "wasm"] == ["wasm-function[0]"]
+    assert [f.name for f in _all(parsed.symbols) if f.kind == "wasm"] == ["wasm-function[0]"]
 
 
 def test_a_return_address_at_the_next_functions_start_belongs_to_the_caller():

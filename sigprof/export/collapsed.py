@@ -21,9 +21,13 @@ def frame_label(ref) -> str:
 
 
 def convert(rec: Recording) -> str:
+    by_stack: Dict[int, int] = {}
+    for stack, weight_ns in zip(rec.sample_table.stack, rec.weights_ns()):
+        by_stack[stack] = by_stack.get(stack, 0) + weight_ns
     folded: Dict[Tuple[str, ...], int] = {}
-    for funcs, weight_ns in rec.iter_stacks():
-        key = tuple(frame_label(f) for f in funcs) or ("(no stack)",)
+    for stack, weight_ns in by_stack.items():
+        frames = rec.stack_frames(stack) if stack >= 0 else []
+        key = tuple(frame_label(rec.function(f)) for f in frames) or ("(no stack)",)
         folded[key] = folded.get(key, 0) + weight_ns
     lines = []
     for key, weight_ns in sorted(folded.items()):

@@ -268,12 +268,13 @@ class NotAProfile(ValueError):
     pass
 
 
-def weighted_stacks(profile: dict):
-    """(functions as (kind, name, module) tuples root first, weight ms) per sample.
+def stack_tree(profile: dict) -> Tuple[List[int], List[tuple], List[Tuple[int, float]]]:
+    """A profile sigprof wrote, as ``analysis.summarise`` takes it.
 
-    Reads processed profiles of the version sigprof writes (shared tables,
-    ``prefixOffset``).  Weights fall back to 1 sample per sample if the
-    profile has no weights.
+    Returns the stack table as parents and ``(kind, name, module)`` labels, and
+    every thread's samples as ``(stack, weight ms)`` (stack -1: none).  Reads
+    processed profiles of the version sigprof writes (shared tables,
+    ``prefixOffset``); weights fall back to 1 per sample if there are none.
     """
     try:
         if profile["meta"]["preprocessedProfileVersion"] != PROCESSED_PROFILE_VERSION:
@@ -297,25 +298,22 @@ def weighted_stacks(profile: dict):
             else:
                 kind = "pseudo"
             func_label.append((kind, strings[funcs["name"][i]], module))
-        paths: Dict[int, tuple] = {}
-
-        def path(stack: int) -> tuple:
-            found = paths.get(stack)
-            if found is None:
-                chain = []
-                s = stack
-                while s is not None:
-                    chain.append(s)
-                    off = stacks["prefixOffset"][s]
-                    s = s - off if off else None
-                found = tuple(func_label[frames["func"][stacks["frame"][c]]] for c in reversed(chain))
-                paths[stack] = found
-            return found
-
+        parents: List[int] = []
+        labels: List[tuple] = []
+        for i in range(stacks["length"]):
+            offset = stacks["prefixOffset"][i]
+            if not isinstance(offset, int) or not 0 <= offset <= i:
+                raise NotAProfile(f"stack {i} has a bad prefix")
+            parents.append(i - offset if offset else -1)
+            labels.append(func_label[frames["func"][stacks["frame"][i]]])
+        samples: List[Tuple[int, float]] = []
         for thread in profile["threads"]:
-            samples = thread["samples"]
-            weights = samples.get("weight") or [1] * samples["length"]
-            for stack, weight in zip(samples["stack"], weights):
-                yield (path(stack) if stack is not None else ()), weight
+            table = thread["samples"]
+            weights = table.get("weight") or [1] * table["length"]
+            for stack, weight in zip(table["stack"], weights):
+                if stack is not None and not 0 <= stack < len(parents):
+                    raise NotAProfile(f"a sample refers to stack {stack}, which does not exist")
+                samples.append((stack if stack is not None else -1, weight))
+        return parents, labels, samples
     except (KeyError, TypeError, IndexError) as exc:
         raise NotAProfile(f"not a Firefox processed profile written by sigprof ({exc})") from None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Iterable, List, Sequence, Tuple
 
-from ..analysis import Summary, summarise
+from ..analysis import Summary, summarise, summarise_recording
 from ..recording import Recording
 
 
@@ -72,13 +72,14 @@ def recording_header(rec: Recording) -> List[str]:
 
 
 def convert(rec: Recording, top: int = 10) -> str:
-    summary = summarise(rec.iter_stacks())
+    summary = summarise_recording(rec)
     return render(summary, 1e6, recording_header(rec), top,
                   "wall" if rec.clock == "wall" else "CPU")
 
 
-def convert_firefox(profile: dict, stacks: Iterable[Tuple[tuple, float]], top: int = 10) -> str:
-    summary = summarise(stacks)
+def convert_firefox(profile: dict, tree: "Tuple[List[int], List[tuple], List[Tuple[int, float]]]",
+                    top: int = 10) -> str:
+    summary = summarise(*tree)
     meta = profile.get("meta", {})
     head = [f"sigprof report: {str(meta.get('product', 'profile')).removeprefix('sigprof: ')}",
             f"  {summary.samples} samples, {summary.total_weight:.1f} ms sampled"]

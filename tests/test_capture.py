@@ -1,0 +1,99 @@
+"""Capture at any depth, on both capture paths (issue 10's statements, one test each)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import wasmtime
+
+import sigprof
+from sigprof._timer import ManualTicks
+
+from conftest import ROOT, stacks_by_name
+
+REENTRY_WAT = """
+(module $reentry
+  (import "env" "reenter" (func $reenter))
+  (func $outer (export "outer") (call $middle))
+  (func $middle (call $reenter))
+  (func $inner (export "inner") (param $n i32)
+    (local $i i32)
+    (loop $l
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br_if $l (i32.lt_u (local.get $i) (local.get $n))))))
+"""
+
+
+def _deep_profile(guest, depth: int, spin: int, **options):
+    g = guest("recursion")
+    store, inst = g.instance()
+    with sigprof.profile(store, modules=[("recursion", g.module)], **options) as prof:
+        inst.exports(store)["rec"](store, depth, spin)
+    return prof.recording
+
+
+def test_a_3000_deep_recursion_is_captured_whole_at_default_settings(guest):
+    rec = _deep_profile(guest, 3000, 400_000_000)
+    leaf_stacks = [names for names, _ in stacks_by_name(rec) if names[-1] == "leaf"]
+    assert len(leaf_stacks) >= 10, "too few samples in the leaf to judge"
+    for names in leaf_stacks:
+        assert names == ["rec"] * 3001 + ["leaf"]          # rec(3000) .. rec(0), then leaf
+    assert rec.truncated == 0
+
+
+def _reentrant_stacks():
+    """Python -> outer -> middle -> Python reenter -> inner, a tick at inner's entry."""
+    engine = sigprof.engine()
+    module = wasmtime.Module(engine, REENTRY_WAT)
+    store = wasmtime.Store(engine)
+    ticks = ManualTicks()
+    exports = {}
+
+    def reenter():
+        ticks.tick()                    # the guest samples at inner's entry check
+        exports["inner"](store, 1000)
+    linker = wasmtime.Linker(engine)
+    linker.define_func("env", "reenter", wasmtime.FuncType([], []), reenter)
+    instance = linker.instantiate(store, module)
+    exports.update({name: instance.exports(store)[name] for name in ("outer", "inner")})
+    with sigprof.profile(store, modules=[("reentry", module)], ticks=ticks,
+                         use_tick_pc=False) as prof:
+        exports["outer"](store)
+    return prof.meta["capture"], [names for names, _ in stacks_by_name(prof.recording)]
+
+
+def _recursion_stacks(guest):
+    rec = _deep_profile(guest, 200, 60_000_000, clock="wall", interval=0.0005, use_tick_pc=False)
+    return rec.meta["capture"], {tuple(names) for names, _ in stacks_by_name(rec)
+                                 if names[-1] == "leaf"}
+
+
+def test_native_and_pure_python_paths_record_the_same_stacks(guest, monkeypatch):
+    if not sigprof._native.available():
+        pytest.skip("the native capture is not in use here")
+    native = _reentrant_stacks(), _recursion_stacks(guest)
+    monkeypatch.setenv("SIGPROF_PURE_PYTHON", "1")
+    pure = _reentrant_stacks(), _recursion_stacks(guest)
+    assert [kind for kind, _ in native] == ["native", "native"]
+    assert [kind for kind, _ in pure] == ["python", "python"]
+    # Re-entry: the outer guest frames continue under the inner ones (the Python host
+    # frame between them is not on either path's stack).
+    assert native[0][1] == pure[0][1] == [["outer", "middle", "inner"]]
+    assert native[1][1] == pure[1][1] == {("rec",) * 201 + ("leaf",)}
+
+
+def test_report_and_collapsed_on_a_deep_recording(guest, tmp_path):
+    rec = _deep_profile(guest, 3000, 150_000_000, clock="wall", interval=0.0005)
+    assert rec.samples > 50
+    report = rec.report()
+    path = [line for line in report.splitlines() if "rec  [recursion]" in line]
+    assert len(path) >= 3001                                   # the hottest path, whole
+    collapsed = rec.to_collapsed().splitlines()
+    assert any(line.startswith("recursion!rec;" * 3001 + "recursion!leaf ") for line in collapsed)
+    rec.save(tmp_path / "deep.sigprof")
+    out = subprocess.run([sys.executable, "-m", "sigprof", "report", str(tmp_path / "deep.sigprof"),
+                          "--top", "3"], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "leaf  [recursion]" in out.stdout
