@@ -1,0 +1,105 @@
+"""Every output format, on a recording built by hand, against checked-in expected files.
+
+The recording holds one of each thing an exporter must render: two modules
+with functions of the same name, a host function with its import name, a
+Python frame, an opaque module, a truncated stack, a sample re-attributed to
+its tick, a sample with no stack, and both clocks' weights.  Regenerate the
+files after an intended change with ``SIGPROF_UPDATE_EXPECTED=1``, and read
+the diff.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from array import array
+from pathlib import Path
+
+import pytest
+
+from sigprof import rawfile
+from sigprof.__main__ import main
+from sigprof.recording import (FRAME_GUEST, FRAME_HOST, FRAME_OPAQUE, FRAME_PYTHON,
+                               FRAME_TRUNCATED, SAMPLE_AT_TICK, SAMPLE_TRUNCATED, HostFunction,
+                               Recording, SampleTable)
+from sigprof.symbols import Function, ModuleSymbols
+
+EXPECTED = Path(__file__).parent / "expected"
+UPDATE = bool(os.environ.get("SIGPROF_UPDATE_EXPECTED"))
+
+
+def golden_recording(clock: str = "cpu") -> Recording:
+    app = ModuleSymbols("app.wasm", "ab" * 32, 0x400, (
+        Function(0x000, 0x80, "main", 0, "wasm", (12,)),
+        Function(0x080, 0x100, "work", 1, "wasm", (20, 60)),
+        Function(0x180, 0x40, "leaf;odd name", 2, "wasm", (8,))))
+    lib = ModuleSymbols("lib.wasm", "cd" * 32, 0x200, (
+        Function(0x000, 0x100, "work", 0, "wasm", (16,)),))
+    host = HostFunction(name="Plugin.log", module="plugin", file="plugin.py", line=12,
+                        import_module="env", import_name="log")
+    frames = ((FRAME_GUEST, 0, 0x010),      # 0 app!main
+              (FRAME_GUEST, 0, 0x0A0),      # 1 app!work
+              (FRAME_GUEST, 0, 0x190),      # 2 app!leaf;odd name
+              (FRAME_GUEST, 1, 0x020),      # 3 lib!work
+              (FRAME_HOST, 0, 0),           # 4 Plugin.log
+              (FRAME_PYTHON, 0, 0),         # 5 (python, outside the guest)
+              (FRAME_OPAQUE, 0, 0),         # 6 (other wasm module)
+              (FRAME_TRUNCATED, 0, 0),      # 7 (truncated stack)
+              (FRAME_GUEST, 0, 0x0C8))      # 8 app!work, another return address
+    parent = array("i", [-1, 0, 1, 1, 3, 1, -1, -1, 7, 8, 0, 10, 0])
+    frame = array("i", [0, 1, 2, 3, 4, 6, 5, 7, 1, 2, 8, 2, 3])
+    stacks = [2, 4, 5, 6, 9, -1, 11, 12, 2, 1]
+    flags = [0, 0, 0, 0, SAMPLE_TRUNCATED, 0, SAMPLE_AT_TICK, 0, 0, 0]
+    n = len(stacks)
+    table = SampleTable(array("q", (1_000_000 * (i + 1) for i in range(n))),
+                        array("q", (4_000_000 + 1000 * i for i in range(n))),
+                        array("q", (5_000_000 + 3000 * i for i in range(n))),
+                        array("i", stacks), array("i", [1] * (n - 1) + [3]), array("B", flags))
+    meta = {"format": "sigprof", "name": "app.wasm", "clock": clock, "interval_s": 0.004,
+            "requested_interval_s": 0.001, "start_unix_ns": 1_700_000_000_000_000_000,
+            "duration_ns": 12_000_000, "thread_cpu_ns": 45_000_000, "overhead_cpu_ns": 120_000,
+            "unsampled_cpu_ns": 300_000, "dropped": 2, "samples_taken": n + 2,
+            "versions": {"sigprof": "0.0.0", "wasmtime": "50.0.1", "python": "3.11.7"},
+            "arch": "x86_64", "warnings": []}
+    return Recording(meta=meta, modules=(app, lib), host_functions=(host,), frames=frames,
+                     stack_parent=parent, stack_frame=frame, sample_table=table)
+
+
+def _check(name: str, data: bytes) -> None:
+    path = EXPECTED / name
+    if UPDATE:
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(data)
+    assert path.exists(), f"{path} is missing: run with SIGPROF_UPDATE_EXPECTED=1"
+    assert data == path.read_bytes(), f"{name} differs from the expected output"
+
+
+@pytest.mark.parametrize("clock", ["cpu", "wall"])
+def test_firefox_profile_is_the_expected_one(clock):
+    profile = golden_recording(clock).to_firefox()
+    _check(f"golden-{clock}.json", json.dumps(profile, indent=1, ensure_ascii=False).encode())
+
+
+def test_collapsed_stacks_are_the_expected_ones():
+    _check("golden.collapsed", golden_recording().to_collapsed().encode())
+
+
+@pytest.mark.parametrize("clock", ["cpu", "wall"])
+def test_text_report_is_the_expected_one(clock):
+    _check(f"golden-{clock}.txt", golden_recording(clock).report().encode())
+
+
+def test_raw_recording_is_the_expected_one_and_reads_back_the_same():
+    rec = golden_recording()
+    data = rawfile.dumps(rec)
+    _check("golden.sigprof", data)
+    again = rawfile.loads(data)
+    assert rawfile.dumps(again) == data
+    assert again.report() == rec.report()
+
+
+def test_report_of_a_saved_firefox_profile_is_the_expected_one(tmp_path, capsys):
+    path = tmp_path / "golden.json"
+    golden_recording().save(path)
+    assert main(["report", str(path)]) == 0
+    _check("golden-from-json.txt", capsys.readouterr().out.encode())
