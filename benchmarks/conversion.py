@@ -32,7 +32,8 @@ import wasmtime
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 import sigprof  # noqa: E402
-from sigprof.recording import FRAME_GUEST, Recording, SampleTable  # noqa: E402
+from sigprof.frames import FRAME_GUEST, Frame  # noqa: E402
+from sigprof.recording import Recording, SampleTable  # noqa: E402
 from sigprof.symbols import Function, ModuleSymbols  # noqa: E402
 
 

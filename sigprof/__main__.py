@@ -20,7 +20,8 @@ import sys
 from typing import List, Optional, Sequence
 
 from . import __version__, runner
-from .export import FORMATS, UnknownFormat, format_for_path, write
+from .export import FORMATS, UnknownFormat, exporter, exporter_for_path, write
+from .export.raw import MAGIC
 from .rawfile import RecordingFormatError
 
 EXIT_BAD_INPUT = 2
@@ -107,7 +108,7 @@ def cmd_record(a: argparse.Namespace) -> int:
     interval = runner.parse_interval(a.interval)
     outputs = a.output or ["sigprof.json"]
     try:
-        formats = [format_for_path(path) for path in outputs]
+        formats = [exporter_for_path(path).name for path in outputs]
     except UnknownFormat as exc:
         raise CliError(str(exc)) from None
     for path in outputs:
@@ -156,8 +157,6 @@ def _rescue(rec) -> str:
 def _summary(rec, written, top: int, result: runner.RunResult) -> None:
     from .analysis import summarise_recording
     err = sys.stderr
-    kinds = {"firefox": "Firefox Profiler profile (open it at https://profiler.firefox.com)",
-             "raw": "raw recording", "collapsed": "collapsed stacks", "text": "text report"}
     if result.outcome == "trap":
         print(f"sigprof: guest trapped: {result.message}", file=err)
     elif result.outcome == "exit" and result.exit_code:
@@ -169,7 +168,7 @@ def _summary(rec, written, top: int, result: runner.RunResult) -> None:
               f"{', '.join(map(str, result.results))}", file=err)
     cpu_ms = rec.total_cpu_ns / 1e6
     for path, fmt in written:
-        print(f"sigprof: wrote {os.path.abspath(path)} ({kinds[fmt]})", file=err)
+        print(f"sigprof: wrote {os.path.abspath(path)} ({exporter(fmt).description})", file=err)
     print(f"sigprof: {rec.samples} samples, {cpu_ms:.1f} ms CPU sampled, clock {rec.clock}"
           + (f", {rec.dropped} dropped" if rec.dropped else "")
           + (f", {rec.truncated} truncated" if rec.truncated else ""), file=err)
@@ -179,15 +178,13 @@ def _summary(rec, written, top: int, result: runner.RunResult) -> None:
         for f in summary.top_self(top):
             if f.self_weight <= 0:
                 break
-            label = f.label
-            where = f" [{label.module}]" if label.kind == "wasm" else ""
-            print(f"  {summary.share(f.self_weight):5.1f}%  {label.name}{where}", file=err)
+            print(f"  {summary.share(f.self_weight):5.1f}%  {f.function.label('summary')}", file=err)
 
 
 def cmd_convert(a: argparse.Namespace) -> int:
     from . import rawfile
     try:
-        fmt = a.format or format_for_path(a.output)
+        fmt = a.format or exporter_for_path(a.output).name
     except UnknownFormat as exc:
         raise CliError(str(exc)) from None
     rec = rawfile.load(a.input)
@@ -203,7 +200,7 @@ def cmd_report(a: argparse.Namespace) -> int:
     top = _positive(a.top, "--top") or 10
     with open(a.input, "rb") as f:
         head = f.read(8)
-    if head == rawfile.MAGIC:
+    if head == MAGIC:
         print(rawfile.load(a.input).report(top), end="")
         return 0
     try:

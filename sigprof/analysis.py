@@ -9,12 +9,17 @@ read back gives label tuples and milliseconds -- the arithmetic is the same.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Hashable, Iterable, List, Sequence, Tuple
+from typing import TYPE_CHECKING, Dict, Iterable, List, Sequence, Tuple
+
+from .frames import FunctionRef
+
+if TYPE_CHECKING:
+    from .recording import Recording
 
 
 @dataclass
 class FunctionTotals:
-    label: Hashable
+    function: FunctionRef
     self_weight: float = 0.0
     total_weight: float = 0.0
 
@@ -24,19 +29,19 @@ class Summary:
     total_weight: float
     samples: int
     functions: List[FunctionTotals]           # every function seen
-    hottest_path: List[Tuple[Hashable, float]]  # root -> leaf, following the heaviest child
+    hottest_path: List[Tuple[FunctionRef, float]]  # root -> leaf, following the heaviest child
 
     def top_self(self, n: int) -> List[FunctionTotals]:
-        return sorted(self.functions, key=lambda f: (-f.self_weight, str(f.label)))[:n]
+        return sorted(self.functions, key=lambda f: (-f.self_weight, str(f.function)))[:n]
 
     def top_total(self, n: int) -> List[FunctionTotals]:
-        return sorted(self.functions, key=lambda f: (-f.total_weight, str(f.label)))[:n]
+        return sorted(self.functions, key=lambda f: (-f.total_weight, str(f.function)))[:n]
 
     def share(self, weight: float) -> float:
         return 100.0 * weight / self.total_weight if self.total_weight else 0.0
 
 
-def summarise(parents: Sequence[int], labels: Sequence[Hashable],
+def summarise(parents: Sequence[int], labels: Sequence[FunctionRef],
               samples: Iterable[Tuple[int, float]]) -> Summary:
     """Self and total weight per function, and the hottest path.
 
@@ -49,8 +54,8 @@ def summarise(parents: Sequence[int], labels: Sequence[Hashable],
     """
     # The function-level tree: one node per distinct path of functions.
     fn_parent: List[int] = []
-    fn_label: List[Hashable] = []
-    fn_index: Dict[Tuple[int, Hashable], int] = {}
+    fn_label: List[FunctionRef] = []
+    fn_index: Dict[Tuple[int, FunctionRef], int] = {}
     of_node: List[int] = []
     for parent, label in zip(parents, labels):
         key = (of_node[parent] if parent >= 0 else -1, label)
@@ -84,9 +89,9 @@ def summarise(parents: Sequence[int], labels: Sequence[Hashable],
             children[parent].append(node)
         else:
             roots.append(node)
-    totals: Dict[Hashable, FunctionTotals] = {}
+    totals: Dict[FunctionRef, FunctionTotals] = {}
 
-    def entry(label: Hashable) -> FunctionTotals:
+    def entry(label: FunctionRef) -> FunctionTotals:
         found = totals.get(label)
         if found is None:
             found = totals[label] = FunctionTotals(label)
@@ -97,7 +102,7 @@ def summarise(parents: Sequence[int], labels: Sequence[Hashable],
             entry(fn_label[node]).self_weight += weight
     # Totals: each node's subtree counts for its function unless an ancestor is the
     # same function (then that ancestor's subtree already holds it).
-    open_count: Dict[Hashable, int] = {}
+    open_count: Dict[FunctionRef, int] = {}
     stack: List[Tuple[int, bool]] = [(r, True) for r in roots]
     while stack:
         node, entering = stack.pop()
@@ -110,7 +115,7 @@ def summarise(parents: Sequence[int], labels: Sequence[Hashable],
             stack.extend((c, True) for c in children[node])
         else:
             open_count[label] -= 1
-    path: List[Tuple[Hashable, float]] = []
+    path: List[Tuple[FunctionRef, float]] = []
     level = roots
     while level:
         node = max(level, key=lambda c: (below[c], str(fn_label[c])))
@@ -119,7 +124,7 @@ def summarise(parents: Sequence[int], labels: Sequence[Hashable],
     return Summary(total, count, list(totals.values()), path)
 
 
-def summarise_recording(rec) -> Summary:
+def summarise_recording(rec: "Recording") -> Summary:
     """``summarise`` over a ``Recording``'s own stack tree, by ``FunctionRef``."""
     labels = [rec.function(frame) for frame in rec.stack_frame]
     return summarise(rec.stack_parent, labels, zip(rec.sample_table.stack, rec.weights_ns()))

@@ -17,7 +17,7 @@ Accuracy and limits (details in NOTES.md):
   loop header) after a timer tick, and at the edges of Python host calls and
   guest calls.  The tick handler records where each tick landed, and a guest
   sample is re-attributed from the check to that function (see
-  ``_build.at_tick``), which removes most of epoch sampling's bias against
+  ``_resolve.tick_attribution``), which removes most of epoch sampling's bias against
   loop-free functions.  Time in native host calls (WASI) goes to the next wasm
   frame.
 * Each sample's weight is the measured CPU (or wall) time since the previous
@@ -47,7 +47,7 @@ from typing import Any, Iterable, List, Optional, Sequence, Tuple, Union
 import wasmtime
 
 from . import __version__
-from . import _build, _capture, _wasmtime as wt
+from . import _capture, _resolve, _wasmtime as wt
 from ._ring import FULL_KEEP_NEWEST, FULL_STOP, Ring
 from ._timer import CLOCKS, ITimerTicks, TickSource
 from .recording import Recording
@@ -159,7 +159,7 @@ class Profiler:
         _check_engine(self.store)
         ticks = self._ticks if self._ticks is not None else ITimerTicks(self.clock, self.interval)
         self._ticks = ticks
-        self._module_refs = _build.module_refs(self.modules or [])
+        self._module_refs = _resolve.module_refs(self.modules or [])
         ring = Ring(self.capacity, self.max_depth, when_full=self.when_full)
         try:
             capture = _capture.new_capture(self.store, ring)
@@ -213,15 +213,14 @@ class Profiler:
         meta = self._meta(capture, ring, ticks, notes, unsampled_cpu, unsampled_wall, thread_cpu,
                           duration)
         try:
-            self.recording = _build.build(ring.read(), modules=self._module_refs,
-                                          discover_allowed=self.modules is None,
-                                          host_callables=capture.host_functions, meta=meta,
-                                          host_details=self.host_details,
-                                          use_tick_pc=self.use_tick_pc)
+            self.recording = _resolve.resolve_recording(
+                ring.read(), modules=self._module_refs, discover_allowed=self.modules is None,
+                host_callables=capture.host_functions, meta=meta, host_details=self.host_details,
+                use_tick_pc=self.use_tick_pc)
         except Exception as exc:  # never lose the user's exception to ours
             meta["warnings"].append(f"could not resolve samples: {exc!r}")
-            self.recording = _build.build([], modules=self._module_refs, discover_allowed=False,
-                                          host_callables=[], meta=meta)
+            self.recording = _resolve.resolve_recording(
+                [], modules=self._module_refs, discover_allowed=False, host_callables=[], meta=meta)
         self._ring = None
         self._capture = None
         _capture.run_deferred_now()

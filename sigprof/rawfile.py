@@ -1,4 +1,4 @@
-"""The raw recording file (``.sigprof``): record once, convert many times.
+"""The raw recording file (``.sigprof``), read: ``load`` and ``loads``.
 
 Layout (all integers little-endian)::
 
@@ -34,28 +34,14 @@ import zlib
 from array import array
 from typing import Dict
 
-from .recording import (FRAME_GUEST, FRAME_HOST, FRAME_UNKNOWN, HostFunction, Recording,
-                        SampleTable)
+from .export.raw import CRC, HEADER, MAGIC, REQUIRED, SECTION, VERSION_MAJOR, VERSION_MINOR
+from .frames import FRAME_GUEST, FRAME_HOST, FRAME_TYPES, Frame, HostFunction
+from .recording import Recording, SampleTable
 from .symbols import Function, ModuleSymbols
-
-MAGIC = b"SIGPROF\x1a"
-VERSION_MAJOR = 1
-VERSION_MINOR = 0
-_HEADER = struct.Struct("<8sHHI")
-_SECTION = struct.Struct("<4sQ")
-_CRC = struct.Struct("<I")
-_REQUIRED = (b"META", b"MODS", b"HOST", b"FRMS", b"STKS", b"SMPL")
 
 
 class RecordingFormatError(ValueError):
     """The file is not a readable sigprof recording (the message says why)."""
-
-
-def _le(a: array) -> bytes:
-    if sys.byteorder == "big":  # pragma: no cover - CI is little-endian
-        a = array(a.typecode, a)
-        a.byteswap()
-    return a.tobytes()
 
 
 def _from_le(typecode: str, data: bytes) -> array:
@@ -64,37 +50,6 @@ def _from_le(typecode: str, data: bytes) -> array:
     if sys.byteorder == "big":  # pragma: no cover
         a.byteswap()
     return a
-
-
-def dumps(rec: Recording) -> bytes:
-    parts = [_HEADER.pack(MAGIC, VERSION_MAJOR, VERSION_MINOR, 0)]
-
-    def section(tag: bytes, payload: bytes) -> None:
-        parts.append(_SECTION.pack(tag, len(payload)))
-        parts.append(payload)
-        parts.append(_CRC.pack(zlib.crc32(payload)))
-
-    def js(obj) -> bytes:
-        return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
-
-    section(b"META", js(dict(rec.meta)))
-    section(b"MODS", js([{"name": m.name, "digest": m.digest, "text_size": m.text_size,
-                          "functions": [[f.start, f.size, f.index, f.kind, f.name, list(f.checks)]
-                                        for f in m.functions]} for m in rec.modules]))
-    section(b"HOST", js([h.__dict__ for h in rec.host_functions]))
-    flat = array("i")
-    for kind, a, b in rec.frames:
-        flat.extend((kind, a, b))
-    section(b"FRMS", struct.pack("<I", len(rec.frames)) + _le(flat))
-    section(b"STKS", struct.pack("<I", len(rec.stack_frame)) + _le(array("i", rec.stack_parent))
-            + _le(array("i", rec.stack_frame)))
-    st = rec.sample_table
-    section(b"SMPL", struct.pack("<I", len(st)) + b"".join(
-        _le(array(code, col)) for code, col in (("q", st.time_ns), ("q", st.cpu_ns),
-                                                ("q", st.wall_ns), ("i", st.stack),
-                                                ("i", st.ticks), ("B", st.flags))))
-    section(b"END ", b"")
-    return b"".join(parts)
 
 
 def loads(data: bytes, source: str = "recording") -> Recording:
@@ -111,27 +66,27 @@ def _loads(data: memoryview, source: str) -> Recording:
     def fail(why: str) -> RecordingFormatError:
         return RecordingFormatError(f"{source}: {why}")
 
-    if len(data) < _HEADER.size or bytes(data[:8]) != MAGIC:
+    if len(data) < HEADER.size or bytes(data[:8]) != MAGIC:
         raise fail("not a sigprof recording (bad magic number)")
-    _, major, minor, _ = _HEADER.unpack_from(data, 0)
+    _, major, minor, _ = HEADER.unpack_from(data, 0)
     if major > VERSION_MAJOR:
         raise fail(f"recording format version {major}.{minor} is newer than this sigprof reads "
                    f"({VERSION_MAJOR}.{VERSION_MINOR}); upgrade sigprof")
     if major < 1:
         raise fail(f"unknown recording format version {major}.{minor}")
-    pos = _HEADER.size
+    pos = HEADER.size
     sections: Dict[bytes, memoryview] = {}
     while True:
-        if pos + _SECTION.size > len(data):
+        if pos + SECTION.size > len(data):
             raise fail("truncated recording (no end marker)")
-        tag, length = _SECTION.unpack_from(data, pos)
-        pos += _SECTION.size
-        if length > len(data) - pos - _CRC.size:
+        tag, length = SECTION.unpack_from(data, pos)
+        pos += SECTION.size
+        if length > len(data) - pos - CRC.size:
             raise fail(f"truncated recording (section {tag!r} runs past the end of the file)")
         payload = data[pos:pos + length]
         pos += length
-        crc, = _CRC.unpack_from(data, pos)
-        pos += _CRC.size
+        crc, = CRC.unpack_from(data, pos)
+        pos += CRC.size
         if zlib.crc32(payload) != crc:
             raise fail(f"corrupt recording (checksum mismatch in section {tag!r})")
         if tag == b"END ":
@@ -139,7 +94,7 @@ def _loads(data: memoryview, source: str) -> Recording:
         if tag in sections:
             raise fail(f"corrupt recording (section {tag!r} appears twice)")
         sections[tag] = payload
-    missing = [t.decode() for t in _REQUIRED if t not in sections]
+    missing = [t.decode() for t in REQUIRED if t not in sections]
     if missing:
         raise fail(f"corrupt recording (missing sections: {', '.join(missing)})")
 
@@ -155,14 +110,14 @@ def _loads(data: memoryview, source: str) -> Recording:
     frames_raw = sections[b"FRMS"]
     n_frames = _count(frames_raw, 12, fail, "FRMS")
     flat = _from_le("i", bytes(frames_raw[4:]))
-    frames = tuple((flat[3 * i], flat[3 * i + 1], flat[3 * i + 2]) for i in range(n_frames))
-    for kind, a, b in frames:
-        if kind == FRAME_GUEST and not (0 <= a < len(modules) and b >= 0):
+    frames = tuple(Frame(flat[3 * i], flat[3 * i + 1], flat[3 * i + 2]) for i in range(n_frames))
+    for frame in frames:
+        if frame.type == FRAME_GUEST and not (0 <= frame.index < len(modules) and frame.offset >= 0):
             raise fail("corrupt recording (frame refers to a missing module)")
-        if kind == FRAME_HOST and not 0 <= a < len(hosts):
+        if frame.type == FRAME_HOST and not 0 <= frame.index < len(hosts):
             raise fail("corrupt recording (frame refers to a missing host function)")
-        if not 0 <= kind <= FRAME_UNKNOWN:
-            raise fail(f"corrupt recording (unknown frame kind {kind})")
+        if frame.type not in FRAME_TYPES:
+            raise fail(f"corrupt recording (unknown frame type {frame.type})")
 
     stacks_raw = sections[b"STKS"]
     n_stacks = _count(stacks_raw, 8, fail, "STKS")

@@ -9,7 +9,7 @@ import pytest
 import wasmtime
 
 import sigprof
-from sigprof._build import _OPAQUE, _Resolver, tick_attribution, tick_function
+from sigprof._resolve import OPAQUE, GuestFrame, _Resolver, tick_attribution, tick_function
 from sigprof.symbols import Function, LiveImage, ModuleSymbols
 
 from conftest import ROOT, link_host, stacks_by_name, needs_tick_record
@@ -205,11 +205,11 @@ RESOLVER = _Resolver([IMG])
 
 def _frame(name, ret):
     f = next(f for f in FUNCS if f.name == name)
-    return (IMG, f.start + ret, f)
+    return GuestFrame(IMG, f.start + ret, f)
 
 
 def _names(stack):
-    return [(e[2].name, e[1] - e[2].start) for e in stack]
+    return [(e.function.name, e.offset - e.function.start) for e in stack]
 
 
 def test_at_tick_leaf_at_a_loop_header_keeps_its_stack_with_the_exact_pc():
@@ -239,9 +239,9 @@ def test_at_tick_returned_sibling_replaces_a_leaf_at_its_entry():
 def test_at_tick_leaves_stacks_alone_when_it_cannot_know():
     stack = [_frame("b", 95), _frame("c", 10)]
     assert at_tick(stack, RESOLVER, 0x9999) is None                   # tick outside the guest
-    assert at_tick([_OPAQUE] + stack, RESOLVER, 0x1000 + 20) is None  # leaf not allowed
+    assert at_tick([OPAQUE] + stack, RESOLVER, 0x1000 + 20) is None  # leaf not allowed
     stale = [_frame("b", 95), _frame("c", 10)]                        # loop header, ancestor c
     assert at_tick(stale, RESOLVER, 0x1000 + 250) is None
     unknown = Function(0, 100, "a", 0, "wasm", ())
     img = LiveImage(0x1000, 0x1064, ModuleSymbols("m", "0" * 64, 100, (unknown,)), True)
-    assert at_tick([(img, 50, unknown)], _Resolver([img]), 0x1000 + 20) is None
+    assert at_tick([GuestFrame(img, 50, unknown)], _Resolver([img]), 0x1000 + 20) is None

@@ -18,10 +18,11 @@ from pathlib import Path
 import pytest
 
 from sigprof import rawfile
+from sigprof.export import raw
 from sigprof.__main__ import main
-from sigprof.recording import (FRAME_GUEST, FRAME_HOST, FRAME_OPAQUE, FRAME_PYTHON,
-                               FRAME_TRUNCATED, SAMPLE_AT_TICK, SAMPLE_TRUNCATED, HostFunction,
-                               Recording, SampleTable)
+from sigprof.frames import (FRAME_GUEST, FRAME_HOST, FRAME_OPAQUE, FRAME_PYTHON, FRAME_TRUNCATED,
+                            SAMPLE_AT_TICK, SAMPLE_TRUNCATED, Frame, HostFunction)
+from sigprof.recording import Recording, SampleTable
 from sigprof.symbols import Function, ModuleSymbols
 
 EXPECTED = Path(__file__).parent / "expected"
@@ -37,15 +38,15 @@ def golden_recording(clock: str = "cpu") -> Recording:
         Function(0x000, 0x100, "work", 0, "wasm", (16,)),))
     host = HostFunction(name="Plugin.log", module="plugin", file="plugin.py", line=12,
                         import_module="env", import_name="log")
-    frames = ((FRAME_GUEST, 0, 0x010),      # 0 app!main
-              (FRAME_GUEST, 0, 0x0A0),      # 1 app!work
-              (FRAME_GUEST, 0, 0x190),      # 2 app!leaf;odd name
-              (FRAME_GUEST, 1, 0x020),      # 3 lib!work
-              (FRAME_HOST, 0, 0),           # 4 Plugin.log
-              (FRAME_PYTHON, 0, 0),         # 5 (python, outside the guest)
-              (FRAME_OPAQUE, 0, 0),         # 6 (other wasm module)
-              (FRAME_TRUNCATED, 0, 0),      # 7 (truncated stack)
-              (FRAME_GUEST, 0, 0x0C8))      # 8 app!work, another return address
+    frames = (Frame(FRAME_GUEST, 0, 0x010),      # 0 app!main
+              Frame(FRAME_GUEST, 0, 0x0A0),      # 1 app!work
+              Frame(FRAME_GUEST, 0, 0x190),      # 2 app!leaf;odd name
+              Frame(FRAME_GUEST, 1, 0x020),      # 3 lib!work
+              Frame(FRAME_HOST, 0, 0),           # 4 Plugin.log
+              Frame(FRAME_PYTHON, 0, 0),         # 5 (python, outside the guest)
+              Frame(FRAME_OPAQUE, 0, 0),         # 6 (other wasm module)
+              Frame(FRAME_TRUNCATED, 0, 0),      # 7 (truncated stack)
+              Frame(FRAME_GUEST, 0, 0x0C8))      # 8 app!work, another return address
     parent = array("i", [-1, 0, 1, 1, 3, 1, -1, -1, 7, 8, 0, 10, 0])
     frame = array("i", [0, 1, 2, 3, 4, 6, 5, 7, 1, 2, 8, 2, 3])
     stacks = [2, 4, 5, 6, 9, -1, 11, 12, 2, 1]
@@ -91,10 +92,10 @@ def test_text_report_is_the_expected_one(clock):
 
 def test_raw_recording_is_the_expected_one_and_reads_back_the_same():
     rec = golden_recording()
-    data = rawfile.dumps(rec)
+    data = raw.dumps(rec)
     _check("golden.sigprof", data)
     again = rawfile.loads(data)
-    assert rawfile.dumps(again) == data
+    assert raw.dumps(again) == data
     assert again.report() == rec.report()
 
 

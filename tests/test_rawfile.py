@@ -10,6 +10,7 @@ import wasmtime
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import sigprof
+from sigprof.export import raw
 from sigprof import rawfile
 from sigprof.rawfile import RecordingFormatError
 
@@ -27,7 +28,7 @@ def recording_bytes():
         ih.exports(store)["run"](store, 4, 3_000_000, 100_000, 0)
         ir.exports(store)["rec"](store, 50, 30_000_000)
     assert prof.samples > 3
-    return rawfile.dumps(prof.recording), prof.recording
+    return raw.dumps(prof.recording), prof.recording
 
 
 def _same(a, b):
@@ -44,7 +45,7 @@ def _same(a, b):
 def test_round_trip_keeps_everything(recording_bytes):
     data, original = recording_bytes
     _same(rawfile.loads(data), original)
-    assert rawfile.dumps(rawfile.loads(data)) == data
+    assert raw.dumps(rawfile.loads(data)) == data
 
 
 def test_every_truncation_is_refused_cleanly(recording_bytes):
@@ -73,12 +74,12 @@ def test_unknown_sections_of_a_newer_minor_version_are_skipped(recording_bytes):
 
 
 def _sections(data: bytes):
-    pos = rawfile._HEADER.size
+    pos = raw.HEADER.size
     out = []
     while True:
-        tag, length = rawfile._SECTION.unpack_from(data, pos)
-        out.append((tag, pos + rawfile._SECTION.size, length))
-        pos += rawfile._SECTION.size + length + 4
+        tag, length = raw.SECTION.unpack_from(data, pos)
+        out.append((tag, pos + raw.SECTION.size, length))
+        pos += raw.SECTION.size + length + 4
         if tag == b"END ":
             return out
 
@@ -86,9 +87,9 @@ def _sections(data: bytes):
 def _with_payload(data: bytes, index: int, payload: bytes) -> bytes:
     """Replace one section's payload and fix its length and checksum."""
     tag, start, length = _sections(data)[index]
-    head = data[:start - rawfile._SECTION.size]
+    head = data[:start - raw.SECTION.size]
     tail = data[start + length + 4:]
-    return (head + rawfile._SECTION.pack(tag, len(payload)) + payload
+    return (head + raw.SECTION.pack(tag, len(payload)) + payload
             + struct.pack("<I", zlib.crc32(payload)) + tail)
 
 

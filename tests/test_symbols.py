@@ -5,7 +5,8 @@ from __future__ import annotations
 import wasmtime
 
 from sigprof import _wasmtime as wt, symbols
-from sigprof.recording import FRAME_GUEST, Recording
+from sigprof.frames import FRAME_GUEST, Frame
+from sigprof.recording import Recording, SampleTable
 from sigprof.symbols import Function, ModuleSymbols
 
 from conftest import GUESTS
@@ -54,10 +55,10 @@ def test_a_return_address_at_the_next_functions_start_belongs_to_the_caller():
     """A call as a function's last instruction returns to the next function's first byte."""
     mod = ModuleSymbols("m", "0" * 64, 200, (Function(0, 100, "caller", 0, "wasm"),
                                              Function(100, 100, "next", 1, "wasm")))
-    rec = Recording(meta={}, modules=(mod,), host_functions=(), frames=((FRAME_GUEST, 0, 100),),
+    rec = Recording(meta={}, modules=(mod,), host_functions=(), frames=(Frame(FRAME_GUEST, 0, 100),),
                     stack_parent=__import__("array").array("i"),
                     stack_frame=__import__("array").array("i"),
-                    sample_table=__import__("sigprof.recording", fromlist=["x"]).empty_samples())
+                    sample_table=SampleTable.empty())
     assert rec.function(0).name == "caller"
     assert mod.lookup(100).name == "next"
 

@@ -1,60 +1,50 @@
 """Output formats, chosen by name or by the output file's suffix.
 
-Every writer turns a ``Recording`` into bytes; ``write`` puts them on disk
+Every format is one ``Exporter`` entry in ``EXPORTERS`` (name, suffixes, the
+description the CLI prints, and a function rendering a recording to bytes);
+adding a format is adding an entry.  ``write`` puts the bytes on disk
 atomically (a temporary file in the same directory, renamed over the target
 only when complete), so an interrupted save never leaves half a file.
+Exporters import the recording only for type checking: the recording imports
+this package, never the other way round.
 """
 
 from __future__ import annotations
 
-import gzip
-import json
 import os
 import tempfile
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
-from ..recording import Recording
+from . import collapsed, firefox, raw, text
+from .base import Exporter
 
-FORMATS = ("firefox", "raw", "collapsed", "text")
+if TYPE_CHECKING:
+    from ..recording import Recording
 
-_SUFFIXES = (
-    (".json.gz", "firefox"),
-    (".json", "firefox"),
-    (".sigprof", "raw"),
-    (".collapsed", "collapsed"),
-    (".folded", "collapsed"),
-    (".txt", "text"),
-)
+EXPORTERS = (firefox.EXPORTER, raw.EXPORTER, collapsed.EXPORTER, text.EXPORTER)
+FORMATS = tuple(e.name for e in EXPORTERS)
 
 
 class UnknownFormat(ValueError):
     pass
 
 
-def format_for_path(path: str) -> str:
+def exporter(name: str) -> Exporter:
+    for e in EXPORTERS:
+        if e.name == name:
+            return e
+    raise UnknownFormat(f"unknown format {name!r}; choose one of {', '.join(FORMATS)}")
+
+
+def exporter_for_path(path: str) -> Exporter:
     lower = path.lower()
-    for suffix, fmt in _SUFFIXES:
-        if lower.endswith(suffix):
-            return fmt
+    for e in sorted(EXPORTERS, key=lambda e: -max(len(s) for s in e.suffixes)):
+        if any(lower.endswith(suffix) for suffix in e.suffixes):
+            return e
+    suffixes = [s for e in EXPORTERS for s in e.suffixes]
     raise UnknownFormat(
         f"cannot tell the output format from {os.path.basename(path)!r}: use a name ending in "
-        ".json, .json.gz, .sigprof, .collapsed or .txt, or give the format explicitly")
-
-
-def render(rec: Recording, fmt: str, path: str = "") -> bytes:
-    if fmt == "firefox":
-        data = json.dumps(rec.to_firefox(), ensure_ascii=False, separators=(",", ":")).encode()
-        if path.lower().endswith(".gz"):
-            data = gzip.compress(data, mtime=0)
-        return data
-    if fmt == "raw":
-        from .. import rawfile
-        return rawfile.dumps(rec)
-    if fmt == "collapsed":
-        return rec.to_collapsed().encode()
-    if fmt == "text":
-        return rec.report().encode()
-    raise UnknownFormat(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+        f"{', '.join(suffixes[:-1])} or {suffixes[-1]}, or give the format explicitly")
 
 
 def _umask() -> int:
@@ -91,9 +81,8 @@ def atomic_write(path: str, data: bytes) -> None:
         raise
 
 
-def write(rec: Recording, path: str, fmt: Optional[str] = None) -> str:
-    fmt = fmt or format_for_path(path)
-    if fmt not in FORMATS:
-        raise UnknownFormat(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    atomic_write(path, render(rec, fmt, path))
-    return fmt
+def write(rec: "Recording", path: str, fmt: Optional[str] = None) -> str:
+    """Render ``rec`` in format ``fmt`` (default: from the suffix) to ``path``; returns the format."""
+    chosen = exporter(fmt) if fmt else exporter_for_path(path)
+    atomic_write(path, chosen.render(rec, path))
+    return chosen.name

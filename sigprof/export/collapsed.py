@@ -10,24 +10,22 @@ breaks) are replaced.
 
 from __future__ import annotations
 
-from typing import Dict, Tuple
+from typing import TYPE_CHECKING, Dict, Tuple
 
-from ..recording import Recording
+from .base import Exporter
 
-
-def frame_label(ref) -> str:
-    label = f"{ref.module}!{ref.name}" if ref.kind == "wasm" else ref.name
-    return label.replace(";", ":").replace("\n", " ").replace("\r", " ")
+if TYPE_CHECKING:
+    from ..recording import Recording
 
 
-def convert(rec: Recording) -> str:
+def convert(rec: "Recording") -> str:
     by_stack: Dict[int, int] = {}
     for stack, weight_ns in zip(rec.sample_table.stack, rec.weights_ns()):
         by_stack[stack] = by_stack.get(stack, 0) + weight_ns
     folded: Dict[Tuple[str, ...], int] = {}
     for stack, weight_ns in by_stack.items():
         frames = rec.stack_frames(stack) if stack >= 0 else []
-        key = tuple(frame_label(rec.function(f)) for f in frames) or ("(no stack)",)
+        key = tuple(rec.function(f).label("collapsed") for f in frames) or ("(no stack)",)
         folded[key] = folded.get(key, 0) + weight_ns
     lines = []
     for key, weight_ns in sorted(folded.items()):
@@ -35,3 +33,10 @@ def convert(rec: Recording) -> str:
         if us > 0:
             lines.append(f"{';'.join(key)} {us}")
     return "\n".join(lines) + ("\n" if lines else "")
+
+
+def render(rec: "Recording", path: str) -> bytes:
+    return convert(rec).encode()
+
+
+EXPORTER = Exporter("collapsed", (".collapsed", ".folded"), "collapsed stacks", render)

@@ -30,10 +30,16 @@ sample, measured -- so the call tree shows time, not sample counts; and
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Tuple
+import gzip
+import json
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
-from ..recording import (FRAME_GUEST, FRAME_HOST, FRAME_OPAQUE, FRAME_PYTHON, FRAME_TRUNCATED,
-                         Recording)
+from ..frames import (FRAME_GUEST, FRAME_HOST, FRAME_OPAQUE, FRAME_PYTHON, FRAME_TRUNCATED,
+                      FunctionRef)
+from .base import Exporter
+
+if TYPE_CHECKING:
+    from ..recording import Recording
 
 PROCESSED_PROFILE_VERSION = 70
 GECKO_PROFILE_VERSION = 31
@@ -268,10 +274,10 @@ class NotAProfile(ValueError):
     pass
 
 
-def stack_tree(profile: dict) -> Tuple[List[int], List[tuple], List[Tuple[int, float]]]:
+def stack_tree(profile: dict) -> Tuple[List[int], List[FunctionRef], List[Tuple[int, float]]]:
     """A profile sigprof wrote, as ``analysis.summarise`` takes it.
 
-    Returns the stack table as parents and ``(kind, name, module)`` labels, and
+    Returns the stack table as parents and function labels, and
     every thread's samples as ``(stack, weight ms)`` (stack -1: none).  Reads
     processed profiles of the version sigprof writes (shared tables,
     ``prefixOffset``); weights fall back to 1 per sample if there are none.
@@ -297,9 +303,10 @@ def stack_tree(profile: dict) -> Tuple[List[int], List[tuple], List[Tuple[int, f
                     kind, module = "host", strings[resources["name"][res]]
             else:
                 kind = "pseudo"
-            func_label.append((kind, strings[funcs["name"][i]], module))
+            name = strings[funcs["name"][i]]
+            func_label.append(FunctionRef(kind, name, module, (kind, name, module)))
         parents: List[int] = []
-        labels: List[tuple] = []
+        labels: List[FunctionRef] = []
         for i in range(stacks["length"]):
             offset = stacks["prefixOffset"][i]
             if not isinstance(offset, int) or not 0 <= offset <= i:
@@ -317,3 +324,12 @@ def stack_tree(profile: dict) -> Tuple[List[int], List[tuple], List[Tuple[int, f
         return parents, labels, samples
     except (KeyError, TypeError, IndexError) as exc:
         raise NotAProfile(f"not a Firefox processed profile written by sigprof ({exc})") from None
+
+
+def render(rec: "Recording", path: str) -> bytes:
+    data = json.dumps(rec.to_firefox(), ensure_ascii=False, separators=(",", ":")).encode()
+    return gzip.compress(data, mtime=0) if path.lower().endswith(".gz") else data
+
+
+EXPORTER = Exporter("firefox", (".json.gz", ".json"),
+                    "Firefox Profiler profile (open it at https://profiler.firefox.com)", render)

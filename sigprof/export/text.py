@@ -2,28 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Iterable, List, Sequence, Tuple
+from typing import TYPE_CHECKING, List, Sequence, Tuple
 
 from ..analysis import Summary, summarise, summarise_recording
-from ..recording import Recording
+from ..frames import FunctionRef
+from .base import Exporter
+
+if TYPE_CHECKING:
+    from ..recording import Recording
 
 
-def _label(label) -> str:
-    if hasattr(label, "kind"):          # a FunctionRef
-        if label.kind == "wasm":
-            return f"{label.name}  [{label.module}]"
-        if label.kind == "host":
-            return f"{label.name}  [python]"
-        return label.name
-    kind, name, module = label           # a (kind, name, module) tuple from a Firefox profile
-    if kind == "wasm":
-        return f"{name}  [{module}]"
-    if kind == "host":
-        return f"{name}  [python]"
-    return name
 
 
-def render(summary: Summary, unit_per_ms: float, header: Sequence[str], top: int = 10,
+def render_summary(summary: Summary, unit_per_ms: float, header: Sequence[str], top: int = 10,
            weight_name: str = "CPU") -> str:
     def ms(weight: float) -> str:
         return f"{weight / unit_per_ms:10.1f} ms"
@@ -36,22 +27,22 @@ def render(summary: Summary, unit_per_ms: float, header: Sequence[str], top: int
     for f in summary.top_self(top):
         lines.append(f"  {ms(f.self_weight)} {summary.share(f.self_weight):5.1f}%  "
                      f"{ms(f.total_weight)} {summary.share(f.total_weight):5.1f}%   "
-                     f"{_label(f.label)[:width + 40]}")
+                     f"{f.function.label()[:width + 40]}")
     lines.append("")
     lines.append(f"Top {top} functions by total {weight_name} time")
     lines.append(f"  {'total':>13} {'%':>6}   {'self':>13} {'%':>6}   function")
     for f in summary.top_total(top):
         lines.append(f"  {ms(f.total_weight)} {summary.share(f.total_weight):5.1f}%  "
                      f"{ms(f.self_weight)} {summary.share(f.self_weight):5.1f}%   "
-                     f"{_label(f.label)[:width + 40]}")
+                     f"{f.function.label()[:width + 40]}")
     lines.append("")
     lines.append("Hottest call path")
-    for depth, (label, weight) in enumerate(summary.hottest_path):
-        lines.append(f"  {summary.share(weight):5.1f}%  {'  ' * min(depth, 30)}{_label(label)}")
+    for depth, (function, weight) in enumerate(summary.hottest_path):
+        lines.append(f"  {summary.share(weight):5.1f}%  {'  ' * min(depth, 30)}{function.label()}")
     return "\n".join(lines) + "\n"
 
 
-def recording_header(rec: Recording) -> List[str]:
+def recording_header(rec: "Recording") -> List[str]:
     meta = rec.meta
     total_ms = sum(rec.weights_ns()) / 1e6
     weight_name = "wall" if rec.clock == "wall" else "CPU"
@@ -71,16 +62,23 @@ def recording_header(rec: Recording) -> List[str]:
     return head
 
 
-def convert(rec: Recording, top: int = 10) -> str:
+def convert(rec: "Recording", top: int = 10) -> str:
     summary = summarise_recording(rec)
-    return render(summary, 1e6, recording_header(rec), top,
+    return render_summary(summary, 1e6, recording_header(rec), top,
                   "wall" if rec.clock == "wall" else "CPU")
 
 
-def convert_firefox(profile: dict, tree: "Tuple[List[int], List[tuple], List[Tuple[int, float]]]",
+def convert_firefox(profile: dict, tree: "Tuple[List[int], List[FunctionRef], List[Tuple[int, float]]]",
                     top: int = 10) -> str:
     summary = summarise(*tree)
     meta = profile.get("meta", {})
     head = [f"sigprof report: {str(meta.get('product', 'profile')).removeprefix('sigprof: ')}",
             f"  {summary.samples} samples, {summary.total_weight:.1f} ms sampled"]
-    return render(summary, 1.0, head, top)
+    return render_summary(summary, 1.0, head, top)
+
+
+def render(rec: "Recording", path: str) -> bytes:
+    return convert(rec).encode()
+
+
+EXPORTER = Exporter("text", (".txt",), "text report", render)

@@ -29,9 +29,9 @@ import wasmtime
 
 from . import _imports, _wasmtime as wt
 from ._ring import KIND_GUEST, KIND_OUTSIDE, RawSample
-from .recording import (FRAME_GUEST, FRAME_HOST, FRAME_OPAQUE, FRAME_PYTHON, FRAME_TRUNCATED,
-                        FRAME_UNKNOWN, SAMPLE_AT_TICK, SAMPLE_TRUNCATED, HostFunction, Recording,
-                        SampleTable)
+from .frames import (FRAME_GUEST, FRAME_HOST, FRAME_OPAQUE, FRAME_PYTHON, FRAME_TRUNCATED,
+                     FRAME_UNKNOWN, SAMPLE_AT_TICK, SAMPLE_TRUNCATED, Frame, HostFunction)
+from .recording import Recording, SampleTable
 from .symbols import (KIND_ENTRY, KIND_WASM, Function, ImageError, LiveImage, discover,
                       image_from_memory)
 
@@ -80,11 +80,19 @@ class _Resolver:
         return None
 
 
-_OPAQUE = ("opaque",)
-GuestEntry = Tuple  # (LiveImage, return-address offset, Function), or _OPAQUE
+class GuestFrame(NamedTuple):
+    """A resolved guest frame (host addresses: never leaves this module)."""
+
+    image: LiveImage
+    offset: int            # return address, relative to the image's .text
+    function: Function
 
 
-def tick_function(resolver: "_Resolver", tick_pc: int) -> Optional[GuestEntry]:
+OPAQUE = None              # a run of frames from a module the profile does not name
+GuestEntry = Optional[GuestFrame]
+
+
+def tick_function(resolver: "_Resolver", tick_pc: int) -> Optional[GuestFrame]:
     """The allowed guest function the tick interrupted, as a frame (PC + 1), or None."""
     img = resolver.find(tick_pc)
     if img is None or not img.allowed:
@@ -93,10 +101,10 @@ def tick_function(resolver: "_Resolver", tick_pc: int) -> Optional[GuestEntry]:
     f = img.symbols.lookup(tick_offset)
     if f is None or f.kind != KIND_WASM:
         return None
-    return (img, tick_offset + 1, f)
+    return GuestFrame(img, tick_offset + 1, f)
 
 
-def tick_attribution(guest: List[GuestEntry], tick_frame: GuestEntry) -> Optional[int]:
+def tick_attribution(guest: List[GuestEntry], tick_frame: GuestFrame) -> Optional[int]:
     """How many outermost frames of ``guest`` the tick frame sits on.
 
     Epoch sampling takes the stack at the first check after a tick: the entry
@@ -117,16 +125,15 @@ def tick_attribution(guest: List[GuestEntry], tick_frame: GuestEntry) -> Optiona
     case is inconsistent.  The answer depends on F's function, not on where in
     it the tick landed, so callers may cache it per function.
     """
-    img, _, f = tick_frame
+    img, f = tick_frame.image, tick_frame.function
     leaf = guest[0]
-    if leaf is _OPAQUE or not leaf[2].checks:
+    if leaf is OPAQUE or not leaf.function.checks:
         return None
-    _, leaf_offset, leaf_func = leaf
-    at_entry = leaf_offset - leaf_func.start == leaf_func.checks[0]
+    at_entry = leaf.offset - leaf.function.start == leaf.function.checks[0]
     depth = len(guest)
 
-    def same(entry) -> bool:
-        return entry is not _OPAQUE and entry[0] is img and entry[2].start == f.start
+    def same(entry: GuestEntry) -> bool:
+        return entry is not OPAQUE and entry.image is img and entry.function.start == f.start
 
     deeper = next((k for k in range(1, depth) if same(guest[k])), None)
     if same(leaf) and not at_entry:
@@ -142,20 +149,20 @@ class _Stacks:
     """The recording's frame table and stack prefix tree, interned as they are built."""
 
     def __init__(self) -> None:
-        self.frames: List[Tuple[int, int, int]] = []
-        self._frame_index: Dict[Tuple[int, int, int], int] = {}
+        self.frames: List[Frame] = []
+        self._frame_index: Dict[Frame, int] = {}
         self.parent = array("i")
         self.frame = array("i")
         self._node_index: Dict[Tuple[int, int], int] = {}
 
-    def frame_id(self, key: Tuple[int, int, int]) -> int:
+    def frame_id(self, key: Frame) -> int:
         found = self._frame_index.get(key)
         if found is None:
             found = self._frame_index[key] = len(self.frames)
             self.frames.append(key)
         return found
 
-    def child(self, parent: int, frame_key: Tuple[int, int, int]) -> int:
+    def child(self, parent: int, frame_key: Frame) -> int:
         frame = self.frame_id(frame_key)
         key = (parent, frame)
         found = self._node_index.get(key)
@@ -175,9 +182,10 @@ class _RawStack(NamedTuple):
     base: int                      # node under the outermost guest frame (-1, or truncated)
 
 
-def build(raw: Iterable[RawSample], *, modules: Sequence[ModuleRef], discover_allowed: bool,
-          host_callables: Sequence[Callable], meta: dict, host_details: bool = False,
-          use_tick_pc: bool = True) -> Recording:
+def resolve_recording(raw: Iterable[RawSample], *, modules: Sequence[ModuleRef],
+                      discover_allowed: bool, host_callables: Sequence[Callable[..., object]],
+                      meta: Dict[str, object], host_details: bool = False,
+                      use_tick_pc: bool = True) -> Recording:
     """Resolve raw samples against the live module images into a ``Recording``."""
     warnings = list(meta.get("warnings", []))
     samples = list(raw)
@@ -225,11 +233,10 @@ def build(raw: Iterable[RawSample], *, modules: Sequence[ModuleRef], discover_al
             module_table.append(img)
         return m
 
-    def frame_key(entry: GuestEntry) -> Tuple[int, int, int]:
-        if entry is _OPAQUE:
-            return (FRAME_OPAQUE, 0, 0)
-        img, offset, _ = entry
-        return (FRAME_GUEST, module_of(img), offset)
+    def frame_key(entry: GuestEntry) -> Frame:
+        if entry is OPAQUE:
+            return Frame(FRAME_OPAQUE)
+        return Frame(FRAME_GUEST, module_of(entry.image), entry.offset)
 
     tree = _Stacks()
     resolved: List[_RawStack] = []
@@ -250,12 +257,12 @@ def build(raw: Iterable[RawSample], *, modules: Sequence[ModuleRef], discover_al
                 continue
             complete = not depth_limited[raw_id]   # guest frames below: root not yet proven
             if not img.allowed:
-                if not guest or guest[-1] is not _OPAQUE:
-                    guest.append(_OPAQUE)
+                if not guest or guest[-1] is not OPAQUE:
+                    guest.append(OPAQUE)
                 continue
-            guest.append((img, offset, func))
+            guest.append(GuestFrame(img, offset, func))
         truncated = not complete and bool(guest)
-        base = tree.child(-1, (FRAME_TRUNCATED, 0, 0)) if truncated else -1
+        base = tree.child(-1, Frame(FRAME_TRUNCATED)) if truncated else -1
         prefix: List[int] = []
         node = base
         for entry in reversed(guest):
@@ -265,7 +272,7 @@ def build(raw: Iterable[RawSample], *, modules: Sequence[ModuleRef], discover_al
 
     hosts: List[HostFunction] = []
     host_index: Dict[int, int] = {}
-    table = SampleTable(array("q"), array("q"), array("q"), array("i"), array("i"), array("B"))
+    table = SampleTable.empty()
     final: Dict[Tuple[int, int, int], Tuple[int, int]] = {}       # -> (stack, flags)
     tick_frames: Dict[int, Optional[GuestEntry]] = {}
     kept_under: Dict[Tuple[int, int, int], Optional[int]] = {}
@@ -282,7 +289,7 @@ def build(raw: Iterable[RawSample], *, modules: Sequence[ModuleRef], discover_al
                     tick_frames[tick_pc] = tick_function(resolver, tick_pc)
                 tick_frame = tick_frames[tick_pc]
                 if tick_frame is not None:
-                    function_key = (raw_id, id(tick_frame[0]), tick_frame[2].start)
+                    function_key = (raw_id, id(tick_frame.image), tick_frame.function.start)
                     if function_key not in kept_under:
                         kept_under[function_key] = tick_attribution(r.guest, tick_frame)
                     kept = kept_under[function_key]
@@ -296,11 +303,11 @@ def build(raw: Iterable[RawSample], *, modules: Sequence[ModuleRef], discover_al
                 if h is None:
                     h = host_index[callable_index] = len(hosts)
                     hosts.append(host_function_info(host_callables[callable_index], host_details))
-                node = tree.child(node, (FRAME_HOST, h, 0))
+                node = tree.child(node, Frame(FRAME_HOST, h))
             elif s.kind == KIND_OUTSIDE:
-                node = tree.child(node, (FRAME_PYTHON, 0, 0))
+                node = tree.child(node, Frame(FRAME_PYTHON))
             elif node < 0:
-                node = tree.child(node, (FRAME_UNKNOWN, 0, 0))
+                node = tree.child(node, Frame(FRAME_UNKNOWN))
             found = final[key] = (node, flags)
         table.time_ns.append(s.time_ns)
         table.cpu_ns.append(s.cpu_ns)

@@ -1,0 +1,90 @@
+"""The raw recording file (``.sigprof``), written: record once, convert many times.
+
+Layout (all integers little-endian)::
+
+    magic    8 bytes   b"SIGPROF\\x1a"
+    version  u16 major, u16 minor, u32 reserved (0)
+    section* tag (4 ASCII bytes), u64 payload length, payload, u32 CRC-32 of payload
+    end      the section "END " with an empty payload
+
+Sections of version 1.0, each exactly once, in this order:
+
+    META  JSON object: clock, interval, start time, counters, versions, warnings
+    MODS  JSON list of modules: name, digest, text_size, functions
+          [[start, size, wasm index, kind, name, [epoch check offsets]], ...]
+    HOST  JSON list of host functions: name, module, file, line, import names
+    FRMS  u32 count, then count x (i32 kind, i32 a, i32 b)
+    STKS  u32 count, then count x i32 parent, then count x i32 frame
+    SMPL  u32 count, then columns: time i64, cpu i64, wall i64 (ns),
+          stack i32, ticks i32, flags u8
+
+The reader (``sigprof/rawfile.py``) accepts any 1.x file and skips sections
+it does not know (minor versions only add sections).
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import sys
+import zlib
+from array import array
+from typing import TYPE_CHECKING, Any
+
+from .base import Exporter
+
+if TYPE_CHECKING:
+    from ..recording import Recording
+
+MAGIC = b"SIGPROF\x1a"
+VERSION_MAJOR = 1
+VERSION_MINOR = 0
+HEADER = struct.Struct("<8sHHI")
+SECTION = struct.Struct("<4sQ")
+CRC = struct.Struct("<I")
+REQUIRED = (b"META", b"MODS", b"HOST", b"FRMS", b"STKS", b"SMPL")
+
+
+def _le(a: array) -> bytes:
+    if sys.byteorder == "big":  # pragma: no cover - CI is little-endian
+        a = array(a.typecode, a)
+        a.byteswap()
+    return a.tobytes()
+
+
+def dumps(rec: Recording) -> bytes:
+    parts = [HEADER.pack(MAGIC, VERSION_MAJOR, VERSION_MINOR, 0)]
+
+    def section(tag: bytes, payload: bytes) -> None:
+        parts.append(SECTION.pack(tag, len(payload)))
+        parts.append(payload)
+        parts.append(CRC.pack(zlib.crc32(payload)))
+
+    def js(obj: Any) -> bytes:
+        return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
+
+    section(b"META", js(dict(rec.meta)))
+    section(b"MODS", js([{"name": m.name, "digest": m.digest, "text_size": m.text_size,
+                          "functions": [[f.start, f.size, f.index, f.kind, f.name, list(f.checks)]
+                                        for f in m.functions]} for m in rec.modules]))
+    section(b"HOST", js([h.__dict__ for h in rec.host_functions]))
+    flat = array("i")
+    for frame in rec.frames:
+        flat.extend(frame)
+    section(b"FRMS", struct.pack("<I", len(rec.frames)) + _le(flat))
+    section(b"STKS", struct.pack("<I", len(rec.stack_frame)) + _le(array("i", rec.stack_parent))
+            + _le(array("i", rec.stack_frame)))
+    st = rec.sample_table
+    section(b"SMPL", struct.pack("<I", len(st)) + b"".join(
+        _le(array(code, col)) for code, col in (("q", st.time_ns), ("q", st.cpu_ns),
+                                                ("q", st.wall_ns), ("i", st.stack),
+                                                ("i", st.ticks), ("B", st.flags))))
+    section(b"END ", b"")
+    return b"".join(parts)
+
+
+def render(rec: "Recording", path: str) -> bytes:
+    return dumps(rec)
+
+
+EXPORTER = Exporter("raw", (".sigprof",), "raw recording", render)

@@ -1,0 +1,88 @@
+"""What a recording's frames are: their types, the host functions they name, and labels.
+
+A recording interns each distinct frame once as a ``Frame``; its stacks and
+samples refer to frames by index.  ``FunctionRef`` is what a frame means at
+function level -- the unit of every report -- and renders the one label each
+output uses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple, Tuple
+
+# Frame types (Frame.type).
+FRAME_GUEST = 0      # index: module; offset: .text offset of the return address
+FRAME_HOST = 1       # index: host function
+FRAME_PYTHON = 2     # Python code outside the guest (the caller's side)
+FRAME_OPAQUE = 3     # code of a module the user did not allow into the profile
+FRAME_TRUNCATED = 4  # the stack was deeper than max_depth; its root is missing
+FRAME_UNKNOWN = 5    # guest code that could not be resolved to a function
+FRAME_TYPES = range(FRAME_GUEST, FRAME_UNKNOWN + 1)
+
+# Sample flags (bits).
+SAMPLE_TRUNCATED = 1  # the stack's root was cut off
+SAMPLE_AT_TICK = 2    # re-attributed from the epoch check to where the tick landed
+
+PSEUDO_FRAME_NAMES = {
+    FRAME_PYTHON: "(python, outside the guest)",
+    FRAME_OPAQUE: "(other wasm module)",
+    FRAME_TRUNCATED: "(truncated stack)",
+    FRAME_UNKNOWN: "(unresolved wasm code)",
+}
+_PSEUDO_KINDS = {FRAME_PYTHON: "python", FRAME_OPAQUE: "opaque", FRAME_TRUNCATED: "truncated",
+                 FRAME_UNKNOWN: "unknown"}
+
+
+class Frame(NamedTuple):
+    """One interned frame.  Guest frames keep return-address offsets, so lookups
+    subtract one: a call at the very end of a function is not charged to the next."""
+
+    type: int
+    index: int = 0      # module (guest) or host function (host)
+    offset: int = 0     # guest: .text offset of the return address
+
+
+def pseudo_kind(frame_type: int) -> str:
+    return _PSEUDO_KINDS.get(frame_type, "unknown")
+
+
+@dataclass(frozen=True)
+class HostFunction:
+    """A Python function the guest imported, as it appears in the profile."""
+
+    name: str                      # qualified name, e.g. "Plugin.log"
+    module: str = ""               # the Python module defining it
+    file: str = ""                 # file name (base name unless host details are on)
+    line: int = 0
+    import_module: str = ""        # the wasm import's module.field, where known
+    import_name: str = ""
+
+    @property
+    def label(self) -> str:
+        if self.import_module or self.import_name:
+            return f"{self.name} [{self.import_module}.{self.import_name}]"
+        return self.name
+
+
+@dataclass(frozen=True)
+class FunctionRef:
+    """What a frame means at function level: the unit of every report."""
+
+    kind: str            # "wasm", "host", "python", "opaque", "truncated", "unknown"
+    name: str
+    module: str          # module (wasm) or Python module (host); "" for pseudo frames
+    key: Tuple[object, ...]   # identity: two wasm modules' `work` stay distinct
+
+    def label(self, form: str = "report") -> str:
+        """``report``: ``name  [module]`` (``[python]`` for host functions);
+        ``summary``: ``name [module]`` for guest functions, else the name;
+        ``collapsed``: ``module!name`` for guest functions, without the
+        characters that separate frames and lines in that format."""
+        if form == "collapsed":
+            label = f"{self.module}!{self.name}" if self.kind == "wasm" else self.name
+            return label.replace(";", ":").replace("\n", " ").replace("\r", " ")
+        if form == "summary":
+            return f"{self.name} [{self.module}]" if self.kind == "wasm" else self.name
+        where = self.module if self.kind == "wasm" else "python" if self.kind == "host" else ""
+        return f"{self.name}  [{where}]" if where else self.name
