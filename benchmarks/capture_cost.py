@@ -123,7 +123,7 @@ def capture_alone(engine, module, depth: int, samples: int, repeat: int) -> dict
             if mode == "sigprof":
                 keep[0].finish()
                 assert ring.count >= samples, ring.count
-                frames.update(len(s.pcs) for s in list(ring.read())[-4:] if s.kind == 0)
+                frames.update(len(s.pcs) for s in list(ring.read())[-4:] if s.origin == 0)
             wt.restore_epoch_behaviour(store)
             keep.clear()
     med = {m: statistics.median(v) / samples / 1000 for m, v in times.items()}

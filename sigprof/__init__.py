@@ -11,7 +11,6 @@
 
 __version__ = "0.1.0"
 
-from . import _imports  # noqa: F401  (remembers host functions' import names)
 from .profiler import FAR_DEADLINE, Profiler, engine, profile
 from .rawfile import RecordingFormatError
 from .recording import Recording

@@ -54,9 +54,9 @@ from typing import Callable, Dict, List, Optional, Tuple, Union
 import wasmtime
 
 from . import _native, _wasmtime as wt
-from ._ring import (FLAG_DEPTH_LIMITED, FULL_STOP, H_CPU, H_FLAGS, H_HASH, H_KIND, H_PC_COUNT,
-                    H_PC_START, H_TICK_PC, H_TICKS, H_TIME, H_WALL, HEADER_FIELDS, KIND_GUEST,
-                    KIND_OUTSIDE, Ring)
+from ._ring import (FLAG_DEPTH_LIMITED, FULL_STOP, H_CPU, H_FLAGS, H_HASH, H_ORIGIN, H_PC_COUNT,
+                    H_PC_START, H_TICK_PC, H_TICKS, H_TIME, H_WALL, HEADER_FIELDS, ORIGIN_GUEST,
+                    ORIGIN_OUTSIDE, Ring)
 
 get_ident = threading.get_ident
 
@@ -149,12 +149,12 @@ class NativeCapture(_CaptureBase):
         c = self._c
         if not c.enabled or self.thread_id != get_ident():
             return func(*args)
-        kind = host_id + 1
-        c.host_enter(kind)
+        origin = host_id + 1
+        c.host_enter(origin)
         try:
             return func(*args)
         finally:
-            c.host_exit(kind)
+            c.host_exit(origin)
 
     def finish(self) -> Tuple[int, int, int, int]:
         """At stop: sample a pending tick, disable; see ``PythonCapture.finish``."""
@@ -219,7 +219,7 @@ class PythonCapture(_CaptureBase):
             return
         total = self.tick_word.value
         if total != self.consumed:
-            self._record(KIND_GUEST, total, True)
+            self._record(ORIGIN_GUEST, total, True)
 
     def host_call(self, func: Callable, host_id: int, args: tuple):
         """Call a Python host function, sampling around it as described above."""
@@ -245,7 +245,7 @@ class PythonCapture(_CaptureBase):
         if self.guest_depth == 0 and self.enabled:
             total = self.tick_word.value
             if total != self.consumed:
-                self._record(KIND_OUTSIDE, total, False)
+                self._record(ORIGIN_OUTSIDE, total, False)
             self.set_deadline(self.context, 1)
         self.guest_depth += 1
 
@@ -264,7 +264,7 @@ class PythonCapture(_CaptureBase):
         if self.enabled and self.thread_id == get_ident():
             total = self.tick_word.value
             if total != self.consumed:
-                self._record(KIND_OUTSIDE, total, False)
+                self._record(ORIGIN_OUTSIDE, total, False)
         self.enabled = False
         cpu_now, wall_now = thread_time_ns(), perf_counter_ns()
         return (max(0, cpu_now - self.cpu_prev - self.cpu_pending),
@@ -273,7 +273,7 @@ class PythonCapture(_CaptureBase):
 
     # -- writing one sample --------------------------------------------------
 
-    def _record(self, kind: int, total: int, walk: bool) -> None:
+    def _record(self, origin: int, total: int, walk: bool) -> None:
         cpu = thread_time_ns()
         wall = perf_counter_ns()
         ring = self.ring
@@ -300,7 +300,7 @@ class PythonCapture(_CaptureBase):
         h[base + H_WALL] = wall_ns if wall_ns > 0 else 0
         h[base + H_PC_START] = end
         h[base + H_PC_COUNT] = count
-        h[base + H_KIND] = kind
+        h[base + H_ORIGIN] = origin
         h[base + H_TICKS] = total - self.consumed
         h[base + H_TICK_PC] = 0
         h[base + H_FLAGS] = FLAG_DEPTH_LIMITED if count >= depth else 0

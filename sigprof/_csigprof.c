@@ -219,11 +219,11 @@ static PyObject *py_disposition(PyObject *self, PyObject *args)
 #define VM_ENTRY_FP 8
 
 /* Ring header record (see _ring.py). */
-enum { H_TIME, H_CPU, H_WALL, H_PC_START, H_PC_COUNT, H_KIND, H_TICKS, H_TICK_PC, H_FLAGS,
+enum { H_TIME, H_CPU, H_WALL, H_PC_START, H_PC_COUNT, H_ORIGIN, H_TICKS, H_TICK_PC, H_FLAGS,
        H_HASH, HEADER_FIELDS };
 #define FLAG_DEPTH_LIMITED 1
-#define KIND_GUEST 0
-#define KIND_OUTSIDE (-1)
+#define ORIGIN_GUEST 0
+#define ORIGIN_OUTSIDE (-1)
 #define MAX_ACTIVATIONS 256
 
 typedef size_t (*error_new_fn)(const char *message);
@@ -322,7 +322,7 @@ static int current_activation(Capture *c, Activation *a)
 
 enum { WALK_NONE, WALK_CURRENT, WALK_PUSHED };
 
-static void record(Capture *c, long long kind, uint64_t total, int how)
+static void record(Capture *c, long long origin, uint64_t total, int how)
 {
     int64_t wall = mono_ns();
     int64_t cpu_end = -1, wall_end = wall;
@@ -378,7 +378,7 @@ static void record(Capture *c, long long kind, uint64_t total, int how)
     h[H_WALL] = wall_ns > 0 ? wall_ns : 0;
     h[H_PC_START] = end;
     h[H_PC_COUNT] = n;
-    h[H_KIND] = kind;
+    h[H_ORIGIN] = origin;
     h[H_TICKS] = (int64_t)(total - c->consumed);
     h[H_TICK_PC] = (int64_t)(tick_pc & 0x7fffffffffffffffULL);
     h[H_FLAGS] = limited ? FLAG_DEPTH_LIMITED : 0;
@@ -431,7 +431,7 @@ static size_t epoch_callback(void *context, void *data, uint64_t *next_delta, ui
     }
     uint64_t total = ticks_now(c);
     if (total != c->consumed)
-        record(c, KIND_GUEST, total, WALK_CURRENT);
+        record(c, ORIGIN_GUEST, total, WALK_CURRENT);
     if (!c->check_signals)
         return 0;
     size_t error = 0;
@@ -512,9 +512,9 @@ static PyObject *Capture_begin(Capture *c, PyObject *args)
 
 /* Entry to a Python host function: the guest's frames are suspended below it; keep
  * them as an activation, and charge a tick that landed in the call path to it. */
-static PyObject *Capture_host_enter(Capture *c, PyObject *kind)
+static PyObject *Capture_host_enter(Capture *c, PyObject *origin)
 {
-    long long k = PyLong_AsLongLong(kind);
+    long long k = PyLong_AsLongLong(origin);
     if (k == -1 && PyErr_Occurred())
         return NULL;
     if (c->act_count < MAX_ACTIVATIONS) {
@@ -529,9 +529,9 @@ static PyObject *Capture_host_enter(Capture *c, PyObject *kind)
     Py_RETURN_NONE;
 }
 
-static PyObject *Capture_host_exit(Capture *c, PyObject *kind)
+static PyObject *Capture_host_exit(Capture *c, PyObject *origin)
 {
-    long long k = PyLong_AsLongLong(kind);
+    long long k = PyLong_AsLongLong(origin);
     if (k == -1 && PyErr_Occurred())
         return NULL;
     uint64_t total = ticks_now(c);
@@ -553,7 +553,7 @@ static PyObject *Capture_guest_enter(Capture *c, PyObject *unused)
     if (c->guest_depth == 0 && c->enabled) {
         uint64_t total = ticks_now(c);
         if (total != c->consumed)
-            record(c, KIND_OUTSIDE, total, WALK_NONE);
+            record(c, ORIGIN_OUTSIDE, total, WALK_NONE);
         c->set_deadline(c->context, 1);
     }
     c->guest_depth++;
@@ -574,7 +574,7 @@ static PyObject *Capture_finish(Capture *c, PyObject *unused)
     if (c->enabled && pthread_equal(pthread_self(), c->thread)) {
         uint64_t total = ticks_now(c);
         if (total != c->consumed)
-            record(c, KIND_OUTSIDE, total, WALK_NONE);
+            record(c, ORIGIN_OUTSIDE, total, WALK_NONE);
     }
     c->enabled = 0;
     int64_t cpu_now = thread_cpu_ns(), wall_now = mono_ns();

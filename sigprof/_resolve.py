@@ -28,11 +28,11 @@ from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, Sequenc
 import wasmtime
 
 from . import _imports, _wasmtime as wt
-from ._ring import KIND_GUEST, KIND_OUTSIDE, RawSample
+from ._ring import ORIGIN_GUEST, ORIGIN_OUTSIDE, RawSample
 from .frames import (FRAME_GUEST, FRAME_HOST, FRAME_OPAQUE, FRAME_PYTHON, FRAME_TRUNCATED,
                      FRAME_UNKNOWN, SAMPLE_AT_TICK, SAMPLE_TRUNCATED, Frame, HostFunction)
 from .recording import Recording, SampleTable
-from .symbols import (KIND_ENTRY, KIND_WASM, Function, ImageError, LiveImage, discover,
+from .symbols import (ROLE_ENTRY, ROLE_WASM, Function, ImageError, LiveImage, discover,
                       image_from_memory)
 
 
@@ -99,7 +99,7 @@ def tick_function(resolver: "_Resolver", tick_pc: int) -> Optional[GuestFrame]:
         return None
     tick_offset = tick_pc - img.text_start
     f = img.symbols.lookup(tick_offset)
-    if f is None or f.kind != KIND_WASM:
+    if f is None or f.role != ROLE_WASM:
         return None
     return GuestFrame(img, tick_offset + 1, f)
 
@@ -110,7 +110,7 @@ def tick_attribution(guest: List[GuestEntry], tick_frame: GuestFrame) -> Optiona
     Epoch sampling takes the stack at the first check after a tick: the entry
     of the next function called, or the next loop header.  The tick handler
     recorded the interrupted PC, so the function the tick really landed in
-    (F, ``tick_frame``) is known; with the check's kind (the leaf's entry
+    (F, ``tick_frame``) is known; with the check's place (the leaf's entry
     check, or a loop header) the stack at the tick follows:
 
     * F is the leaf, at a loop header: same stack, exact PC;
@@ -251,8 +251,8 @@ def resolve_recording(raw: Iterable[RawSample], *, modules: Sequence[ModuleRef],
                 found = by_pc[pc] = ((img, pc - img.text_start, img.symbols.lookup(pc - img.text_start - 1))
                                      if img is not None else (None, 0, None))
             img, offset, func = found
-            if func is None or func.kind != KIND_WASM:
-                if func is not None and func.kind == KIND_ENTRY:
+            if func is None or func.role != ROLE_WASM:
+                if func is not None and func.role == ROLE_ENTRY:
                     complete = True          # reached the host->guest boundary
                 continue
             complete = not depth_limited[raw_id]   # guest frames below: root not yet proven
@@ -277,8 +277,8 @@ def resolve_recording(raw: Iterable[RawSample], *, modules: Sequence[ModuleRef],
     tick_frames: Dict[int, Optional[GuestEntry]] = {}
     kept_under: Dict[Tuple[int, int, int], Optional[int]] = {}
     for s, raw_id in zip(samples, sample_raw):
-        tick_pc = s.tick_pc if use_tick_pc and s.kind == KIND_GUEST else 0
-        key = (raw_id, s.kind, tick_pc)
+        tick_pc = s.tick_pc if use_tick_pc and s.origin == ORIGIN_GUEST else 0
+        key = (raw_id, s.origin, tick_pc)
         found = final.get(key)
         if found is None:
             r = resolved[raw_id]
@@ -297,14 +297,14 @@ def resolve_recording(raw: Iterable[RawSample], *, modules: Sequence[ModuleRef],
                         node = tree.child(r.prefix[kept - 1] if kept else r.base,
                                           frame_key(tick_frame))
                         flags |= SAMPLE_AT_TICK
-            if s.kind > KIND_GUEST:
-                callable_index = s.kind - 1
+            if s.origin > ORIGIN_GUEST:
+                callable_index = s.origin - 1
                 h = host_index.get(callable_index)
                 if h is None:
                     h = host_index[callable_index] = len(hosts)
                     hosts.append(host_function_info(host_callables[callable_index], host_details))
                 node = tree.child(node, Frame(FRAME_HOST, h))
-            elif s.kind == KIND_OUTSIDE:
+            elif s.origin == ORIGIN_OUTSIDE:
                 node = tree.child(node, Frame(FRAME_PYTHON))
             elif node < 0:
                 node = tree.child(node, Frame(FRAME_UNKNOWN))

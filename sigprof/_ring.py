@@ -34,7 +34,7 @@ H_CPU = 1         # thread CPU ns in this sample's interval (profiler time exclu
 H_WALL = 2        # wall ns in this sample's interval (profiler time excluded)
 H_PC_START = 3    # absolute position of the first PC in the stream
 H_PC_COUNT = 4    # number of PCs backtrace() wrote
-H_KIND = 5        # 0 = in guest (epoch check); >0 = host function id + 1; <0 = special
+H_ORIGIN = 5        # where the sample was taken: ORIGIN_* below, or host function id + 1
 H_TICKS = 6       # timer ticks this sample accounts for
 H_TICK_PC = 7     # where the latest tick interrupted the process (0 = unknown)
 H_FLAGS = 8       # FLAG_DEPTH_LIMITED
@@ -43,8 +43,8 @@ HEADER_FIELDS = 10
 
 FLAG_DEPTH_LIMITED = 1  # the walk stopped at max_depth (or at a frame chain it did not trust)
 
-KIND_GUEST = 0         # the guest reached an epoch check; >0: host function id + 1
-KIND_OUTSIDE = -1      # the thread was running Python outside any guest call
+ORIGIN_GUEST = 0         # the guest reached an epoch check; >0: host function id + 1
+ORIGIN_OUTSIDE = -1      # the thread was running Python outside any guest call
 
 FULL_KEEP_NEWEST = "newest"
 FULL_STOP = "stop"
@@ -55,12 +55,7 @@ class Ring:
 
     def __init__(self, capacity: int, max_depth: int, pcs_per_sample: int = 96,
                  when_full: str = FULL_KEEP_NEWEST):
-        if capacity < 1:
-            raise ValueError("capacity must be at least 1 sample")
-        if max_depth < 8:
-            raise ValueError("max_depth must be at least 8 frames")
-        if when_full not in (FULL_KEEP_NEWEST, FULL_STOP):
-            raise ValueError(f"when_full must be {FULL_KEEP_NEWEST!r} or {FULL_STOP!r}, not {when_full!r}")
+        # The values were checked where the user gave them (Profiler).
         self.capacity = capacity
         self.max_depth = max_depth
         self.when_full = when_full
@@ -100,13 +95,13 @@ class Ring:
             pos = start % cap
             pcs = pc_words[pos:pos + count]
             yield RawSample(time_ns=rec[H_TIME], cpu_ns=rec[H_CPU], wall_ns=rec[H_WALL],
-                            kind=rec[H_KIND], ticks=rec[H_TICKS], pcs=pcs,
+                            origin=rec[H_ORIGIN], ticks=rec[H_TICKS], pcs=pcs,
                             stack_hash=rec[H_HASH] or hash(pcs.tobytes()),
                             depth_limited=bool(rec[H_FLAGS] & FLAG_DEPTH_LIMITED),
                             tick_pc=rec[H_TICK_PC] & 0xFFFFFFFFFFFFFFFF)
 
-    def lost(self) -> int:
-        """Samples written but no longer readable, plus samples refused."""
+    def dropped(self) -> int:
+        """Samples lost: written but no longer readable, plus refused (stop mode)."""
         hdr = self.header
         readable = sum(1 for n in self.retained()
                        if self.intact(hdr[(n % self.capacity) * HEADER_FIELDS + H_PC_START]))
@@ -121,7 +116,7 @@ class RawSample(NamedTuple):
     time_ns: int
     cpu_ns: int
     wall_ns: int
-    kind: int
+    origin: int                # ORIGIN_GUEST, ORIGIN_OUTSIDE, or host function id + 1
     ticks: int
     pcs: memoryview            # u64 return addresses, innermost first (a view of the ring)
     stack_hash: int            # 64-bit hash of the PCs: with the depth, identifies the stack

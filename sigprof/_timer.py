@@ -75,12 +75,12 @@ def kernel_tick() -> float:
     return res if 0 < res <= 0.1 else 0.0
 
 
-def effective_interval(clock: str, interval: float) -> float:
+def effective_interval(clock: str, interval_s: float) -> float:
     """The interval actually armed: CPU clocks round up to whole kernel ticks."""
     tick = kernel_tick() if clock in ("cpu", "prof") else 0.0
     if tick <= 0:
-        return interval
-    ticks = max(1, -(-round(interval * 1e9) // round(tick * 1e9)))
+        return interval_s
+    ticks = max(1, -(-round(interval_s * 1e9) // round(tick * 1e9)))
     return ticks * tick
 
 
@@ -95,7 +95,7 @@ class TickSource:
     clock = "manual"
     relay = "manual"
     signum: Optional[int] = None
-    interval: float = 0.0
+    interval_s: float = 0.0     # the interval armed (0: not a timer)
 
     def __init__(self) -> None:
         self.tick_word: Optional[ctypes.c_uint64] = ctypes.c_uint64(0)
@@ -283,16 +283,12 @@ _active: Optional["ITimerTicks"] = None
 class ITimerTicks(TickSource):
     """setitimer + a relay (native handler or wakeup fd); see the module docstring."""
 
-    def __init__(self, clock: str, interval: float, relay: str = "auto"):
+    def __init__(self, clock: str, interval_s: float, relay: str = "auto"):
         super().__init__()
-        if clock not in CLOCKS:
-            raise ValueError(f"clock must be one of {', '.join(CLOCKS)}, not {clock!r}")
-        if not interval > 0:
-            raise ValueError(f"interval must be a positive number of seconds, not {interval!r}")
         if relay not in RELAYS:
             raise ValueError(f"relay must be one of {', '.join(RELAYS)}, not {relay!r}")
         self.clock = clock
-        self.interval = effective_interval(clock, float(interval))
+        self.interval_s = effective_interval(clock, float(interval_s))
         self.which, self.signum, _ = CLOCKS[clock]
         self._requested_relay = relay
         self._relay: "Optional[NativeRelay | WakeupRelay]" = None
@@ -330,7 +326,7 @@ class ITimerTicks(TickSource):
                 self._relay = WakeupRelay(self.signum, self.tick_word)
             self._relay.install(engines)
             self.relay = relay
-            signal.setitimer(self.which, self.interval, self.interval)
+            signal.setitimer(self.which, self.interval_s, self.interval_s)
             self._armed = True
         except BaseException:
             self._uninstall()

@@ -311,5 +311,20 @@ def uninstall_entry_hook(enter_wasm: Callable[[Any], Any]) -> None:
             module.enter_wasm = ORIGINAL_ENTER_WASM  # type: ignore[attr-defined]
 
 
+def install_define_func_hook(remember: Callable[[Callable[..., Any], str, str], None]) -> None:
+    """Make ``Linker.define_func`` tell ``remember(func, module, name)`` (once per process)."""
+    original = wasmtime.Linker.define_func
+    if getattr(original, "__wrapped__", None) is not None:
+        return
+
+    def define_func(self: wasmtime.Linker, module: str, name: str, ty: wasmtime.FuncType,
+                    func: Callable[..., Any], access_caller: bool = False) -> None:
+        remember(func, module, name)
+        return original(self, module, name, ty, func, access_caller)
+    define_func.__doc__ = original.__doc__
+    define_func.__wrapped__ = original  # type: ignore[attr-defined]
+    wasmtime.Linker.define_func = define_func  # type: ignore[method-assign]
+
+
 def entry_hook_installed() -> bool:
     return any(m.enter_wasm is not ORIGINAL_ENTER_WASM for m in _ENTER_WASM_USERS)  # type: ignore[attr-defined]

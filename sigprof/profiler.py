@@ -47,7 +47,7 @@ from typing import Any, Iterable, List, Optional, Sequence, Tuple, Union
 import wasmtime
 
 from . import __version__
-from . import _capture, _resolve, _wasmtime as wt
+from . import _capture, _imports, _resolve, _wasmtime as wt
 from ._ring import FULL_KEEP_NEWEST, FULL_STOP, Ring
 from ._timer import CLOCKS, ITimerTicks, TickSource
 from .recording import Recording
@@ -76,6 +76,7 @@ def engine(config: Optional[wasmtime.Config] = None) -> wasmtime.Engine:
     elif not isinstance(config, wasmtime.Config):
         raise TypeError(f"config must be a wasmtime.Config, not {type(config).__name__}")
     config.epoch_interruption = True
+    _imports.install()                  # host functions defined from now on keep import names
     made = wasmtime.Engine(config)
     _epoch_engines.add(made)
     return made
@@ -129,9 +130,12 @@ class Profiler:
         for label, value in (("capacity", capacity), ("max_depth", max_depth)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{label} must be a positive integer, not {value!r}")
+        if when_full not in (FULL_KEEP_NEWEST, FULL_STOP):
+            raise ValueError(f"when_full must be {FULL_KEEP_NEWEST!r} or {FULL_STOP!r}, "
+                             f"not {when_full!r}")
         self.store = store
         self.modules = _normalise_modules(modules)
-        self.interval = float(interval)
+        self.interval_s = float(interval)
         self.clock = clock if ticks is None else ticks.clock
         self.capacity = capacity
         self.max_depth = max_depth
@@ -145,9 +149,6 @@ class Profiler:
         self._start_unix_ns = 0
         self._undo: List[Any] = []
         self.recording: Optional[Recording] = None
-        if when_full not in (FULL_KEEP_NEWEST, FULL_STOP):
-            raise ValueError(f"when_full must be {FULL_KEEP_NEWEST!r} or {FULL_STOP!r}, "
-                             f"not {when_full!r}")
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -157,7 +158,8 @@ class Profiler:
         if self.store in _profiled_stores:
             raise RuntimeError("this store is already being profiled; stop that profile first")
         _check_engine(self.store)
-        ticks = self._ticks if self._ticks is not None else ITimerTicks(self.clock, self.interval)
+        _imports.install()
+        ticks = self._ticks if self._ticks is not None else ITimerTicks(self.clock, self.interval_s)
         self._ticks = ticks
         self._module_refs = _resolve.module_refs(self.modules or [])
         ring = Ring(self.capacity, self.max_depth, when_full=self.when_full)
@@ -232,8 +234,8 @@ class Profiler:
             "format": "sigprof",
             "name": self.name or (self.modules[0][0] if self.modules and self.modules[0][0] else ""),
             "clock": ticks.clock,
-            "interval_s": ticks.interval if ticks.interval else self.interval,
-            "requested_interval_s": self.interval,
+            "interval_s": ticks.interval_s if ticks.interval_s else self.interval_s,
+            "requested_interval_s": self.interval_s,
             "capture": "native" if capture.native else "python",
             "capacity": ring.capacity,
             "max_depth": ring.max_depth,
@@ -249,7 +251,7 @@ class Profiler:
             "relay": ticks.relay,
             "use_tick_pc": self.use_tick_pc,
             "samples_taken": ring.count,
-            "dropped": ring.lost(),
+            "dropped": ring.dropped(),
             "callback_errors": capture.errors,
             "foreign_thread_epochs": capture.foreign_thread_epochs,
             "versions": {"sigprof": __version__, "wasmtime": wt.WASMTIME_VERSION,

@@ -38,11 +38,11 @@ from array import array
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
-KIND_WASM = "wasm"            # a guest function
-KIND_ENTRY = "entry"          # host -> guest trampoline
-KIND_EXIT = "exit"            # guest -> host trampoline
-KIND_BUILTIN = "builtin"      # a wasmtime runtime helper
-KIND_OTHER = "other"
+ROLE_WASM = "wasm"            # a guest function (the roles of a function in an image)
+ROLE_ENTRY = "entry"          # host -> guest trampoline
+ROLE_EXIT = "exit"            # guest -> host trampoline
+ROLE_BUILTIN = "builtin"      # a wasmtime runtime helper
+ROLE_OTHER = "other"
 
 _FUNCTION_RE = re.compile(r"^wasm\[(\d+)\]::function\[(\d+)\](?:::(.*))?$", re.S)
 _EPOCH_BUILTIN = b"wasmtime_builtin_new_epoch"
@@ -60,7 +60,7 @@ class Function:
     size: int
     name: str           # display name
     index: int          # wasm function index; -1 for non-guest code
-    kind: str
+    role: str           # ROLE_WASM (a guest function), ROLE_ENTRY, ROLE_EXIT, ...
     # Return-address offsets (from ``start``) of the function's epoch checks:
     # the entry check first, then one per loop header.  Empty if unknown.
     checks: Tuple[int, ...] = ()
@@ -97,14 +97,14 @@ def _display_name(symbol: str) -> Tuple[str, int, str]:
     if m:
         index = int(m.group(2))
         name = m.group(3) or f"wasm-function[{index}]"
-        return name, index, KIND_WASM
+        return name, index, ROLE_WASM
     if "array_to_wasm_trampoline" in symbol:
-        return symbol, -1, KIND_ENTRY
+        return symbol, -1, ROLE_ENTRY
     if "wasm_to_array_trampoline" in symbol:
-        return symbol, -1, KIND_EXIT
+        return symbol, -1, ROLE_EXIT
     if symbol.startswith("wasmtime_builtin"):
-        return symbol, -1, KIND_BUILTIN
-    return symbol, -1, KIND_OTHER
+        return symbol, -1, ROLE_BUILTIN
+    return symbol, -1, ROLE_OTHER
 
 
 # --- reading the ELF image ------------------------------------------------------
@@ -189,12 +189,12 @@ class SymbolTable:
         start, size, at = self._starts[i], self._sizes[i], self._name_offsets[i]
         end = self._strtab.find(b"\0", at)
         symbol = self._strtab[at:end if end >= 0 else len(self._strtab)].decode("utf-8", "replace")
-        display, index, kind = _display_name(symbol)
+        display, index, role = _display_name(symbol)
         checks: Tuple[int, ...] = ()
-        if kind == KIND_WASM and self._epoch_builtin is not None:
+        if role == ROLE_WASM and self._epoch_builtin is not None:
             checks = epoch_checks(self._read_code(start, size), 0, size,
                                   self._epoch_builtin - start)
-        return Function(start, size, display, index, kind, checks)
+        return Function(start, size, display, index, role, checks)
 
     def referenced(self) -> ModuleSymbols:
         """What a recording keeps: the functions looked up so far, and the module's identity."""

@@ -29,6 +29,7 @@ from firefox_check import check_profile
 HERE = Path(__file__).parent
 GUESTS = HERE / "guests"
 ROOT = HERE.parent
+EXAMPLES = ROOT / "examples"
 IN_CI = bool(os.environ.get("SIGPROF_CI"))
 sys.path.insert(0, str(ROOT / "benchmarks"))      # the GuestProfiler yardstick
 WATCHED_SIGNALS = (signal.SIGVTALRM, signal.SIGPROF, signal.SIGALRM, signal.SIGINT)
@@ -146,7 +147,10 @@ class Guest:
     def __init__(self, engine, name: str):
         self.engine = engine
         self.name = name
-        self.module = wasmtime.Module.from_file(engine, str(GUESTS / f"{name}.wat"))
+        path = GUESTS / f"{name}.wat"
+        if not path.exists():
+            path = EXAMPLES / f"{name}.wat"     # the bundled examples are guests too
+        self.module = wasmtime.Module.from_file(engine, str(path))
 
     def instance(self, store=None, linker=None):
         store = store or wasmtime.Store(self.engine)

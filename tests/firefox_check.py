@@ -1,7 +1,7 @@
 """A structural checker for Firefox processed profiles of version 70.
 
 Checks what the Firefox Profiler's loader does not reject but its UI breaks
-on (DESIGN.md, "Known loader pitfalls"): every column present and as long as
+on: every column present and as long as
 the table, every index in range, the stack table a prefix tree, the meta
 fields the loader reads, valid categories.  The shapes follow the profiler's
 ``src/types/profile.ts`` and the version upgraders up to 70.

@@ -15,7 +15,7 @@ import wasmtime
 import sigprof
 from sigprof import _native
 
-from conftest import GUESTS, ROOT, build_c_guest, busy_python, link_host, run_python
+from conftest import EXAMPLES, GUESTS, ROOT, build_c_guest, busy_python, link_host, run_python
 
 I32 = wasmtime.ValType.i32()
 
@@ -342,7 +342,7 @@ def test_default_profiles_hold_no_host_addresses_env_or_paths(engine, tmp_path, 
     monkeypatch.setenv("SIGPROF_TEST_SECRET", secret_env)
     private = tmp_path / "private-dir"
     private.mkdir()
-    wat = (GUESTS / "demo.wat").read_text()
+    wat = (EXAMPLES / "demo.wat").read_text()
     (private / "app.wat").write_text(wat)
     module = wasmtime.Module.from_file(engine, str(private / "app.wat"))
     other = wasmtime.Module.from_file(engine, str(GUESTS / "twin_a.wat"))

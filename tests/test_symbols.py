@@ -9,7 +9,7 @@ from sigprof.frames import FRAME_GUEST, Frame
 from sigprof.recording import Recording, SampleTable
 from sigprof.symbols import Function, ModuleSymbols
 
-from conftest import GUESTS
+from conftest import EXAMPLES, GUESTS
 
 
 def _parsed(engine, wat_or_path, name=None):
@@ -24,12 +24,12 @@ def _all(table):
 
 
 def test_function_names_indices_and_kinds(engine):
-    parsed, _ = _parsed(engine, str(GUESTS / "demo.wat"))
-    wasm = {f.name: f for f in _all(parsed.symbols) if f.kind == symbols.KIND_WASM}
+    parsed, _ = _parsed(engine, str(EXAMPLES / "demo.wat"))
+    wasm = {f.name: f for f in _all(parsed.symbols) if f.role == symbols.ROLE_WASM}
     assert {"fib", "hot_loop", "cold_loop", "run"} <= set(wasm)
     assert wasm["fib"].index == 0 and wasm["run"].index == 3
-    kinds = {f.kind for f in _all(parsed.symbols)}
-    assert {symbols.KIND_WASM, symbols.KIND_ENTRY, symbols.KIND_EXIT} <= kinds
+    kinds = {f.role for f in _all(parsed.symbols)}
+    assert {symbols.ROLE_WASM, symbols.ROLE_ENTRY, symbols.ROLE_EXIT} <= kinds
     # hot_loop has a loop: an entry check and a loop-header check; fib has none but entry.
     assert len(wasm["hot_loop"].checks) == 2 and wasm["fib"].loop_free
 
@@ -48,7 +48,7 @@ def test_module_names_from_the_name_section_else_a_stable_placeholder(engine):
 
 def test_unnamed_functions_get_wasmtime_style_names(engine):
     parsed, _ = _parsed(engine, '(module (func (export "f") (result i32) i32.const 1))')
-    assert [f.name for f in _all(parsed.symbols) if f.kind == "wasm"] == ["wasm-function[0]"]
+    assert [f.name for f in _all(parsed.symbols) if f.role == "wasm"] == ["wasm-function[0]"]
 
 
 def test_a_return_address_at_the_next_functions_start_belongs_to_the_caller():

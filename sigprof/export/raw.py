@@ -65,7 +65,7 @@ def dumps(rec: Recording) -> bytes:
 
     section(b"META", js(dict(rec.meta)))
     section(b"MODS", js([{"name": m.name, "digest": m.digest, "text_size": m.text_size,
-                          "functions": [[f.start, f.size, f.index, f.kind, f.name, list(f.checks)]
+                          "functions": [[f.start, f.size, f.index, f.role, f.name, list(f.checks)]
                                         for f in m.functions]} for m in rec.modules]))
     section(b"HOST", js([h.__dict__ for h in rec.host_functions]))
     flat = array("i")
