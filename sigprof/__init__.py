@@ -11,14 +11,15 @@
 
 __version__ = "0.1.0"
 
+import os  # noqa: E402
+
 from .profiler import FAR_DEADLINE, Profiler, engine, profile
 from .rawfile import RecordingFormatError
 from .recording import Recording
 
 
-def load(path) -> Recording:
+def load(path: "str | os.PathLike[str]") -> Recording:
     """Read a raw ``.sigprof`` recording (no wasm module needed)."""
-    import os
     from . import rawfile
     return rawfile.load(os.fspath(path))
 

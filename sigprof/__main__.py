@@ -17,12 +17,13 @@ import gzip
 import json
 import os
 import sys
-from typing import List, Optional, Sequence
+from typing import List, NoReturn, Optional, Sequence, Tuple
 
 from . import __version__, runner
 from .export import FORMATS, UnknownFormat, exporter, exporter_for_path, write
 from .export.raw import MAGIC
 from .rawfile import RecordingFormatError
+from .recording import Recording
 
 EXIT_BAD_INPUT = 2
 
@@ -32,7 +33,7 @@ class CliError(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:      # one line, not argparse's usage dump
+    def error(self, message: str) -> NoReturn:  # one line, not argparse's usage dump
         raise CliError(f"{message} (see `sigprof {self.prog.split()[-1]} --help`)"
                        if " " in self.prog else f"{message} (see `sigprof --help`)")
 
@@ -86,7 +87,8 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _pairs(values: Sequence[str], sep: str, option: str, example: str) -> List[tuple]:
+def _pairs(values: Sequence[str], sep: str, option: str,
+           example: str) -> List[Tuple[str, str]]:
     out = []
     for value in values:
         if sep not in value:
@@ -142,7 +144,7 @@ def cmd_record(a: argparse.Namespace) -> int:
     return result.exit_code
 
 
-def _rescue(rec) -> str:
+def _rescue(rec: Recording) -> str:
     import tempfile
     for directory in (os.getcwd(), tempfile.gettempdir()):
         path = os.path.join(directory, f"sigprof-rescue-{os.getpid()}.sigprof")
@@ -154,7 +156,8 @@ def _rescue(rec) -> str:
     return "(nowhere: no writable directory)"
 
 
-def _summary(rec, written, top: int, result: runner.RunResult) -> None:
+def _summary(rec: Recording, written: List[Tuple[str, str]], top: int,
+             result: runner.RunResult) -> None:
     from .analysis import summarise_recording
     err = sys.stderr
     if result.outcome == "trap":

@@ -49,7 +49,8 @@ import os
 import signal
 import threading
 from time import perf_counter_ns, thread_time_ns
-from typing import Callable, Dict, List, Optional, Tuple, Union
+from types import FrameType
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import wasmtime
 
@@ -59,6 +60,8 @@ from ._ring import (FLAG_DEPTH_LIMITED, FULL_STOP, H_CPU, H_FLAGS, H_HASH, H_ORI
                     ORIGIN_OUTSIDE, Ring)
 
 get_ident = threading.get_ident
+HostFunc = Callable[..., Any]
+SignalHandler = Callable[[int, Optional[FrameType]], Any]
 
 
 class _CaptureBase:
@@ -72,19 +75,19 @@ class _CaptureBase:
         self.thread_id = get_ident()
         self.native_tid = threading.get_native_id()
         self.context = wt.context_address(store)
-        self.host_functions: List[Callable] = []      # host id -> the Python callable
-        self.host_wrappers: Dict[int, Callable] = {}  # slab handle -> sampling wrapper
+        self.host_functions: List[HostFunc] = []      # host id -> the Python callable
+        self.host_wrappers: Dict[int, HostFunc] = {}  # slab handle -> sampling wrapper
         self.errors = 0
         self._handle = 0
 
-    def wrap_host(self, func: Callable, host_id: int) -> Callable:
+    def wrap_host(self, func: HostFunc, host_id: int) -> HostFunc:
         call = self.host_call
 
-        def sigprof_host_call(*args):
+        def sigprof_host_call(*args: Any) -> Any:
             return call(func, host_id, args)
         return sigprof_host_call
 
-    def host_call(self, func: Callable, host_id: int, args: tuple):
+    def host_call(self, func: HostFunc, host_id: int, args: Tuple[Any, ...]) -> Any:
         raise NotImplementedError
 
     def detach(self) -> None:
@@ -129,23 +132,23 @@ class NativeCapture(_CaptureBase):
 
     @property
     def samples_taken(self) -> int:
-        return self._c.count
+        return int(self._c.count)
 
     @property
     def refused(self) -> int:
-        return self._c.refused
+        return int(self._c.refused)
 
     @property
     def overhead_cpu_ns(self) -> int:
-        return self._c.overhead_ns
+        return int(self._c.overhead_ns)
 
     overhead_wall_ns = overhead_cpu_ns
 
     @property
     def foreign_thread_epochs(self) -> int:
-        return self._c.foreign_thread_epochs
+        return int(self._c.foreign_thread_epochs)
 
-    def host_call(self, func: Callable, host_id: int, args: tuple):
+    def host_call(self, func: HostFunc, host_id: int, args: Tuple[Any, ...]) -> Any:
         c = self._c
         if not c.enabled or self.thread_id != get_ident():
             return func(*args)
@@ -158,10 +161,10 @@ class NativeCapture(_CaptureBase):
 
     def finish(self) -> Tuple[int, int, int, int]:
         """At stop: sample a pending tick, disable; see ``PythonCapture.finish``."""
-        result = self._c.finish()
+        cpu_left, wall_left, thread_cpu, duration = self._c.finish()
         ring = self.ring
         ring.count, ring.pc_end, ring.refused = self._c.count, self._c.pc_end, self._c.refused
-        return result
+        return int(cpu_left), int(wall_left), int(thread_cpu), int(duration)
 
 
 class PythonCapture(_CaptureBase):
@@ -169,7 +172,7 @@ class PythonCapture(_CaptureBase):
 
     def __init__(self, store: wasmtime.Store, ring: Ring):
         super().__init__(store, ring)
-        self.tick_word: Optional[ctypes.c_uint64] = None   # the tick source's counter
+        self.tick_word = ctypes.c_uint64(0)   # the tick source's counter, set by begin()
         self.enabled = False
         self.consumed = 0
         self.guest_depth = 0
@@ -221,7 +224,7 @@ class PythonCapture(_CaptureBase):
         if total != self.consumed:
             self._record(ORIGIN_GUEST, total, True)
 
-    def host_call(self, func: Callable, host_id: int, args: tuple):
+    def host_call(self, func: HostFunc, host_id: int, args: Tuple[Any, ...]) -> Any:
         """Call a Python host function, sampling around it as described above."""
         if not self.enabled or self.thread_id != get_ident():
             return func(*args)
@@ -328,10 +331,10 @@ def new_capture(store: wasmtime.Store, ring: Ring) -> Capture:
 
 # --- the epoch-deadline trampoline -------------------------------------------
 
-_TARGETS = wt._TARGETS
-_deferred: List[Tuple[int, Callable]] = []
+_TARGETS = wt.TARGETS
+_deferred: List[Tuple[int, SignalHandler]] = []
 _set_last_exception = wt.set_last_exception
-_error_new = wt._error_new
+_error_new = wt.error_new
 
 
 def _run_deferred() -> None:
@@ -340,11 +343,11 @@ def _run_deferred() -> None:
         handler(signum, None)
 
 
-def _trampoline(ctx, data, next_delta, kind):
+def _trampoline(ctx: object, data: Optional[int], next_delta: Any, kind: Any) -> int:
     try:
         next_delta[0] = 1                  # always re-arm: delta 0 re-enters at every check
         kind[0] = 0
-        capture = _TARGETS.get(data)
+        capture = _TARGETS.get(data or 0)
         if capture is not None and capture.enabled:
             try:
                 capture.on_epoch()
@@ -374,7 +377,7 @@ class SignalGuard:
 
     def __init__(self, skip: Tuple[int, ...] = ()):
         self._skip = set(skip)
-        self._wrapped: Dict[int, Tuple[Callable, Callable]] = {}
+        self._wrapped: Dict[int, Tuple[SignalHandler, SignalHandler]] = {}
 
     def install(self) -> None:
         if threading.current_thread() is not threading.main_thread():
@@ -386,7 +389,7 @@ class SignalGuard:
                 handler = signal.getsignal(signum)
             except (OSError, ValueError):
                 continue
-            if callable(handler) and handler not in (signal.SIG_DFL, signal.SIG_IGN):
+            if callable(handler):
                 wrapper = _deferring(handler)
                 try:
                     signal.signal(signum, wrapper)
@@ -404,8 +407,8 @@ class SignalGuard:
         self._wrapped.clear()
 
 
-def _deferring(handler: Callable) -> Callable:
-    def sigprof_deferring_handler(signum, frame):
+def _deferring(handler: SignalHandler) -> SignalHandler:
+    def sigprof_deferring_handler(signum: int, frame: Optional[FrameType]) -> Any:
         if frame is not None and frame.f_code in _PROTECTED_CODE:
             _deferred.append((signum, handler))
             return None
@@ -423,7 +426,7 @@ def run_deferred_now() -> None:
 # --- hooks into wasmtime-py: host calls and guest entries ----------------------
 
 _active: Optional[Capture] = None
-_original_get: Optional[Callable] = None
+_original_get: Callable[[int], Any] = lambda idx: None
 
 
 class _GuestCall:
@@ -431,19 +434,19 @@ class _GuestCall:
 
     __slots__ = ("_inner", "_capture")
 
-    def __init__(self, store):
+    def __init__(self, store: wasmtime.Store):
         self._inner = wt.ORIGINAL_ENTER_WASM(store)
         capture = _active
         if capture is not None and (store is not capture.store or capture.thread_id != get_ident()):
             capture = None
         self._capture = capture
 
-    def __enter__(self):
+    def __enter__(self) -> Any:
         if self._capture is not None:
             self._capture.guest_enter()
         return self._inner.__enter__()
 
-    def __exit__(self, *exc_info):
+    def __exit__(self, *exc_info: Any) -> Any:
         try:
             return self._inner.__exit__(*exc_info)
         finally:
@@ -451,7 +454,7 @@ class _GuestCall:
                 self._capture.guest_exit()
 
 
-def _host_get(idx):
+def _host_get(idx: int) -> Any:
     """``FUNCTIONS.get`` while profiling: hand wasmtime-py a sampling wrapper."""
     entry = _original_get(idx)
     capture = _active
@@ -480,7 +483,6 @@ def uninstall_hooks() -> None:
     wt.uninstall_host_hook(_host_get)
     wt.uninstall_entry_hook(_GuestCall)
     _active = None
-    _original_get = None
 
 
 def hooks_installed() -> bool:

@@ -25,14 +25,16 @@ import ctypes
 import os
 import platform
 import sys
-from typing import Optional
+from types import ModuleType
+from typing import Dict, Optional
 
 import wasmtime
 
 from . import _wasmtime as wt
 
+_csigprof: Optional[ModuleType]
 try:
-    from . import _csigprof  # type: ignore[attr-defined]
+    from . import _csigprof
     _IMPORT_ERROR = ""
 except ImportError as exc:  # pragma: no cover - the build always has it in CI
     _csigprof = None
@@ -61,7 +63,7 @@ def available() -> bool:
     return unavailable_reason() == ""
 
 
-def extension():  # -> the _csigprof module
+def extension() -> ModuleType:
     """The extension module; only call when ``available()``."""
     assert _csigprof is not None
     return _csigprof
@@ -93,7 +95,7 @@ def _probe_store_layout() -> str:
         return str(exc)
     module = wasmtime.Module(engine, _PROBE_WAT)
     image_start, image_end = wt.module_image_range(module)
-    seen = {}
+    seen: Dict[str, object] = {}
 
     def look() -> None:
         words = (ctypes.c_uint64 * 9).from_address(vm)
@@ -109,7 +111,9 @@ def _probe_store_layout() -> str:
 
     linker = wasmtime.Linker(engine)
     linker.define_func("probe", "look", wasmtime.FuncType([], []), look)
-    linker.instantiate(store, module).exports(store)["run"](store)
+    run = linker.instantiate(store, module).exports(store)["run"]
+    assert isinstance(run, wasmtime.Func)
+    run(store)
     if seen.get("pc_in_module") and seen.get("wasm_frames") == 2:
         return ""
     return ("wasmtime's store layout is not the one sigprof's native capture knows "

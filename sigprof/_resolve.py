@@ -23,7 +23,7 @@ from __future__ import annotations
 import bisect
 import os
 from array import array
-from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 import wasmtime
 
@@ -32,8 +32,8 @@ from ._ring import ORIGIN_GUEST, ORIGIN_OUTSIDE, RawSample
 from .frames import (FRAME_GUEST, FRAME_HOST, FRAME_OPAQUE, FRAME_PYTHON, FRAME_TRUNCATED,
                      FRAME_UNKNOWN, SAMPLE_AT_TICK, SAMPLE_TRUNCATED, Frame, HostFunction)
 from .recording import Recording, SampleTable
-from .symbols import (ROLE_ENTRY, ROLE_WASM, Function, ImageError, LiveImage, discover,
-                      image_from_memory)
+from .symbols import (ROLE_ENTRY, ROLE_WASM, Function, ImageError, LiveImage, ModuleSymbols,
+                      SymbolTable, discover, image_from_memory)
 
 
 class ModuleRef(NamedTuple):
@@ -49,7 +49,7 @@ def module_refs(modules: Sequence[Tuple[Optional[str], wasmtime.Module]]) -> Lis
     return [ModuleRef(name, *wt.module_image_range(module)) for name, module in modules]
 
 
-def host_function_info(func: Callable, host_details: bool) -> HostFunction:
+def host_function_info(func: Callable[..., Any], host_details: bool) -> HostFunction:
     target = getattr(func, "__func__", func)
     code = getattr(target, "__code__", None)
     name = str(getattr(func, "__qualname__", None) or getattr(func, "__name__", None)
@@ -173,6 +173,11 @@ class _Stacks:
         return found
 
 
+def _referenced(image: LiveImage) -> ModuleSymbols:
+    table = image.symbols
+    return table.referenced() if isinstance(table, SymbolTable) else table
+
+
 class _RawStack(NamedTuple):
     """One distinct raw stack, resolved once."""
 
@@ -184,14 +189,14 @@ class _RawStack(NamedTuple):
 
 def resolve_recording(raw: Iterable[RawSample], *, modules: Sequence[ModuleRef],
                       discover_allowed: bool, host_callables: Sequence[Callable[..., object]],
-                      meta: Dict[str, object], host_details: bool = False,
+                      meta: Dict[str, Any], host_details: bool = False,
                       use_tick_pc: bool = True) -> Recording:
     """Resolve raw samples against the live module images into a ``Recording``."""
     warnings = list(meta.get("warnings", []))
     samples = list(raw)
     # Distinct raw stacks, identified by the capture's 64-bit hash and the depth
     # (so a 3000-deep stack is not copied or compared per sample).
-    raw_pcs: List[array] = []
+    raw_pcs: List[array[int]] = []
     depth_limited: List[bool] = []
     raw_index: Dict[Tuple[int, int, bool], int] = {}
     sample_raw = array("i")
@@ -221,10 +226,10 @@ def resolve_recording(raw: Iterable[RawSample], *, modules: Sequence[ModuleRef],
     resolver = _Resolver(images)
 
     module_index: Dict[int, int] = {}           # id(image) -> index in the recording
-    module_table: List = []
-    for img in explicit:                        # allowed modules always appear, in given order
-        module_index[id(img)] = len(module_table)
-        module_table.append(img)
+    module_table: List[LiveImage] = []
+    for known in explicit:                      # allowed modules always appear, in given order
+        module_index[id(known)] = len(module_table)
+        module_table.append(known)
 
     def module_of(img: LiveImage) -> int:
         m = module_index.get(id(img))
@@ -245,13 +250,14 @@ def resolve_recording(raw: Iterable[RawSample], *, modules: Sequence[ModuleRef],
         guest: List[GuestEntry] = []
         complete = not depth_limited[raw_id]
         for pc in pcs:
-            found = by_pc.get(pc)
-            if found is None:
-                img = resolver.find(pc)
-                found = by_pc[pc] = ((img, pc - img.text_start, img.symbols.lookup(pc - img.text_start - 1))
-                                     if img is not None else (None, 0, None))
-            img, offset, func = found
-            if func is None or func.role != ROLE_WASM:
+            where = by_pc.get(pc)
+            if where is None:
+                image = resolver.find(pc)
+                where = by_pc[pc] = ((image, pc - image.text_start,
+                                      image.symbols.lookup(pc - image.text_start - 1))
+                                     if image is not None else (None, 0, None))
+            img, offset, func = where
+            if img is None or func is None or func.role != ROLE_WASM:
                 if func is not None and func.role == ROLE_ENTRY:
                     complete = True          # reached the host->guest boundary
                 continue
@@ -274,13 +280,13 @@ def resolve_recording(raw: Iterable[RawSample], *, modules: Sequence[ModuleRef],
     host_index: Dict[int, int] = {}
     table = SampleTable.empty()
     final: Dict[Tuple[int, int, int], Tuple[int, int]] = {}       # -> (stack, flags)
-    tick_frames: Dict[int, Optional[GuestEntry]] = {}
+    tick_frames: Dict[int, Optional[GuestFrame]] = {}
     kept_under: Dict[Tuple[int, int, int], Optional[int]] = {}
     for s, raw_id in zip(samples, sample_raw):
         tick_pc = s.tick_pc if use_tick_pc and s.origin == ORIGIN_GUEST else 0
-        key = (raw_id, s.origin, tick_pc)
-        found = final.get(key)
-        if found is None:
+        sample_key = (raw_id, s.origin, tick_pc)
+        stack_flags = final.get(sample_key)
+        if stack_flags is None:
             r = resolved[raw_id]
             flags = SAMPLE_TRUNCATED if r.truncated else 0
             node = r.prefix[-1] if r.prefix else r.base
@@ -308,17 +314,17 @@ def resolve_recording(raw: Iterable[RawSample], *, modules: Sequence[ModuleRef],
                 node = tree.child(node, Frame(FRAME_PYTHON))
             elif node < 0:
                 node = tree.child(node, Frame(FRAME_UNKNOWN))
-            found = final[key] = (node, flags)
+            stack_flags = final[sample_key] = (node, flags)
         table.time_ns.append(s.time_ns)
         table.cpu_ns.append(s.cpu_ns)
         table.wall_ns.append(s.wall_ns)
-        table.stack.append(found[0])
+        table.stack.append(stack_flags[0])
         table.ticks.append(s.ticks)
-        table.flags.append(found[1])
+        table.flags.append(stack_flags[1])
 
     # Each module keeps just the functions its frames name (the lookups above made them).
-    modules = tuple(img.symbols.referenced() for img in module_table)
-    meta = dict(meta, modules=[m.name for m in modules], warnings=warnings)
-    return Recording(meta=meta, modules=modules, host_functions=tuple(hosts),
+    recorded = tuple(_referenced(img) for img in module_table)
+    meta = dict(meta, modules=[m.name for m in recorded], warnings=warnings)
+    return Recording(meta=meta, modules=recorded, host_functions=tuple(hosts),
                      frames=tuple(tree.frames), stack_parent=tree.parent, stack_frame=tree.frame,
                      sample_table=table)

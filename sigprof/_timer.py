@@ -45,7 +45,8 @@ import os
 import signal
 import threading
 import time
-from typing import List, Optional
+from types import FrameType
+from typing import Any, Callable, Dict, List, Optional, Union
 
 import wasmtime
 
@@ -58,6 +59,7 @@ CLOCKS = {
     "wall": (signal.ITIMER_REAL, signal.SIGALRM, "wall-clock time"),
 }
 RELAYS = ("auto", "native", "wakeup")
+Notes = Dict[str, Any]          # what a tick source tells the recording when it stops
 
 _TIMER_NAMES = {signal.ITIMER_VIRTUAL: "ITIMER_VIRTUAL", signal.ITIMER_PROF: "ITIMER_PROF",
                 signal.ITIMER_REAL: "ITIMER_REAL"}
@@ -103,7 +105,7 @@ class TickSource:
     def start(self, engines: List[wasmtime.Engine]) -> None:
         raise NotImplementedError
 
-    def stop(self) -> dict:
+    def stop(self) -> Notes:
         """Stop ticking and restore everything; return notes for the recording."""
         raise NotImplementedError
 
@@ -126,7 +128,7 @@ class ManualTicks(TickSource):
         for engine in self._engines:
             engine.increment_epoch()
 
-    def stop(self) -> dict:
+    def stop(self) -> Notes:
         self._engines = []
         return {}
 
@@ -139,7 +141,7 @@ class NativeRelay:
     def __init__(self, signum: int):
         self.signum = signum
         self._ext = _native.extension()
-        self.notes: dict = {}
+        self.notes: Notes = {}
 
     def install(self, engines: List[wasmtime.Engine]) -> None:
         cpu_clock = time.pthread_getcpuclockid(threading.get_ident())
@@ -166,11 +168,11 @@ class WakeupRelay:
     def __init__(self, signum: int, tick_word: ctypes.c_uint64):
         self.signum = signum
         self.tick_word = tick_word
-        self.notes: dict = {}
+        self.notes: Notes = {}
         self._thread: Optional[threading.Thread] = None
         self._read_fd = self._write_fd = -1
         self._previous_wakeup_fd = -1
-        self._previous_handler = None
+        self._previous_handler: Union[Callable[[int, Optional[FrameType]], Any], int, None] = None
         self._python_handler_installed = False
         self._wakeup_installed = False
 
@@ -270,7 +272,7 @@ class WakeupRelay:
         self._close_pipe()
 
 
-def _ignore_tick(signum, frame) -> None:
+def _ignore_tick(signum: int, frame: Optional[FrameType]) -> None:
     """The Python-level handler of the wakeup relay: the C handler did the work."""
 
 
@@ -289,11 +291,12 @@ class ITimerTicks(TickSource):
             raise ValueError(f"relay must be one of {', '.join(RELAYS)}, not {relay!r}")
         self.clock = clock
         self.interval_s = effective_interval(clock, float(interval_s))
-        self.which, self.signum, _ = CLOCKS[clock]
+        self.which, self._signal, _ = CLOCKS[clock]
+        self.signum = self._signal
         self._requested_relay = relay
         self._relay: "Optional[NativeRelay | WakeupRelay]" = None
         self._armed = False
-        self.notes: dict = {}
+        self.notes: Notes = {}
 
     def start(self, engines: List[wasmtime.Engine]) -> None:
         global _active
@@ -319,11 +322,11 @@ class ITimerTicks(TickSource):
                 if why_not:
                     self.notes["native_unavailable"] = why_not
             if relay == "native":
-                self._relay = NativeRelay(self.signum)
+                self._relay = NativeRelay(self._signal)
                 self.tick_word = None
             else:
                 assert self.tick_word is not None
-                self._relay = WakeupRelay(self.signum, self.tick_word)
+                self._relay = WakeupRelay(self._signal, self.tick_word)
             self._relay.install(engines)
             self.relay = relay
             signal.setitimer(self.which, self.interval_s, self.interval_s)
@@ -334,7 +337,7 @@ class ITimerTicks(TickSource):
                 _active = None
             raise
 
-    def stop(self) -> dict:
+    def stop(self) -> Notes:
         global _active
         try:
             self._uninstall()
@@ -362,7 +365,7 @@ class ITimerTicks(TickSource):
         # pending; let it arrive while our handler is installed, or restoring
         # the default disposition (terminate) could kill the process.
         deadline = time.monotonic() + 0.2
-        while self.signum in signal.sigpending() and time.monotonic() < deadline:
+        while self._signal in signal.sigpending() and time.monotonic() < deadline:
             time.sleep(0.001)
 
     def _reset_after_fork(self) -> None:

@@ -19,7 +19,7 @@ import ctypes
 import importlib.metadata
 from array import array
 import threading
-from typing import Any, Callable, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import wasmtime
 import wasmtime._func as _wt_func
@@ -50,13 +50,14 @@ FINALIZER_T = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
 # A fresh function pointer (not the cached one the bindings configured) that
 # returns the error as a plain integer, so the callback's error path makes no
 # Python-level call that could be interrupted by a pending signal handler.
-_error_new = _b.dll["wasmtime_error_new"]
-_error_new.restype = ctypes.c_void_p
-_error_new.argtypes = [ctypes.c_char_p]
+_dll: ctypes.CDLL = getattr(_b, "dll")      # not in the bindings' __all__
+error_new = _dll["wasmtime_error_new"]
+error_new.restype = ctypes.c_void_p
+error_new.argtypes = [ctypes.c_char_p]
 
 # The same library opened as a PyDLL: calls keep the GIL, which is cheaper on
 # the hot path and keeps the relay thread from being scheduled mid-sample.
-_pydll = ctypes.PyDLL(_b.dll._name)
+_pydll = ctypes.PyDLL(_dll._name)
 _set_deadline = _pydll.wasmtime_context_set_epoch_deadline
 _set_deadline.restype = None
 _set_deadline.argtypes = [ctypes.c_void_p, ctypes.c_uint64]
@@ -93,7 +94,7 @@ def function_address(function: Any) -> int:
     return ctypes.cast(function, ctypes.c_void_p).value or 0
 
 
-ERROR_NEW_ADDRESS = function_address(_error_new)
+ERROR_NEW_ADDRESS = function_address(error_new)
 SET_DEADLINE_ADDRESS = function_address(_set_deadline)
 INCREMENT_EPOCH_ADDRESS = function_address(_b._wasmtime_engine_increment_epoch)
 
@@ -103,33 +104,32 @@ def engine_address(engine: wasmtime.Engine) -> int:
 
 
 # The Python callback table: handle -> object with ``on_epoch()``.
-_TARGETS: dict = {}
-_TARGETS_LOCK = threading.Lock()
+TARGETS: Dict[int, Any] = {}
+TARGETS_LOCK = threading.Lock()
 _next_handle = [1]
 
 
 def register_target(target: object) -> int:
-    with _TARGETS_LOCK:
+    with TARGETS_LOCK:
         handle = _next_handle[0]
         _next_handle[0] += 1
-        _TARGETS[handle] = target
+        TARGETS[handle] = target
         return handle
 
 
 def unregister_target(handle: int) -> None:
-    with _TARGETS_LOCK:
-        _TARGETS.pop(handle, None)
+    with TARGETS_LOCK:
+        TARGETS.pop(handle, None)
 
 
-def _noop_finalizer(_data):  # pragma: no cover - called by wasmtime
+def _noop_finalizer(_data: Optional[int]) -> None:  # pragma: no cover - called by wasmtime
     return None
 
 
 NOOP_FINALIZER = FINALIZER_T(_noop_finalizer)
 
 
-def install_epoch_callback(store: wasmtime.Store, trampoline: EPOCH_CALLBACK_T,
-                           handle: int) -> None:
+def install_epoch_callback(store: wasmtime.Store, trampoline: Any, handle: int) -> None:
     """Register ``trampoline`` (a module-level constant) with ``handle`` as data."""
     _b.wasmtime_store_epoch_deadline_callback(store.ptr(), trampoline,
                                               ctypes.c_void_p(handle), NOOP_FINALIZER)
@@ -211,13 +211,13 @@ def vm_store_context(store: wasmtime.Store) -> int:
 FAR_DEADLINE = 1 << 62
 
 
-def _restored_callback(ctx, data, next_delta, kind):
+def _restored_callback(ctx: object, data: Optional[int], next_delta: Any, kind: Any) -> int:
     try:
         next_delta[0] = 1
         kind[0] = 0
     except BaseException:  # pragma: no cover - nothing above can raise
         pass
-    return _error_new(b"epoch deadline reached") or 0
+    return int(error_new(b"epoch deadline reached") or 0)
 
 
 RESTORED_CALLBACK = EPOCH_CALLBACK_T(_restored_callback)
@@ -231,7 +231,7 @@ def restore_epoch_behaviour(store: wasmtime.Store) -> None:
 
 def set_last_exception(exc: BaseException) -> None:
     """Hand ``exc`` to wasmtime-py: the failing call re-raises it unchanged."""
-    _wt_func.LAST_EXCEPTION = exc
+    _wt_func.LAST_EXCEPTION = exc  # type: ignore[assignment]  # it re-raises any BaseException
 
 
 # --- module images -----------------------------------------------------------
@@ -264,6 +264,7 @@ def engine_has_epoch_interruption(engine: wasmtime.Engine) -> bool:
     module = wasmtime.Module(engine, _PROBE_WAT)
     instance = wasmtime.Instance(probe_store, module, [])
     func = instance.exports(probe_store)["f"]
+    assert isinstance(func, wasmtime.Func)
     try:
         func(probe_store)
     except wasmtime.Trap as trap:
@@ -285,8 +286,8 @@ LAST_EXCEPTION_HOLDER = _wt_func        # wasmtime-py re-raises its LAST_EXCEPTI
 def install_host_hook(get: Callable[[int], Any]) -> Callable[[int], Any]:
     """Shadow the host-function slab's ``get``; returns the original (bound)."""
     slab = _wt_func.FUNCTIONS
-    original = type(slab).get.__get__(slab)
-    slab.get = get                        # an instance attribute shadows the method
+    original: Callable[[int], Any] = type(slab).get.__get__(slab)
+    setattr(slab, "get", get)             # an instance attribute shadows the method
     return original
 
 
@@ -302,13 +303,13 @@ def host_hook_installed() -> bool:
 
 def install_entry_hook(enter_wasm: Callable[[Any], Any]) -> None:
     for module in _ENTER_WASM_USERS:
-        module.enter_wasm = enter_wasm     # type: ignore[attr-defined]
+        setattr(module, "enter_wasm", enter_wasm)
 
 
 def uninstall_entry_hook(enter_wasm: Callable[[Any], Any]) -> None:
     for module in _ENTER_WASM_USERS:
-        if module.enter_wasm is enter_wasm:  # type: ignore[attr-defined]
-            module.enter_wasm = ORIGINAL_ENTER_WASM  # type: ignore[attr-defined]
+        if getattr(module, "enter_wasm") is enter_wasm:
+            setattr(module, "enter_wasm", ORIGINAL_ENTER_WASM)
 
 
 def install_define_func_hook(remember: Callable[[Callable[..., Any], str, str], None]) -> None:
@@ -327,4 +328,4 @@ def install_define_func_hook(remember: Callable[[Callable[..., Any], str, str], 
 
 
 def entry_hook_installed() -> bool:
-    return any(m.enter_wasm is not ORIGINAL_ENTER_WASM for m in _ENTER_WASM_USERS)  # type: ignore[attr-defined]
+    return any(getattr(m, "enter_wasm") is not ORIGINAL_ENTER_WASM for m in _ENTER_WASM_USERS)

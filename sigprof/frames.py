@@ -39,7 +39,7 @@ class Frame(NamedTuple):
     subtract one: a call at the very end of a function is not charged to the next."""
 
     type: int
-    index: int = 0      # module (guest) or host function (host)
+    ref: int = 0        # module (guest) or host function (host)
     offset: int = 0     # guest: .text offset of the return address
 
 

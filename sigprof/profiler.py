@@ -36,20 +36,22 @@ pid/tid and full file paths, for private use.
 
 from __future__ import annotations
 
+import os
 import platform
 import socket
 import sys
 import time
 import warnings
 import weakref
-from typing import Any, Iterable, List, Optional, Sequence, Tuple, Union
+from types import TracebackType
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Type, Union
 
 import wasmtime
 
 from . import __version__
 from . import _capture, _imports, _resolve, _wasmtime as wt
 from ._ring import FULL_KEEP_NEWEST, FULL_STOP, Ring
-from ._timer import CLOCKS, ITimerTicks, TickSource
+from ._timer import CLOCKS, ITimerTicks, Notes, TickSource
 from .recording import Recording
 
 DEFAULT_INTERVAL = 0.001
@@ -205,7 +207,7 @@ class Profiler:
             raise RuntimeError("this profiler was never started")
         capture, ring, ticks = self._capture, self._ring, self._ticks
         assert ticks is not None and ring is not None
-        notes: dict = {}
+        notes: Notes = {}
         try:
             self._undo.remove(ticks.stop)
             notes = ticks.stop() or {}
@@ -228,9 +230,10 @@ class Profiler:
         _capture.run_deferred_now()
         return self.recording
 
-    def _meta(self, capture, ring: Ring, ticks: TickSource, notes: dict, unsampled_cpu: int,
-              unsampled_wall: int, thread_cpu: int, duration: int) -> dict:
-        meta = {
+    def _meta(self, capture: _capture.Capture, ring: Ring, ticks: TickSource, notes: Notes,
+              unsampled_cpu: int, unsampled_wall: int, thread_cpu: int,
+              duration: int) -> Dict[str, Any]:
+        meta: Dict[str, Any] = {
             "format": "sigprof",
             "name": self.name or (self.modules[0][0] if self.modules and self.modules[0][0] else ""),
             "clock": ticks.clock,
@@ -278,7 +281,8 @@ class Profiler:
     def __enter__(self) -> "Profiler":
         return self.start()
 
-    def __exit__(self, exc_type, exc, tb) -> None:
+    def __exit__(self, exc_type: Optional[Type[BaseException]], exc: Optional[BaseException],
+                 tb: Optional[TracebackType]) -> None:
         try:
             self.stop()
         except Exception as ours:
@@ -311,10 +315,10 @@ class Profiler:
             return max(0, taken - self.capacity) + self._capture.refused
         return self._result().dropped
 
-    def save(self, path, format: Optional[str] = None) -> str:
+    def save(self, path: "str | os.PathLike[str]", format: Optional[str] = None) -> str:
         return self._result().save(path, format)
 
-    def to_firefox(self) -> dict:
+    def to_firefox(self) -> Dict[str, Any]:
         return self._result().to_firefox()
 
     def to_collapsed(self) -> str:
@@ -324,7 +328,7 @@ class Profiler:
         return self._result().report(top)
 
     @property
-    def meta(self):
+    def meta(self) -> Dict[str, Any]:
         return self._result().meta
 
 

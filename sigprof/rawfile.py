@@ -32,7 +32,7 @@ import struct
 import sys
 import zlib
 from array import array
-from typing import Dict
+from typing import Any, Callable, Dict, Tuple, Type, Union
 
 from .export.raw import CRC, HEADER, MAGIC, REQUIRED, SECTION, VERSION_MAJOR, VERSION_MINOR
 from .frames import FRAME_GUEST, FRAME_HOST, FRAME_TYPES, Frame, HostFunction
@@ -44,7 +44,7 @@ class RecordingFormatError(ValueError):
     """The file is not a readable sigprof recording (the message says why)."""
 
 
-def _from_le(typecode: str, data: bytes) -> array:
+def _from_le(typecode: str, data: bytes) -> array[int]:
     a = array(typecode)
     a.frombytes(data)
     if sys.byteorder == "big":  # pragma: no cover
@@ -112,9 +112,9 @@ def _loads(data: memoryview, source: str) -> Recording:
     flat = _from_le("i", bytes(frames_raw[4:]))
     frames = tuple(Frame(flat[3 * i], flat[3 * i + 1], flat[3 * i + 2]) for i in range(n_frames))
     for frame in frames:
-        if frame.type == FRAME_GUEST and not (0 <= frame.index < len(modules) and frame.offset >= 0):
+        if frame.type == FRAME_GUEST and not (0 <= frame.ref < len(modules) and frame.offset >= 0):
             raise fail("corrupt recording (frame refers to a missing module)")
-        if frame.type == FRAME_HOST and not 0 <= frame.index < len(hosts):
+        if frame.type == FRAME_HOST and not 0 <= frame.ref < len(hosts):
             raise fail("corrupt recording (frame refers to a missing host function)")
         if frame.type not in FRAME_TYPES:
             raise fail(f"corrupt recording (unknown frame type {frame.type})")
@@ -122,9 +122,9 @@ def _loads(data: memoryview, source: str) -> Recording:
     stacks_raw = sections[b"STKS"]
     n_stacks = _count(stacks_raw, 8, fail, "STKS")
     parent = _from_le("i", bytes(stacks_raw[4:4 + 4 * n_stacks]))
-    frame = _from_le("i", bytes(stacks_raw[4 + 4 * n_stacks:]))
+    stack_frame = _from_le("i", bytes(stacks_raw[4 + 4 * n_stacks:]))
     for i in range(n_stacks):
-        if not -1 <= parent[i] < i or not 0 <= frame[i] < n_frames:
+        if not -1 <= parent[i] < i or not 0 <= stack_frame[i] < n_frames:
             raise fail("corrupt recording (stack table index out of range)")
 
     samples_raw = sections[b"SMPL"]
@@ -143,11 +143,11 @@ def _loads(data: memoryview, source: str) -> Recording:
     if any(b < a for a, b in zip(table.time_ns, table.time_ns[1:])):
         raise fail("corrupt recording (samples out of time order)")
     return Recording(meta=meta, modules=modules, host_functions=hosts, frames=frames,
-                     stack_parent=parent, stack_frame=frame, sample_table=table)
+                     stack_parent=parent, stack_frame=stack_frame, sample_table=table)
 
 
 _NUMBER = (int, float)
-_META_TYPES = {
+_META_TYPES: Dict[str, Union[Type[Any], Tuple[Type[Any], ...]]] = {
     "clock": str, "name": str, "interval_s": _NUMBER, "requested_interval_s": _NUMBER,
     "start_unix_ns": int,
     "duration_ns": int, "thread_cpu_ns": int, "overhead_cpu_ns": int, "overhead_wall_ns": int,
@@ -157,16 +157,17 @@ _META_TYPES = {
 }
 
 
-def _count(payload: memoryview, item_size: int, fail, tag: str) -> int:
+def _count(payload: memoryview, item_size: int, fail: Callable[[str], Exception],
+           tag: str) -> int:
     if len(payload) < 4:
         raise fail(f"corrupt recording (section {tag} too short)")
-    n, = struct.unpack_from("<I", payload, 0)
+    n: int = struct.unpack_from("<I", payload, 0)[0]
     if len(payload) != 4 + n * item_size:
         raise fail(f"corrupt recording (section {tag} has the wrong size for {n} entries)")
     return n
 
 
-def _module(m: dict) -> ModuleSymbols:
+def _module(m: Dict[str, Any]) -> ModuleSymbols:
     functions = tuple(Function(int(f[0]), int(f[1]), str(f[4]), int(f[2]), str(f[3]),
                                tuple(int(c) for c in (f[5] if len(f) > 5 else ())))
                       for f in m["functions"])
@@ -176,7 +177,7 @@ def _module(m: dict) -> ModuleSymbols:
                          tuple(sorted(functions, key=lambda f: (f.start, f.size))))
 
 
-def _host(h: dict) -> HostFunction:
+def _host(h: Dict[str, Any]) -> HostFunction:
     return HostFunction(name=str(h["name"]), module=str(h.get("module", "")),
                         file=str(h.get("file", "")), line=int(h.get("line", 0)),
                         import_module=str(h.get("import_module", "")),

@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 from array import array
 from dataclasses import dataclass, field
-from typing import Dict, Iterator, List, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from . import export
 from .frames import (FRAME_GUEST, FRAME_HOST, FRAME_UNKNOWN, PSEUDO_FRAME_NAMES, SAMPLE_TRUNCATED,
@@ -32,12 +32,12 @@ CLOCK_WEIGHT = {"cpu": "cpu", "prof": "cpu", "wall": "wall", "manual": "cpu"}
 
 @dataclass(frozen=True)
 class SampleTable:
-    time_ns: array       # 'q': when the sample was taken, since the profile started
-    cpu_ns: array        # 'q': thread CPU time since the previous sample
-    wall_ns: array       # 'q': wall time since the previous sample
-    stack: array         # 'i': index into the stack table, -1 for none
-    ticks: array         # 'i': timer ticks the sample accounts for
-    flags: array         # 'B': SAMPLE_TRUNCATED, ...
+    time_ns: array[int]       # 'q': when the sample was taken, since the profile started
+    cpu_ns: array[int]        # 'q': thread CPU time since the previous sample
+    wall_ns: array[int]       # 'q': wall time since the previous sample
+    stack: array[int]         # 'i': index into the stack table, -1 for none
+    ticks: array[int]         # 'i': timer ticks the sample accounts for
+    flags: array[int]         # 'B': SAMPLE_TRUNCATED, ...
 
     def __len__(self) -> int:
         return len(self.time_ns)
@@ -50,12 +50,12 @@ class SampleTable:
 
 @dataclass(frozen=True)
 class Recording:
-    meta: Mapping
+    meta: Dict[str, Any]
     modules: Tuple[ModuleSymbols, ...]
     host_functions: Tuple[HostFunction, ...]
     frames: Tuple[Frame, ...]
-    stack_parent: array
-    stack_frame: array
+    stack_parent: array[int]
+    stack_frame: array[int]
     sample_table: SampleTable
     _function_cache: Dict[int, FunctionRef] = field(default_factory=dict, compare=False,
                                                     repr=False)
@@ -84,7 +84,7 @@ class Recording:
     def truncated(self) -> int:
         return sum(1 for f in self.sample_table.flags if f & SAMPLE_TRUNCATED)
 
-    def weights_ns(self) -> array:
+    def weights_ns(self) -> array[int]:
         """Each sample's weight: CPU time for cpu/prof clocks, wall time for wall."""
         if CLOCK_WEIGHT.get(self.clock, "cpu") == "wall":
             return self.sample_table.wall_ns
@@ -110,7 +110,7 @@ class Recording:
         frame = self.frames[frame_index]
         if frame.type != FRAME_GUEST:
             return None
-        return self.modules[frame.index].lookup(frame.offset - 1)
+        return self.modules[frame.ref].lookup(frame.offset - 1)
 
     def function(self, frame_index: int) -> FunctionRef:
         ref = self._function_cache.get(frame_index)
@@ -121,15 +121,15 @@ class Recording:
     def _resolve(self, frame_index: int) -> FunctionRef:
         frame = self.frames[frame_index]
         if frame.type == FRAME_GUEST:
-            module = self.modules[frame.index]
+            module = self.modules[frame.ref]
             func = module.lookup(frame.offset - 1)
             if func is None:
                 return FunctionRef("unknown", PSEUDO_FRAME_NAMES[FRAME_UNKNOWN], module.name,
-                                   ("unknown", frame.index))
-            return FunctionRef("wasm", func.name, module.name, ("wasm", frame.index, func.start))
+                                   ("unknown", frame.ref))
+            return FunctionRef("wasm", func.name, module.name, ("wasm", frame.ref, func.start))
         if frame.type == FRAME_HOST:
-            host = self.host_functions[frame.index]
-            return FunctionRef("host", host.label, host.module, ("host", frame.index))
+            host = self.host_functions[frame.ref]
+            return FunctionRef("host", host.label, host.module, ("host", frame.ref))
         name = PSEUDO_FRAME_NAMES.get(frame.type, "(unknown)")
         return FunctionRef(pseudo_kind(frame.type), name, "", (name,))
 
@@ -145,7 +145,7 @@ class Recording:
 
     # -- outputs ----------------------------------------------------------------
 
-    def to_firefox(self) -> dict:
+    def to_firefox(self) -> Dict[str, Any]:
         """The Firefox Profiler processed profile, as a dict."""
         return export.firefox.convert(self)
 

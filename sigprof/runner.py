@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 import wasmtime
 
@@ -32,7 +32,7 @@ class RunResult:
     exit_code: int
     outcome: str                  # "ok", "exit", "trap", "interrupted"
     message: str = ""             # the trap's message, first line
-    results: Optional[list] = None
+    results: Optional[List[object]] = None
 
 
 def parse_interval(text: str) -> float:
@@ -56,13 +56,13 @@ def parse_interval(text: str) -> float:
     return value
 
 
-def _convert_args(func_type: wasmtime.FuncType, args: Sequence[str], name: str) -> list:
+def _convert_args(func_type: wasmtime.FuncType, args: Sequence[str], name: str) -> List[object]:
     params = func_type.params
     if len(args) != len(params):
         kinds = ", ".join(str(p) for p in params) or "none"
         raise RunError(f"export {name!r} takes {len(params)} argument(s) ({kinds}), "
                        f"{len(args)} given")
-    out = []
+    out: List[object] = []
     for value, ty in zip(args, params):
         kind = str(ty)
         try:
@@ -91,7 +91,7 @@ def load_module(engine: wasmtime.Engine, path: str) -> wasmtime.Module:
 def run(path: str, args: Sequence[str] = (), invoke: Optional[str] = None,
         invoke_args: Sequence[str] = (), dirs: Sequence[Tuple[str, str]] = (),
         env: Sequence[Tuple[str, str]] = (), name: Optional[str] = None,
-        **profile_options) -> RunResult:
+        **profile_options: Any) -> RunResult:
     """Compile, link and run ``path`` under ``sigprof.profile``; see the module doc."""
     engine = profiler.engine()
     module = load_module(engine, path)

@@ -155,8 +155,9 @@ class _Sections:
 class SymbolTable:
     """One live image's functions as flat arrays; ``Function`` objects made on lookup."""
 
-    def __init__(self, name: str, text_offset: int, text_size: int, starts: array, sizes: array,
-                 name_offsets: array, strtab: bytes, epoch_builtin: Optional[int],
+    def __init__(self, name: str, text_offset: int, text_size: int, starts: array[int],
+                 sizes: array[int],
+                 name_offsets: array[int], strtab: bytes, epoch_builtin: Optional[int],
                  read_code: Callable[[int, int], bytes], digest: Callable[[], str]):
         self.name = name
         self.text_offset = text_offset

@@ -41,6 +41,8 @@ from .base import Exporter
 if TYPE_CHECKING:
     from ..recording import Recording
 
+JSON = Dict[str, Any]
+
 PROCESSED_PROFILE_VERSION = 70
 GECKO_PROFILE_VERSION = 31
 RESOURCE_LIBRARY = 1      # ResourceType.Library
@@ -68,8 +70,8 @@ class _Strings:
         return i
 
 
-def _table(*columns: str) -> dict:
-    t: dict = {c: [] for c in columns}
+def _table(*columns: str) -> JSON:
+    t: JSON = {c: [] for c in columns}
     t["length"] = 0
     return t
 
@@ -78,7 +80,7 @@ def _ms(ns: int) -> float:
     return round(ns / 1e6, 6)
 
 
-def convert(rec: Recording) -> dict:
+def convert(rec: "Recording") -> JSON:
     strings = _Strings()
     meta = rec.meta
     start_ms = meta.get("start_unix_ns", 0) / 1e6
@@ -103,7 +105,7 @@ def convert(rec: Recording) -> dict:
                     "innerWindowID", "line", "column", "originalLocation", "lib")
     sources = _table("id", "filename", "startLine", "startColumn", "sourceMapURL", "content")
     source_index: Dict[str, int] = {}
-    func_index: Dict[Tuple, int] = {}
+    func_index: Dict[Tuple[object, ...], int] = {}
     symbol_index: Dict[Tuple[int, int], int] = {}
 
     def source_for(filename: str) -> Optional[int]:
@@ -116,7 +118,8 @@ def convert(rec: Recording) -> dict:
                                                  content=None)
         return i
 
-    def func_for(key: Tuple, name: str, resource: int, source=None, line=None) -> int:
+    def func_for(key: Tuple[object, ...], name: str, resource: int,
+                 source: Optional[int] = None, line: Optional[int] = None) -> int:
         i = func_index.get(key)
         if i is None:
             i = func_index[key] = _append(funcs, name=strings(name), isJS=False,
@@ -175,7 +178,7 @@ def convert(rec: Recording) -> dict:
         "threadCPUDelta": [round(c / 1000) for c in st.cpu_ns],
     }
 
-    thread = {
+    thread: JSON = {
         "processType": "default",
         "processStartupTime": 0,
         "processShutdownTime": duration_ms,
@@ -192,7 +195,7 @@ def convert(rec: Recording) -> dict:
         "markers": _table("data", "name", "startTime", "endTime", "phase", "category"),
     }
 
-    profile = {
+    profile: JSON = {
         "meta": {
             "interval": float(meta.get("interval_s", 0.001)) * 1000,
             "startTime": start_ms,
@@ -228,27 +231,27 @@ def convert(rec: Recording) -> dict:
             "nativeSymbols": symbols,
         },
     }
-    host = meta.get("host")
-    if host:
-        profile["meta"]["oscpu"] = host.get("platform", "")
-        profile["meta"]["CPUName"] = host.get("cpu", "")
-        thread["pid"] = str(host.get("pid", 0))
-        thread["tid"] = host.get("tid", 0)
+    host_details = meta.get("host")
+    if host_details:
+        profile["meta"]["oscpu"] = host_details.get("platform", "")
+        profile["meta"]["CPUName"] = host_details.get("cpu", "")
+        thread["pid"] = str(host_details.get("pid", 0))
+        thread["tid"] = host_details.get("tid", 0)
     return profile
 
 
-def _append(table: dict, **values) -> int:
-    index = table["length"]
+def _append(table: JSON, **values: Any) -> int:
+    index: int = table["length"]
     for key, value in values.items():
         table[key].append(value)
     table["length"] = index + 1
     return index
 
 
-def _extra_section(rec: Recording) -> dict:
+def _extra_section(rec: "Recording") -> JSON:
     meta = rec.meta
 
-    def entry(label: str, fmt: str, value) -> dict:
+    def entry(label: str, fmt: str, value: Any) -> JSON:
         return {"label": label, "format": fmt, "value": value}
 
     versions = meta.get("versions", {})
@@ -274,7 +277,7 @@ class NotAProfile(ValueError):
     pass
 
 
-def stack_tree(profile: dict) -> Tuple[List[int], List[FunctionRef], List[Tuple[int, float]]]:
+def stack_tree(profile: JSON) -> Tuple[List[int], List[FunctionRef], List[Tuple[int, float]]]:
     """A profile sigprof wrote, as ``analysis.summarise`` takes it.
 
     Returns the stack table as parents and function labels, and

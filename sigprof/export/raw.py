@@ -45,7 +45,7 @@ CRC = struct.Struct("<I")
 REQUIRED = (b"META", b"MODS", b"HOST", b"FRMS", b"STKS", b"SMPL")
 
 
-def _le(a: array) -> bytes:
+def _le(a: array[int]) -> bytes:
     if sys.byteorder == "big":  # pragma: no cover - CI is little-endian
         a = array(a.typecode, a)
         a.byteswap()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, List, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Sequence, Tuple
 
 from ..analysis import Summary, summarise, summarise_recording
 from ..frames import FunctionRef
@@ -68,7 +68,7 @@ def convert(rec: "Recording", top: int = 10) -> str:
                   "wall" if rec.clock == "wall" else "CPU")
 
 
-def convert_firefox(profile: dict, tree: "Tuple[List[int], List[FunctionRef], List[Tuple[int, float]]]",
+def convert_firefox(profile: Dict[str, Any], tree: "Tuple[List[int], List[FunctionRef], List[Tuple[int, float]]]",
                     top: int = 10) -> str:
     summary = summarise(*tree)
     meta = profile.get("meta", {})
