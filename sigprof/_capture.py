@@ -58,6 +58,7 @@ from . import _native, _wasmtime as wt
 from ._ring import (FLAG_DEPTH_LIMITED, FULL_STOP, H_CPU, H_FLAGS, H_HASH, H_ORIGIN, H_PC_COUNT,
                     H_PC_START, H_TICK_PC, H_TICKS, H_TIME, H_WALL, HEADER_FIELDS, ORIGIN_GUEST,
                     ORIGIN_OUTSIDE, Ring)
+from ._timer import FakeClock
 
 get_ident = threading.get_ident
 HostFunc = Callable[..., Any]
@@ -122,9 +123,11 @@ class NativeCapture(_CaptureBase):
         wt.install_native_epoch_callback(self.store, self._ext.EPOCH_CALLBACK,
                                          self._ext.NOOP_FINALIZER, self._ext.address(self._c))
 
-    def begin(self, tick_word: "Optional[ctypes.c_uint64]") -> None:
+    def begin(self, tick_word: Optional[ctypes.c_uint64],
+              fake_clock: Optional[FakeClock] = None) -> None:
         """Start sampling on ``tick_word`` (None: the native tick handler's count)."""
-        self._c.begin(ctypes.addressof(tick_word) if tick_word is not None else 0)
+        self._c.begin(ctypes.addressof(tick_word) if tick_word is not None else 0,
+                      ctypes.addressof(fake_clock.words) if fake_clock is not None else 0)
 
     @property
     def enabled(self) -> bool:
@@ -188,6 +191,8 @@ class PythonCapture(_CaptureBase):
         self.overhead_cpu_ns = 0
         self.overhead_wall_ns = 0
         self.cpu_pending = self.wall_pending = 0
+        self._cpu_ns: Callable[[], int] = thread_time_ns
+        self._wall_ns: Callable[[], int] = perf_counter_ns
         self.t0_ns = self.wall_prev = perf_counter_ns()
         self.cpu_start = self.cpu_prev = thread_time_ns()
 
@@ -195,14 +200,18 @@ class PythonCapture(_CaptureBase):
         self._handle = wt.register_target(self)
         wt.install_epoch_callback(self.store, TRAMPOLINE, self._handle)
 
-    def begin(self, tick_word: "Optional[ctypes.c_uint64]") -> None:
+    def begin(self, tick_word: Optional[ctypes.c_uint64],
+              fake_clock: Optional[FakeClock] = None) -> None:
         """Start sampling: ``tick_word`` is the tick source's ``c_uint64`` counter."""
         if tick_word is None:
             raise RuntimeError("the pure-Python capture needs a tick source with its own counter")
+        if fake_clock is not None:
+            self._cpu_ns = lambda: fake_clock.cpu_ns
+            self._wall_ns = lambda: fake_clock.wall_ns
         self.tick_word = tick_word
         self.consumed = tick_word.value
-        self.t0_ns = self.wall_prev = perf_counter_ns()
-        self.cpu_start = self.cpu_prev = thread_time_ns()
+        self.t0_ns = self.wall_prev = self._wall_ns()
+        self.cpu_start = self.cpu_prev = self._cpu_ns()
         self.enabled = True
 
     @property
@@ -269,7 +278,7 @@ class PythonCapture(_CaptureBase):
             if total != self.consumed:
                 self._record(ORIGIN_OUTSIDE, total, False)
         self.enabled = False
-        cpu_now, wall_now = thread_time_ns(), perf_counter_ns()
+        cpu_now, wall_now = self._cpu_ns(), self._wall_ns()
         return (max(0, cpu_now - self.cpu_prev - self.cpu_pending),
                 max(0, wall_now - self.wall_prev - self.wall_pending),
                 cpu_now - self.cpu_start, wall_now - self.t0_ns)
@@ -277,8 +286,8 @@ class PythonCapture(_CaptureBase):
     # -- writing one sample --------------------------------------------------
 
     def _record(self, origin: int, total: int, walk: bool) -> None:
-        cpu = thread_time_ns()
-        wall = perf_counter_ns()
+        cpu = self._cpu_ns()
+        wall = self._wall_ns()
         ring = self.ring
         number = ring.count
         depth = self._depth
@@ -311,8 +320,8 @@ class PythonCapture(_CaptureBase):
         ring.pc_end = end + count
         ring.count = number + 1           # commit last: a half-written record is never read
         self.consumed = total
-        cpu_after = thread_time_ns()
-        wall_after = perf_counter_ns()
+        cpu_after = self._cpu_ns()
+        wall_after = self._wall_ns()
         self.overhead_cpu_ns += cpu_after - cpu
         self.overhead_wall_ns += wall_after - wall
         # The next interval starts now; our own work is not guest time.

@@ -256,6 +256,7 @@ typedef struct {
     int use_tick_record;
     int enabled;
     const volatile uint64_t *ticks;
+    const volatile int64_t *fake_clock;   /* tests: [thread CPU ns, wall ns], or NULL */
     unsigned long long consumed;
     long long t0_ns, cpu_start, cpu_prev, wall_prev, pending_ns;
     long long overhead_ns;
@@ -267,16 +268,20 @@ typedef struct {
     long long act_overflow;
 } Capture;
 
-static inline int64_t mono_ns(void)
+static inline int64_t mono_ns(Capture *c)
 {
     struct timespec ts;
+    if (c->fake_clock)
+        return c->fake_clock[1];
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ns_of(&ts);
 }
 
-static inline int64_t thread_cpu_ns(void)
+static inline int64_t thread_cpu_ns(Capture *c)
 {
     struct timespec ts;
+    if (c->fake_clock)
+        return c->fake_clock[0];
     clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
     return ns_of(&ts);
 }
@@ -324,7 +329,7 @@ enum { WALK_NONE, WALK_CURRENT, WALK_PUSHED };
 
 static void record(Capture *c, long long origin, uint64_t total, int how)
 {
-    int64_t wall = mono_ns();
+    int64_t wall = mono_ns(c);
     int64_t cpu_end = -1, wall_end = wall;
     uint64_t tick_pc = 0;
     TickRecord t;
@@ -338,7 +343,7 @@ static void record(Capture *c, long long origin, uint64_t total, int how)
             wall_end = t.wall_ns;
     }
     if (cpu_end < 0)
-        cpu_end = thread_cpu_ns();
+        cpu_end = thread_cpu_ns(c);
     long long number = c->count;
     long long end = c->pc_end;
     long long pos = end % c->pc_capacity;
@@ -386,7 +391,7 @@ static void record(Capture *c, long long origin, uint64_t total, int how)
     c->pc_end = end + n;
     c->count = number + 1;                /* commit last */
     c->consumed = total;
-    int64_t after = mono_ns();
+    int64_t after = mono_ns(c);
     /* Our own time since the sample began is not guest time: it is taken out of
      * the next interval (measured on the monotonic clock: a vDSO read, where the
      * thread CPU clock is a system call; the two agree for this non-blocking code). */
@@ -491,20 +496,22 @@ static void Capture_dealloc(Capture *c)
     Py_TYPE(c)->tp_free((PyObject *)c);
 }
 
-/* begin(tick_word_address=0): start sampling; ticks come from the native handler, or
- * from a counter at the given address (manual tick sources; no tick record then). */
+/* begin(tick_word_address=0, clock_address=0): start sampling.  Ticks come from the
+ * native handler, or from a counter at the given address (manual and wakeup tick
+ * sources; no tick record then).  Clocks are real, or two int64 words a test sets. */
 static PyObject *Capture_begin(Capture *c, PyObject *args)
 {
-    long long word = 0;
-    if (!PyArg_ParseTuple(args, "|L", &word))
+    long long word = 0, clock = 0;
+    if (!PyArg_ParseTuple(args, "|LL", &word, &clock))
         return NULL;
     if (word) {
         c->ticks = (const volatile uint64_t *)(uintptr_t)word;
         c->use_tick_record = 0;
     }
+    c->fake_clock = (const volatile int64_t *)(uintptr_t)clock;
     c->consumed = ticks_now(c);
-    c->t0_ns = c->wall_prev = mono_ns();
-    c->cpu_start = c->cpu_prev = thread_cpu_ns();
+    c->t0_ns = c->wall_prev = mono_ns(c);
+    c->cpu_start = c->cpu_prev = thread_cpu_ns(c);
     c->pending_ns = 0;
     c->enabled = 1;
     Py_RETURN_NONE;
@@ -577,7 +584,7 @@ static PyObject *Capture_finish(Capture *c, PyObject *unused)
             record(c, ORIGIN_OUTSIDE, total, WALK_NONE);
     }
     c->enabled = 0;
-    int64_t cpu_now = thread_cpu_ns(), wall_now = mono_ns();
+    int64_t cpu_now = thread_cpu_ns(c), wall_now = mono_ns(c);
     long long cpu_left = cpu_now - c->cpu_prev - c->pending_ns;
     long long wall_left = wall_now - c->wall_prev - c->pending_ns;
     return Py_BuildValue("LLLL", cpu_left > 0 ? cpu_left : 0LL, wall_left > 0 ? wall_left : 0LL,

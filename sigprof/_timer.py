@@ -46,7 +46,7 @@ import signal
 import threading
 import time
 from types import FrameType
-from typing import Any, Callable, Dict, List, Optional, Union
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Union
 
 import wasmtime
 
@@ -86,18 +86,52 @@ def effective_interval(clock: str, interval_s: float) -> float:
     return ticks * tick
 
 
+class Tick(NamedTuple):
+    """The latest tick as the native handler recorded it."""
+
+    number: int         # ticks so far, this one included
+    cpu_ns: int         # the profiled thread's CPU clock at the tick
+    wall_ns: int        # CLOCK_MONOTONIC at the tick
+    pc: int             # the interrupted instruction
+    tid: int            # the interrupted thread (native id)
+
+
+class FakeClock:
+    """Clocks a test sets by hand (as pyinstrument's fake clock): the capture reads
+    these two words -- the thread's CPU ns and the wall ns -- instead of the real
+    clocks, so interval arithmetic can be checked exactly."""
+
+    def __init__(self, cpu_ns: int = 0, wall_ns: int = 0):
+        self.words = (ctypes.c_int64 * 2)(cpu_ns, wall_ns)
+
+    @property
+    def cpu_ns(self) -> int:
+        return int(self.words[0])
+
+    @property
+    def wall_ns(self) -> int:
+        return int(self.words[1])
+
+    def advance(self, cpu_ns: int, wall_ns: Optional[int] = None) -> None:
+        """Let ``cpu_ns`` of thread CPU time pass (and ``wall_ns`` of wall time, by default
+        the same)."""
+        self.words[0] += cpu_ns
+        self.words[1] += cpu_ns if wall_ns is None else wall_ns
+
+
 class TickSource:
     """Interface: ``start(engines)`` then ``stop()``.
 
     ``tick_word`` is the ``c_uint64`` the capture compares with, or None when
     ticks are counted by the native handler (whose record also holds each tick's
-    clocks, PC and thread).
+    clocks, PC and thread).  ``fake_clock``, when set, replaces the real clocks.
     """
 
     clock = "manual"
     relay = "manual"
     signum: Optional[int] = None
     interval_s: float = 0.0     # the interval armed (0: not a timer)
+    fake_clock: Optional[FakeClock] = None
 
     def __init__(self) -> None:
         self.tick_word: Optional[ctypes.c_uint64] = ctypes.c_uint64(0)
@@ -115,9 +149,18 @@ class TickSource:
             return int(_native.extension().tick_count())
         return self.tick_word.value
 
+    def last_tick(self) -> Optional[Tick]:
+        """What the latest tick recorded, where the tick source records it (else None)."""
+        return None
+
 
 class ManualTicks(TickSource):
-    """Ticks only when ``tick()`` is called: deterministic tests."""
+    """Ticks only when ``tick()`` is called: deterministic tests (with a ``FakeClock``,
+    deterministic times too)."""
+
+    def __init__(self, fake_clock: Optional[FakeClock] = None):
+        super().__init__()
+        self.fake_clock = fake_clock
 
     def start(self, engines: List[wasmtime.Engine]) -> None:
         self._engines = list(engines)
@@ -336,6 +379,12 @@ class ITimerTicks(TickSource):
             with _ACTIVE_LOCK:
                 _active = None
             raise
+
+    def last_tick(self) -> Optional[Tick]:
+        if self.relay != "native":
+            return None
+        recorded = _native.extension().last_tick()
+        return Tick(*recorded) if recorded is not None else None
 
     def stop(self) -> Notes:
         global _active

@@ -182,7 +182,7 @@ class Profiler:
             self._start_unix_ns = time.time_ns()
             ticks.start([self.store.engine])
             self._undo.append(ticks.stop)
-            capture.begin(ticks.tick_word)
+            capture.begin(ticks.tick_word, ticks.fake_clock)
         except BaseException:
             self._unwind()
             self._ring = self._capture = None

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 import wasmtime
 
 import sigprof
-from sigprof._timer import ManualTicks
+from sigprof._timer import FakeClock, ManualTicks
 
 from conftest import ROOT, stacks_by_name
 
@@ -97,3 +99,67 @@ def test_report_and_collapsed_on_a_deep_recording(guest, tmp_path):
                           "--top", "3"], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "leaf  [recursion]" in out.stdout
+
+
+STEPS_WAT = """
+(module $steps
+  (import "env" "step" (func $step))
+  (func $run (export "run") (param $n i32)
+    (loop $l
+      (call $step)
+      (local.set $n (i32.sub (local.get $n) (i32.const 1)))
+      (br_if $l (local.get $n)))))
+"""
+
+
+@pytest.mark.parametrize("path", ["native", "python"])
+def test_interval_arithmetic_is_exact_with_a_fake_clock(path, monkeypatch):
+    if path == "native" and not sigprof._native.available():
+        pytest.skip("the native capture is not in use here")
+    if path == "python":
+        monkeypatch.setenv("SIGPROF_PURE_PYTHON", "1")
+    clock = FakeClock(cpu_ns=10_000, wall_ns=20_000)
+    ticks = ManualTicks(fake_clock=clock)
+    engine = sigprof.engine()
+    module = wasmtime.Module(engine, STEPS_WAT)
+    store = wasmtime.Store(engine)
+
+    def step():                        # 4 ms of CPU and 5 ms of wall time, then a tick
+        clock.advance(4_000_000, 5_000_000)
+        ticks.tick()
+    linker = wasmtime.Linker(engine)
+    linker.define_func("env", "step", wasmtime.FuncType([], []), step)
+    run = linker.instantiate(store, module).exports(store)["run"]
+    with sigprof.profile(store, modules=[("steps", module)], ticks=ticks) as prof:
+        clock.advance(1_000_000, 3_000_000)      # before the guest: goes into the first sample
+        run(store, 5)
+        clock.advance(2_000_000, 7_000_000)      # after the last tick: reported as unsampled
+    rec = prof.recording
+    assert prof.meta["capture"] == path
+    table = rec.sample_table
+    assert list(table.cpu_ns) == [5_000_000] + [4_000_000] * 4
+    assert list(table.wall_ns) == [8_000_000] + [5_000_000] * 4
+    assert list(table.time_ns) == [8_000_000 + 5_000_000 * i for i in range(5)]
+    assert list(table.ticks) == [1] * 5
+    assert [names for names, _ in stacks_by_name(rec)] == [["run", "step [env.step]"]] * 5
+    assert prof.meta["unsampled_cpu_ns"] == 2_000_000
+    assert prof.meta["unsampled_wall_ns"] == 7_000_000
+    assert prof.meta["thread_cpu_ns"] == 23_000_000
+    assert prof.meta["duration_ns"] == 35_000_000
+    assert prof.meta["overhead_cpu_ns"] == 0                # the fake clock stood still
+
+
+def test_the_native_handler_records_each_ticks_thread_and_pc(guest):
+    if not sigprof._native.available():
+        pytest.skip("the native capture is not in use here")
+    from sigprof._timer import ITimerTicks
+    ticks = ITimerTicks("cpu", 0.004)
+    g = guest("recursion")
+    store, inst = g.instance()
+    with sigprof.profile(store, modules=[("recursion", g.module)], ticks=ticks) as prof:
+        inst.exports(store)["rec"](store, 10, 100_000_000)
+    last = ticks.last_tick()
+    assert last is not None and last.number == prof.meta["ticks"] > 5
+    assert last.tid == threading.get_native_id()      # a CPU timer tick lands on the busy thread
+    assert last.pc != 0 and 0 < last.cpu_ns <= time.thread_time_ns()
+    assert ManualTicks().last_tick() is None
