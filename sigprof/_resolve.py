@@ -4,18 +4,23 @@ This runs once, after sampling stopped, in the process that sampled (the PCs
 are meaningful only here).  It is the one place where host addresses exist
 next to module names; what it returns has only module-relative offsets.
 
-Per sample, ``backtrace()`` wrote native return addresses innermost first:
-the sampler's own frames, the interpreter, wasmtime, then the guest's frames,
-the host->guest trampoline, and the Python caller below.  Only PCs inside a
-module image's ``.text`` are kept:
+Per sample the capture wrote return addresses innermost first: the native
+capture exactly the guest frames of each activation (its walk stops at the
+entry trampoline), the pure-Python one everything ``backtrace()`` saw (the
+sampler's own frames, the interpreter, wasmtime, the guest, the trampolines,
+the Python caller).  Each distinct raw stack is resolved once; only PCs inside
+a module image's ``.text`` are kept:
 
 * guest functions become frames (or one opaque frame per run of frames from
   modules the user did not allow);
-* trampolines and builtins are machinery and are dropped, but an entry
-  trampoline outermost proves the guest stack is complete;
-* a sample whose ``backtrace()`` filled all ``max_depth`` words without
-  reaching that entry trampoline lost its root: it gets a ``(truncated
-  stack)`` root frame and the truncated flag.
+* trampolines and builtins are machinery and are dropped;
+* a walk that stopped at ``max_depth`` (or at a frame chain it did not trust)
+  lost its root, unless an entry trampoline outermost proves the stack
+  complete: such a stack gets a ``(truncated stack)`` root frame and the
+  truncated flag.
+
+Then each sample gets its stack node: the raw stack's, moved to where the
+tick landed (``tick_attribution``), with a host or Python frame on top.
 """
 
 from __future__ import annotations

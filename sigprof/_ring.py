@@ -33,7 +33,7 @@ H_TIME = 0        # ns since the start of the profile: when the sample's tick ca
 H_CPU = 1         # thread CPU ns in this sample's interval (profiler time excluded)
 H_WALL = 2        # wall ns in this sample's interval (profiler time excluded)
 H_PC_START = 3    # absolute position of the first PC in the stream
-H_PC_COUNT = 4    # number of PCs backtrace() wrote
+H_PC_COUNT = 4    # number of PCs the walk wrote
 H_ORIGIN = 5        # where the sample was taken: ORIGIN_* below, or host function id + 1
 H_TICKS = 6       # timer ticks this sample accounts for
 H_TICK_PC = 7     # where the latest tick interrupted the process (0 = unknown)
