@@ -41,7 +41,7 @@ def synthetic(samples: int, depth: int = 30, functions: int = 100, stacks: int =
     rnd = random.Random(1)
     funcs = tuple(Function(64 * i, 64, f"function_{i}", i, "wasm", (5,)) for i in range(functions))
     module = ModuleSymbols("synthetic", "0" * 64, 64 * functions, funcs)
-    frames = tuple((FRAME_GUEST, 0, 64 * i + 9) for i in range(functions))
+    frames = tuple(Frame(FRAME_GUEST, 0, 64 * i + 9) for i in range(functions))
     parent, frame = array("i"), array("i")
     index: Dict[tuple, int] = {}
     leaves = []

@@ -142,6 +142,10 @@ class NativeCapture(_CaptureBase):
         return int(self._c.refused)
 
     @property
+    def shared_stacks(self) -> int:
+        return int(self._c.shared)
+
+    @property
     def overhead_cpu_ns(self) -> int:
         return int(self._c.overhead_ns)
 
@@ -221,6 +225,8 @@ class PythonCapture(_CaptureBase):
     @property
     def refused(self) -> int:
         return self.ring.refused
+
+    shared_stacks = 0          # every sample stores its own stack
 
     # -- the four sampling points -------------------------------------------
 

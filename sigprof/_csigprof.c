@@ -242,6 +242,9 @@ typedef struct {
     long long capacity, pc_capacity, max_depth;
     int stop_when_full;
     long long count, pc_end, refused;
+    long long last_start, last_count;   /* the newest stored stack, for sharing */
+    uint64_t last_hash;
+    long long shared;                   /* samples that share a stored stack */
     /* the store */
     uint64_t *vm;                 /* &VMStoreContext.epoch_deadline */
     void *context;
@@ -375,20 +378,36 @@ static void record(Capture *c, long long origin, uint64_t total, int how)
     uint64_t hash = 1469598103934665603ULL;        /* FNV-1a over the raw stack */
     for (long long i = 0; i < n; i++)
         hash = (hash ^ out[i]) * 1099511628211ULL;
+    /* The same stack as the newest stored one (a deep program spinning in one place):
+     * point at that copy instead of storing another, while it is less than half a
+     * ring old and the scratch slot does not lie over it. */
+    long long start = end, new_end = end + n;
+    if (n > 0 && n == c->last_count && hash == c->last_hash
+        && c->pc_end - c->last_start <= c->pc_capacity / 2
+        && end + n - c->last_start <= c->pc_capacity
+        && memcmp(c->pcs + c->last_start % c->pc_capacity, out, (size_t)n * 8) == 0) {
+        start = c->last_start;
+        new_end = c->pc_end;
+        c->shared++;
+    } else if (n > 0) {
+        c->last_start = end;
+        c->last_count = n;
+        c->last_hash = hash;
+    }
     int64_t *h = c->header + (number % c->capacity) * HEADER_FIELDS;
     long long cpu_ns = cpu_end - c->cpu_prev - c->pending_ns;
     long long wall_ns = wall_end - c->wall_prev - c->pending_ns;
     h[H_TIME] = wall_end - c->t0_ns;
     h[H_CPU] = cpu_ns > 0 ? cpu_ns : 0;
     h[H_WALL] = wall_ns > 0 ? wall_ns : 0;
-    h[H_PC_START] = end;
+    h[H_PC_START] = start;
     h[H_PC_COUNT] = n;
     h[H_ORIGIN] = origin;
     h[H_TICKS] = (int64_t)(total - c->consumed);
     h[H_TICK_PC] = (int64_t)(tick_pc & 0x7fffffffffffffffULL);
     h[H_FLAGS] = limited ? FLAG_DEPTH_LIMITED : 0;
     h[H_HASH] = (int64_t)hash;
-    c->pc_end = end + n;
+    c->pc_end = new_end;
     c->count = number + 1;                /* commit last */
     c->consumed = total;
     int64_t after = mono_ns(c);
@@ -605,6 +624,8 @@ static PyMemberDef Capture_members[] = {
     {"count", T_LONGLONG, offsetof(Capture, count), READONLY, "samples written"},
     {"pc_end", T_LONGLONG, offsetof(Capture, pc_end), READONLY, "PC stream position"},
     {"refused", T_LONGLONG, offsetof(Capture, refused), READONLY, "samples refused (ring full)"},
+    {"shared", T_LONGLONG, offsetof(Capture, shared), READONLY,
+     "samples stored as a reference to the previous identical stack"},
     {"overhead_ns", T_LONGLONG, offsetof(Capture, overhead_ns), READONLY, "time spent sampling"},
     {"foreign_thread_epochs", T_LONGLONG, offsetof(Capture, foreign_thread_epochs), READONLY,
      "epoch callbacks from another thread"},

@@ -20,6 +20,7 @@ class Capture:
     count: int
     pc_end: int
     refused: int
+    shared: int
     overhead_ns: int
     foreign_thread_epochs: int
     enabled: int

@@ -255,6 +255,7 @@ class Profiler:
             "use_tick_pc": self.use_tick_pc,
             "samples_taken": ring.count,
             "dropped": ring.dropped(),
+            "shared_stacks": capture.shared_stacks,
             "callback_errors": capture.errors,
             "foreign_thread_epochs": capture.foreign_thread_epochs,
             "versions": {"sigprof": __version__, "wasmtime": wt.WASMTIME_VERSION,

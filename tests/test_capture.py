@@ -45,6 +45,18 @@ def test_a_3000_deep_recursion_is_captured_whole_at_default_settings(guest):
     assert rec.truncated == 0
 
 
+def test_repeated_deep_stacks_share_ring_space_so_none_are_dropped(guest):
+    if not sigprof._native.available():
+        pytest.skip("the native capture is not in use here")
+    # ~1 s at 4 kHz, 3000 deep: whole copies would need 3x the default PC stream.
+    rec = _deep_profile(guest, 3000, 900_000_000, clock="wall", interval=0.00025)
+    assert rec.meta["samples_taken"] > 2000
+    assert rec.dropped == 0 and rec.samples == rec.meta["samples_taken"]
+    assert rec.meta["shared_stacks"] > 0.9 * rec.samples
+    leaf = [names for names, _ in stacks_by_name(rec) if names[-1] == "leaf"]
+    assert leaf and all(names == ["rec"] * 3001 + ["leaf"] for names in leaf)
+
+
 def _reentrant_stacks():
     """Python -> outer -> middle -> Python reenter -> inner, a tick at inner's entry."""
     engine = sigprof.engine()
