@@ -1,28 +1,11 @@
 """The raw recording file (``.sigprof``), read: ``load`` and ``loads``.
 
-Layout (all integers little-endian)::
-
-    magic    8 bytes   b"SIGPROF\\x1a"
-    version  u16 major, u16 minor, u32 reserved (0)
-    section* tag (4 ASCII bytes), u64 payload length, payload, u32 CRC-32 of payload
-    end      the section "END " with an empty payload
-
-Sections of version 1.0, each exactly once, in this order:
-
-    META  JSON object: clock, interval, start time, counters, versions, warnings
-    MODS  JSON list of modules: name, digest, text_size, functions
-          [[start, size, wasm index, kind, name, [epoch check offsets]], ...]
-    HOST  JSON list of host functions: name, module, file, line, import names
-    FRMS  u32 count, then count x (i32 kind, i32 a, i32 b)
-    STKS  u32 count, then count x i32 parent, then count x i32 frame
-    SMPL  u32 count, then columns: time i64, cpu i64, wall i64 (ns),
-          stack i32, ticks i32, flags u8
-
-A reader accepts any 1.x file and skips sections it does not know (minor
+The layout is described where it is written, ``sigprof/export/raw.py``.  This
+reader accepts any 1.x file and skips sections it does not know (minor
 versions only add sections).  A newer major version, a bad magic, a checksum
-mismatch, a short file or an index out of range raises ``RecordingFormatError``
-with a one-line message -- never another exception.  Writes go to a temporary
-file that replaces the target only when complete.
+mismatch, a short file, an index out of range, wrong META types, negative
+weights or unordered times raise ``RecordingFormatError`` with a one-line
+message -- never another exception.
 """
 
 from __future__ import annotations

@@ -11,9 +11,10 @@ Sections of version 1.0, each exactly once, in this order:
 
     META  JSON object: clock, interval, start time, counters, versions, warnings
     MODS  JSON list of modules: name, digest, text_size, functions
-          [[start, size, wasm index, kind, name, [epoch check offsets]], ...]
+          [[start, size, wasm index, role, name, [epoch check offsets]], ...]
+          (only the functions the samples reference)
     HOST  JSON list of host functions: name, module, file, line, import names
-    FRMS  u32 count, then count x (i32 kind, i32 a, i32 b)
+    FRMS  u32 count, then count x (i32 type, i32 ref, i32 offset): frames.Frame
     STKS  u32 count, then count x i32 parent, then count x i32 frame
     SMPL  u32 count, then columns: time i64, cpu i64, wall i64 (ns),
           stack i32, ticks i32, flags u8
