@@ -20,6 +20,7 @@ import sys
 from typing import List, NoReturn, Optional, Sequence, Tuple
 
 from . import __version__, runner
+from .runner import STUB_MODES
 from .export import FORMATS, UnknownFormat, exporter, exporter_for_path, write
 from .export.raw import MAGIC
 from .rawfile import RecordingFormatError
@@ -67,6 +68,16 @@ def _parser() -> argparse.ArgumentParser:
     rec.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                      help="set an environment variable for the WASI program (repeatable)")
     rec.add_argument("--name", help="module name shown in the profile (default: the file name)")
+    rec.add_argument("--names", metavar="NAMED.wasm",
+                     help="take function names from this build of the same module (a stripped "
+                          "release build's debug twin, say)")
+    rec.add_argument("--stub-imports", choices=STUB_MODES,
+                     help="stand in for imports WASI does not provide: trap (a call fails, "
+                          "naming the import) or zero (a call returns zeros)")
+    rec.add_argument("--no-cache", dest="cache", action="store_false",
+                     help="compile without wasmtime's compile cache (~/.cache/wasmtime)")
+    rec.add_argument("--max-wasm-stack", type=int, metavar="BYTES",
+                     help="the guest's stack limit (default: wasmtime's)")
     rec.add_argument("--host-details", action="store_true",
                      help="include host name, pid/tid and full paths (for private use)")
     rec.add_argument("--top", type=int, default=5, help="functions listed in the summary")
@@ -128,7 +139,10 @@ def cmd_record(a: argparse.Namespace) -> int:
     args = a.args[1:] if a.args[:1] == ["--"] else a.args
     result = runner.run(a.module, args, invoke=a.invoke, invoke_args=a.arg,
                         dirs=_pairs(a.dir, "::", "--dir", "HOST::GUEST"),
-                        env=_pairs(a.env, "=", "--env", "KEY=VALUE"), name=a.name, **options)
+                        env=_pairs(a.env, "=", "--env", "KEY=VALUE"), name=a.name,
+                        names=a.names, stub_imports=a.stub_imports, cache=a.cache,
+                        max_wasm_stack=_positive(a.max_wasm_stack, "--max-wasm-stack"),
+                        **options)
     rec = result.recording
     written = []
     for path, fmt in zip(outputs, formats):

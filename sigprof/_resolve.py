@@ -39,6 +39,7 @@ from .frames import (FRAME_GUEST, FRAME_HOST, FRAME_OPAQUE, FRAME_PYTHON, FRAME_
 from .recording import Recording, SampleTable
 from .symbols import (ROLE_ENTRY, ROLE_WASM, Function, ImageError, LiveImage, ModuleSymbols,
                       SymbolTable, discover, image_from_memory)
+from .wasmfile import WasmInfo
 
 
 class ModuleRef(NamedTuple):
@@ -47,11 +48,15 @@ class ModuleRef(NamedTuple):
     name: Optional[str]
     image_start: int
     image_end: int
+    names: Optional[WasmInfo] = None      # function names from a wasm binary, if given
 
 
-def module_refs(modules: Sequence[Tuple[Optional[str], wasmtime.Module]]) -> List[ModuleRef]:
-    """Image ranges of the listed modules (cheap: no symbol work before the guest runs)."""
-    return [ModuleRef(name, *wt.module_image_range(module)) for name, module in modules]
+def module_refs(modules: Sequence[Tuple[Optional[str], wasmtime.Module]],
+                names: Optional[Dict[int, WasmInfo]] = None) -> List[ModuleRef]:
+    """Image ranges of the listed modules (cheap: no symbol work before the guest runs);
+    ``names`` maps a module's position in ``modules`` to names from a binary."""
+    return [ModuleRef(name, *wt.module_image_range(module), (names or {}).get(i))
+            for i, (name, module) in enumerate(modules)]
 
 
 def host_function_info(func: Callable[..., Any], host_details: bool) -> HostFunction:
@@ -218,7 +223,7 @@ def resolve_recording(raw: Iterable[RawSample], *, modules: Sequence[ModuleRef],
     for ref in modules:
         try:
             images.append(image_from_memory(ref.image_start, ref.image_end, ref.name, True,
-                                            wt.read_memory))
+                                            wt.read_memory, ref.names))
         except ImageError as exc:
             warnings.append(f"module {ref.name or '(unnamed)'} could not be read: {exc}")
     explicit = list(images)

@@ -44,7 +44,7 @@ import time
 import warnings
 import weakref
 from types import TracebackType
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Type, Union
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Type, Union
 
 import wasmtime
 
@@ -53,6 +53,7 @@ from . import _capture, _imports, _resolve, _wasmtime as wt
 from ._ring import FULL_KEEP_NEWEST, FULL_STOP, Ring
 from ._timer import CLOCKS, ITimerTicks, Notes, TickSource
 from .recording import Recording
+from .wasmfile import WasmFormatError, WasmInfo, read_names
 
 DEFAULT_INTERVAL = 0.001
 DEFAULT_CAPACITY = 20_000
@@ -113,6 +114,30 @@ def _normalise_modules(modules: Optional[Iterable[ModuleSpec]]) -> Optional[List
     return out
 
 
+NameSource = Union[str, bytes, "os.PathLike[str]"]
+NamesSpec = Union[NameSource, Mapping[wasmtime.Module, NameSource]]
+
+
+def _load_names(names: Optional[NamesSpec],
+                modules: Optional[List[Tuple[Optional[str], wasmtime.Module]]]) -> Dict[int, WasmInfo]:
+    """``names=`` read now (so a bad file fails at once): module position -> names."""
+    if names is None:
+        return {}
+    if not modules:
+        raise ValueError("names= needs modules=: say which module the names are for")
+    given = names.items() if isinstance(names, Mapping) else [(modules[0][1], names)]
+    out: Dict[int, WasmInfo] = {}
+    for module, source in given:
+        where = next((i for i, (_, m) in enumerate(modules) if m is module), None)
+        if where is None:
+            raise ValueError("names= maps a module that is not in modules=")
+        try:
+            out[where] = read_names(source)
+        except (OSError, WasmFormatError) as exc:
+            raise ValueError(f"names=: {exc}") from None
+    return out
+
+
 class Profiler:
     """A profile of one store, as a context manager (see ``profile()``)."""
 
@@ -121,7 +146,7 @@ class Profiler:
                  capacity: int = DEFAULT_CAPACITY, max_depth: int = DEFAULT_MAX_DEPTH,
                  when_full: str = FULL_KEEP_NEWEST, host_details: bool = False,
                  ticks: Optional[TickSource] = None, name: Optional[str] = None,
-                 use_tick_pc: bool = True):
+                 use_tick_pc: bool = True, names: Optional[NamesSpec] = None):
         if not isinstance(store, wasmtime.Store):
             raise TypeError(f"store must be a wasmtime.Store, not {type(store).__name__}")
         if ticks is None:
@@ -137,6 +162,7 @@ class Profiler:
                              f"not {when_full!r}")
         self.store = store
         self.modules = _normalise_modules(modules)
+        self._names = _load_names(names, self.modules)
         self.interval_s = float(interval)
         self.clock = clock if ticks is None else ticks.clock
         self.capacity = capacity
@@ -163,7 +189,7 @@ class Profiler:
         _imports.install()
         ticks = self._ticks if self._ticks is not None else ITimerTicks(self.clock, self.interval_s)
         self._ticks = ticks
-        self._module_refs = _resolve.module_refs(self.modules or [])
+        self._module_refs = _resolve.module_refs(self.modules or [], self._names)
         ring = Ring(self.capacity, self.max_depth, when_full=self.when_full)
         try:
             capture = _capture.new_capture(self.store, ring)
@@ -338,7 +364,7 @@ def profile(store: wasmtime.Store, modules: Optional[Sequence[ModuleSpec]] = Non
             capacity: int = DEFAULT_CAPACITY, max_depth: int = DEFAULT_MAX_DEPTH,
             when_full: str = FULL_KEEP_NEWEST, host_details: bool = False,
             ticks: Optional[TickSource] = None, name: Optional[str] = None,
-            use_tick_pc: bool = True) -> Profiler:
+            use_tick_pc: bool = True, names: Optional[NamesSpec] = None) -> Profiler:
     """Profile the guest code run on ``store`` inside a ``with`` block.
 
     ``modules``: Module objects or (name, Module) pairs.  Given, only those
@@ -349,14 +375,19 @@ def profile(store: wasmtime.Store, modules: Optional[Sequence[ModuleSpec]] = Non
     ITIMER_VIRTUAL), "prof" (user+system, ITIMER_PROF) or "wall"
     (ITIMER_REAL).  ``capacity``: samples the ring holds; ``when_full``:
     "newest" keeps the newest, "stop" stops recording.  ``max_depth``:
-    native frames walked per sample (deeper stacks are marked truncated).
+    guest frames walked per sample (deeper stacks are marked truncated).
+    ``names``: function names from a wasm (or WAT) binary -- the module's own
+    file, or a build of it that keeps its name section when the profiled one
+    is stripped: a path or bytes (for the first of ``modules``), or a mapping
+    from Module objects in ``modules`` to paths or bytes.  Without it, names
+    come from the module's name section as wasmtime kept it.
     ``use_tick_pc``: attribute each guest sample to the function its tick
     landed in (the interrupted PC, recorded by the native tick handler) rather
     than to the epoch check that took it; off shows raw epoch attribution.
     ``ticks``: a custom tick source (tests).
     """
     return Profiler(store, modules, interval, clock, capacity, max_depth, when_full,
-                    host_details, ticks, name, use_tick_pc)
+                    host_details, ticks, name, use_tick_pc, names)
 
 
 def _pid() -> int:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from . import export
+from .demangle import display_name
 from .frames import (FRAME_GUEST, FRAME_HOST, FRAME_UNKNOWN, PSEUDO_FRAME_NAMES, SAMPLE_TRUNCATED,
                      Frame, FunctionRef, HostFunction, pseudo_kind)
 from .symbols import Function, ModuleSymbols
@@ -126,7 +127,8 @@ class Recording:
             if func is None:
                 return FunctionRef("unknown", PSEUDO_FRAME_NAMES[FRAME_UNKNOWN], module.name,
                                    ("unknown", frame.ref))
-            return FunctionRef("wasm", func.name, module.name, ("wasm", frame.ref, func.start))
+            return FunctionRef("wasm", display_name(func.name), module.name,
+                               ("wasm", frame.ref, func.start))
         if frame.type == FRAME_HOST:
             host = self.host_functions[frame.ref]
             return FunctionRef("host", host.label, host.module, ("host", frame.ref))

@@ -3,8 +3,13 @@
 A WASI command module runs its ``_start`` with the given argv, preopened
 directories, environment and the terminal's stdin/stdout/stderr, like
 ``wasmtime run``.  With ``invoke``, an exported function is called with
-arguments converted to its parameter types instead.  A module's exit code
-(WASI ``proc_exit``), a trap or Ctrl-C all still produce a recording.
+arguments converted to its parameter types instead; a WASI reactor's
+``_initialize`` runs first.  Imports WASI does not provide can be stood in for
+(``stub_imports``: a call traps naming the import, or returns zeros).  The
+entry point and the imports are checked from the binary before it is
+compiled, so a module that cannot run fails at once; compiling goes through
+wasmtime's compile cache unless ``cache`` is off.  A module's exit code (WASI
+``proc_exit``), a trap or Ctrl-C all still produce a recording.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import wasmtime
 
 from . import profiler
 from .recording import Recording
+from .wasmfile import WasmFormatError, WasmInfo, read_wasm, wasm_bytes
 
 TRAP_EXIT_CODE = 134          # what `wasmtime run` uses for a trap on Unix (128 + SIGABRT)
 INTERRUPT_EXIT_CODE = 130     # 128 + SIGINT
@@ -78,23 +84,110 @@ def _convert_args(func_type: wasmtime.FuncType, args: Sequence[str], name: str) 
     return out
 
 
-def load_module(engine: wasmtime.Engine, path: str) -> wasmtime.Module:
+WASI_MODULES = ("wasi_snapshot_preview1", "wasi_unstable")
+STUB_MODES = ("trap", "zero")
+
+
+class StubCalled(Exception):
+    """A guest called an import that ``--stub-imports trap`` stood in for."""
+
+
+def read_binary(path: str) -> Tuple[bytes, WasmInfo]:
+    """The module's binary (WAT is converted) and what it imports and exports."""
     if not os.path.isfile(path):
         raise RunError(f"{path}: no such file")
     try:
-        return wasmtime.Module.from_file(engine, path)
-    except (wasmtime.WasmtimeError, UnicodeDecodeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise RunError(f"{path}: cannot compile the module: {first}") from None
+        binary = wasm_bytes(path)
+        return binary, read_wasm(binary)
+    except WasmFormatError as exc:
+        raise RunError(f"{path}: cannot compile the module: {exc}") from None
+
+
+def check_runnable(path: str, info: WasmInfo, invoke: Optional[str],
+                   stub_imports: Optional[str]) -> None:
+    """Before compiling: the entry point exists and every import can be provided."""
+    functions = sorted(n for n, (kind, _) in info.exports.items() if kind == "func")
+    listing = f"; exported functions: {', '.join(functions)}" if functions else ""
+    if invoke is not None and invoke not in functions:
+        raise RunError(f"{path}: has no exported function {invoke!r}{listing}")
+    if invoke is None and "_start" not in functions:
+        if "_initialize" in functions:
+            raise RunError(f"{path}: is a WASI reactor (it exports _initialize, not _start): "
+                           f"name the function to call with --invoke NAME{listing}")
+        raise RunError(f"{path}: has no _start export (it is not a WASI command) -- use "
+                       f"--invoke NAME to call one{listing}")
+    foreign = [i for i in info.imports if i.module not in WASI_MODULES]
+    not_functions = [i for i in foreign if i.kind != "func"]
+    if not_functions:
+        raise RunError(f"{path}: imports what sigprof record cannot provide: "
+                       + ", ".join(f"{i.module}.{i.name} ({i.kind})" for i in not_functions))
+    if foreign and stub_imports is None:
+        shown = ", ".join(f"{i.module}.{i.name}" for i in foreign[:8])
+        more = f" and {len(foreign) - 8} more" if len(foreign) > 8 else ""
+        raise RunError(f"{path}: imports functions WASI does not provide: {shown}{more} -- "
+                       f"run it with --stub-imports trap (a call fails, naming the import) or "
+                       f"--stub-imports zero (a call returns zeros)")
+
+
+def _zero(ty: wasmtime.ValType) -> object:
+    kind = str(ty)
+    return 0 if kind in ("i32", "i64") else 0.0 if kind in ("f32", "f64") else None
+
+
+def define_stubs(linker: wasmtime.Linker, module: wasmtime.Module, mode: str) -> None:
+    """A stand-in for every function import WASI does not provide."""
+    for imported in module.imports:
+        ty = imported.type
+        if imported.module in WASI_MODULES or not isinstance(ty, wasmtime.FuncType):
+            continue
+        where = f"{imported.module}.{imported.name}"
+        zeros = [_zero(r) for r in ty.results]
+
+        def stub(*args: object, where: str = where, zeros: List[object] = zeros) -> object:
+            if mode == "trap":
+                raise StubCalled(f"{where} was called, but sigprof record stands in for it "
+                                 f"(--stub-imports trap)")
+            return None if not zeros else zeros[0] if len(zeros) == 1 else zeros
+        linker.define_func(imported.module, imported.name or "", ty, stub)
+
+
+def engine_for_record(cache: bool, max_wasm_stack: Optional[int]) -> wasmtime.Engine:
+    config = wasmtime.Config()
+    if cache:
+        config.cache = True              # wasmtime's own compile cache (~/.cache/wasmtime)
+    if max_wasm_stack is not None:
+        config.max_wasm_stack = max_wasm_stack
+    return profiler.engine(config)
+
+
+def compile_module(engine: wasmtime.Engine, path: str, binary: bytes) -> wasmtime.Module:
+    try:
+        return wasmtime.Module(engine, binary)
+    except wasmtime.WasmtimeError as exc:
+        raise RunError(f"{path}: cannot compile the module: {_first_line(exc)}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def run(path: str, args: Sequence[str] = (), invoke: Optional[str] = None,
         invoke_args: Sequence[str] = (), dirs: Sequence[Tuple[str, str]] = (),
         env: Sequence[Tuple[str, str]] = (), name: Optional[str] = None,
-        **profile_options: Any) -> RunResult:
-    """Compile, link and run ``path`` under ``sigprof.profile``; see the module doc."""
-    engine = profiler.engine()
-    module = load_module(engine, path)
+        names: Optional[str] = None, stub_imports: Optional[str] = None, cache: bool = True,
+        max_wasm_stack: Optional[int] = None, **profile_options: Any) -> RunResult:
+    """Check, compile, link and run ``path`` under ``sigprof.profile``; see the module doc."""
+    binary, info = read_binary(path)
+    engine = engine_for_record(cache, max_wasm_stack)
+    try:
+        wasmtime.Module.validate(engine, binary)      # milliseconds: no code generated
+    except wasmtime.WasmtimeError as exc:
+        raise RunError(f"{path}: cannot compile the module: {_first_line(exc)}") from None
+    check_runnable(path, info, invoke, stub_imports)
+    if names is not None:
+        read_binary(names)               # a bad names file fails now, not after the run
+    module = compile_module(engine, path, binary)
     module_name = name or os.path.basename(path)
     store = wasmtime.Store(engine)
     wasi = wasmtime.WasiConfig()
@@ -110,6 +203,8 @@ def run(path: str, args: Sequence[str] = (), invoke: Optional[str] = None,
     store.set_wasi(wasi)
     linker = wasmtime.Linker(engine)
     linker.define_wasi()
+    if stub_imports is not None:
+        define_stubs(linker, module, stub_imports)
     store.set_epoch_deadline(profiler.FAR_DEADLINE)   # instantiation may run a start function
     try:
         instance = linker.instantiate(store, module)
@@ -118,29 +213,26 @@ def run(path: str, args: Sequence[str] = (), invoke: Optional[str] = None,
         raise RunError(f"{path}: cannot instantiate the module: {first}") from None
     exports = instance.exports(store)
     entry = invoke or "_start"
-    names = list(exports)
-    func = exports[entry] if entry in names else None
-    if not isinstance(func, wasmtime.Func):
-        available = sorted(n for n in names if isinstance(exports[n], wasmtime.Func))
-        what = f"export {entry!r}" if invoke else "_start export (it is not a WASI command)"
-        hint = f"; exported functions: {', '.join(available)}" if available else ""
-        use = "" if invoke else " -- use --invoke NAME to call one"
-        raise RunError(f"{path}: has no {what}{hint}{use}")
+    func = exports[entry]
+    assert isinstance(func, wasmtime.Func)     # check_runnable saw it exported as a function
+    initialize = exports["_initialize"] if invoke and "_initialize" in info.exports else None
     call_args = _convert_args(func.type(store), invoke_args, entry)
 
     prof = profiler.profile(store, modules=[(module_name, module)], name=module_name,
-                            **profile_options)
+                            names=names if names is not None else binary, **profile_options)
     exit_code, outcome, message, results = 0, "ok", "", None
     try:
         with prof:
             try:
+                if isinstance(initialize, wasmtime.Func):
+                    initialize(store)    # a reactor: its constructors first
                 results = func(store, *call_args)
             except wasmtime.ExitTrap as exc:
                 exit_code, outcome = exc.code, "exit"
             except wasmtime.Trap as exc:
                 exit_code, outcome = TRAP_EXIT_CODE, "trap"
                 message = str(exc).strip().splitlines()[-1] if str(exc).strip() else "trap"
-            except wasmtime.WasmtimeError as exc:
+            except (wasmtime.WasmtimeError, StubCalled) as exc:
                 exit_code, outcome = TRAP_EXIT_CODE, "trap"
                 message = str(exc).strip().splitlines()[0]
     except KeyboardInterrupt:
@@ -149,4 +241,3 @@ def run(path: str, args: Sequence[str] = (), invoke: Optional[str] = None,
     if results is not None and not isinstance(results, list):
         results = [results]
     return RunResult(prof.recording, exit_code, outcome, message, results)
-

@@ -38,6 +38,8 @@ from array import array
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
+from .wasmfile import WasmInfo
+
 ROLE_WASM = "wasm"            # a guest function (the roles of a function in an image)
 ROLE_ENTRY = "entry"          # host -> guest trampoline
 ROLE_EXIT = "exit"            # guest -> host trampoline
@@ -153,12 +155,20 @@ class _Sections:
 
 
 class SymbolTable:
-    """One live image's functions as flat arrays; ``Function`` objects made on lookup."""
+    """One live image's functions as flat arrays; ``Function`` objects made on lookup.
+
+    A guest function's name, in order of preference: the names a wasm binary
+    gives (``names``: the module's own file, or a build of it with names); the
+    module's name section as wasmtime keeps it (``.name.wasm``: names as
+    written, spaces and all); wasmtime's ELF symbol (which turns characters it
+    does not allow into ``?``); for an unnamed function, its export name.
+    """
 
     def __init__(self, name: str, text_offset: int, text_size: int, starts: array[int],
-                 sizes: array[int],
-                 name_offsets: array[int], strtab: bytes, epoch_builtin: Optional[int],
-                 read_code: Callable[[int, int], bytes], digest: Callable[[], str]):
+                 sizes: array[int], name_offsets: array[int], strtab: bytes,
+                 epoch_builtin: Optional[int], read_code: Callable[[int, int], bytes],
+                 digest: Callable[[], str], name_data: Callable[[], bytes],
+                 names: Optional[WasmInfo] = None):
         self.name = name
         self.text_offset = text_offset
         self.text_size = text_size
@@ -167,6 +177,9 @@ class SymbolTable:
         self._epoch_builtin = epoch_builtin
         self._read_code = read_code
         self._digest = digest
+        self._name_data = name_data
+        self._names = names
+        self._section_names: Optional[Dict[int, str]] = None
         self._made: Dict[int, Function] = {}
 
     def __len__(self) -> int:
@@ -186,16 +199,64 @@ class SymbolTable:
         """The ``i``-th function by address (for listing a whole table)."""
         return self.lookup(self._starts[i])  # type: ignore[return-value]
 
-    def _function(self, i: int) -> Function:
-        start, size, at = self._starts[i], self._sizes[i], self._name_offsets[i]
+    def _symbol(self, i: int) -> str:
+        at = self._name_offsets[i]
         end = self._strtab.find(b"\0", at)
-        symbol = self._strtab[at:end if end >= 0 else len(self._strtab)].decode("utf-8", "replace")
-        display, index, role = _display_name(symbol)
+        return self._strtab[at:end if end >= 0 else len(self._strtab)].decode("utf-8", "replace")
+
+    def _function(self, i: int) -> Function:
+        start, size = self._starts[i], self._sizes[i]
+        display, index, role = _display_name(self._symbol(i))
+        if role == ROLE_WASM:
+            display = self._guest_name(index, display)
         checks: Tuple[int, ...] = ()
         if role == ROLE_WASM and self._epoch_builtin is not None:
             checks = epoch_checks(self._read_code(start, size), 0, size,
                                   self._epoch_builtin - start)
         return Function(start, size, display, index, role, checks)
+
+    def _guest_name(self, index: int, symbol_name: str) -> str:
+        unnamed = symbol_name == f"wasm-function[{index}]"
+        if self._names is not None:
+            given = self._names.function_names.get(index)
+            if given:
+                return given
+            unnamed = True                    # that build names it not: neither do we
+        elif "?" in symbol_name:
+            symbol_name = self._recovered_names().get(index, symbol_name)
+        if unnamed:
+            exported = self._names.exported_functions.get(index) if self._names else None
+            return exported or f"wasm-function[{index}]"
+        return symbol_name
+
+    def _recovered_names(self) -> Dict[int, str]:
+        """Names as written, from ``.name.wasm``: every named function's name,
+        concatenated in index order -- imported functions' first (imports take
+        the lowest indices), though only defined functions have ELF symbols.
+        Each ELF name has as many characters as the name it stands for, with
+        ``?`` for each character wasmtime replaced, so the defined functions'
+        names are the last ``sum(len(ELF names))`` characters, matched in order;
+        if any character disagrees the ELF names are kept."""
+        if self._section_names is None:
+            self._section_names = {}
+            named = []
+            for i in range(len(self._starts)):
+                match = _FUNCTION_RE.match(self._symbol(i))
+                if match and match.group(3):
+                    named.append((int(match.group(2)), match.group(3)))
+            text = self._name_data().decode("utf-8", "replace")
+            pos = len(text) - sum(len(elf) for _, elf in named)
+            if pos < 0:
+                return self._section_names
+            recovered: Dict[int, str] = {}
+            for index, elf in sorted(named):
+                real = text[pos:pos + len(elf)]
+                if len(real) != len(elf) or any(e != "?" and e != c for e, c in zip(elf, real)):
+                    return self._section_names
+                recovered[index] = real
+                pos += len(elf)
+            self._section_names = recovered
+        return self._section_names
 
     def referenced(self) -> ModuleSymbols:
         """What a recording keeps: the functions looked up so far, and the module's identity."""
@@ -211,11 +272,13 @@ class ParsedImage:
 
 
 def read_image(read: ReadMemory, start: int, end: int, name: Optional[str] = None,
-               code_buffer: Optional[Callable[[int, int], memoryview]] = None) -> ParsedImage:
+               code_buffer: Optional[Callable[[int, int], memoryview]] = None,
+               names: Optional[WasmInfo] = None) -> ParsedImage:
     """Read the function table of the image mapped at ``[start, end)``.
 
     ``read(address, size)`` copies memory; ``code_buffer(address, size)`` (optional)
-    gives a zero-copy view for hashing ``.text``.  ``name`` overrides the recovered one.
+    gives a zero-copy view for hashing ``.text``.  ``name`` overrides the recovered
+    module name; ``names`` (a wasm binary's) the function names.
     """
     try:
         sections = _Sections(read, start, end - start)
@@ -244,6 +307,7 @@ def read_image(read: ReadMemory, start: int, end: int, name: Optional[str] = Non
         rows.sort()
         info = sections.index.get(".wasmtime.info")
         hint = _name_from_info(sections.data(info)) if info is not None else None
+        name_index = sections.index.get(".name.wasm")
     except struct.error as exc:
         raise ImageError(f"cannot parse module image: {exc}") from None
     text_start = start + text_offset
@@ -258,10 +322,13 @@ def read_image(read: ReadMemory, start: int, end: int, name: Optional[str] = Non
                 else read(text_start, text_size))
         return hashlib.sha256(view).hexdigest()
 
-    final = name or hint or f"wasm-{digest()[:8]}"
+    def name_data() -> bytes:
+        return sections.data(name_index) if name_index is not None else b""
+
+    final = name or (names.module_name if names else None) or hint or f"wasm-{digest()[:8]}"
     table = SymbolTable(final, text_offset, text_size, array("Q", (r[0] for r in rows)),
                         array("Q", (r[1] for r in rows)), array("I", (r[2] for r in rows)),
-                        strtab, epoch_builtin, read_code, digest)
+                        strtab, epoch_builtin, read_code, digest, name_data, names)
     return ParsedImage(text_offset, table, hint)
 
 
@@ -349,8 +416,8 @@ class LiveImage:
 
 
 def image_from_memory(start: int, end: int, name: Optional[str], allowed: bool,
-                      read_memory: ReadMemory) -> LiveImage:
-    parsed = read_image(read_memory, start, end, name, memory_view)
+                      read_memory: ReadMemory, names: Optional[WasmInfo] = None) -> LiveImage:
+    parsed = read_image(read_memory, start, end, name, memory_view, names)
     text_start = start + parsed.text_offset
     return LiveImage(text_start, text_start + parsed.symbols.text_size, parsed.symbols, allowed)
 

@@ -1,0 +1,169 @@
+"""What a wasm binary says about its names and its imports, read without compiling it.
+
+Spec: the WebAssembly core specification, binary format (sections 1-12), and
+its appendix "Custom Sections: Name Section" (subsection 0: the module's name,
+1: function names).  Read: the import section (what the module needs, and how
+many function indices imports take), the export section (functions only), and
+the name section.  Every length is checked; anything malformed raises
+``WasmFormatError`` with one line.  Function indices count imports first, as
+wasmtime's symbols (``wasm[M]::function[N]``) do.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Dict, List, NamedTuple, Optional, Tuple
+
+import wasmtime
+
+MAGIC = b"\0asm"
+_IMPORT, _EXPORT, _CUSTOM = 2, 7, 0
+_KIND_NAMES = {0: "func", 1: "table", 2: "memory", 3: "global", 4: "tag"}
+
+
+class WasmFormatError(ValueError):
+    """Not a wasm binary this reader understands (the message says why)."""
+
+
+class Import(NamedTuple):
+    module: str
+    name: str
+    kind: str            # "func", "table", "memory", "global", "tag"
+
+
+class WasmInfo(NamedTuple):
+    imports: List[Import]
+    exports: Dict[str, Tuple[str, int]]      # export name -> (kind, index)
+    function_names: Dict[int, str]           # from the name section
+    module_name: Optional[str]
+
+    @property
+    def exported_functions(self) -> Dict[int, str]:
+        """Function index -> its first export name."""
+        out: Dict[int, str] = {}
+        for name, (kind, index) in self.exports.items():
+            if kind == "func":
+                out.setdefault(index, name)
+        return out
+
+
+class _Reader:
+    def __init__(self, data: bytes, pos: int = 0, end: Optional[int] = None):
+        self.data, self.pos = data, pos
+        self.end = len(data) if end is None else end
+
+    def byte(self) -> int:
+        if self.pos >= self.end:
+            raise WasmFormatError("unexpected end of the wasm binary")
+        self.pos += 1
+        return self.data[self.pos - 1]
+
+    def u32(self) -> int:
+        value = shift = 0
+        while True:
+            b = self.byte()
+            value |= (b & 0x7F) << shift
+            if not b & 0x80:
+                return value
+            shift += 7
+            if shift > 28:
+                raise WasmFormatError("malformed LEB128 integer in the wasm binary")
+
+    def take(self, n: int) -> bytes:
+        if n < 0 or self.pos + n > self.end:
+            raise WasmFormatError("a length in the wasm binary runs past its end")
+        self.pos += n
+        return self.data[self.pos - n:self.pos]
+
+    def name(self) -> str:
+        return self.take(self.u32()).decode("utf-8", "replace")
+
+    def limits(self) -> None:
+        flags = self.byte()
+        self.u32()
+        if flags & 1:
+            self.u32()
+
+
+def _import_desc(r: _Reader) -> str:
+    kind = r.byte()
+    if kind == 0:                # func: type index
+        r.u32()
+    elif kind == 1:              # table: reftype, limits
+        r.byte()
+        r.limits()
+    elif kind == 2:              # memory: limits (flags may mark 64-bit/shared)
+        r.limits()
+    elif kind == 3:              # global: valtype (a reftype may be two bytes), mut
+        if r.byte() in (0x63, 0x64):
+            r.u32()
+        r.byte()
+    elif kind == 4:              # tag: attribute, type index
+        r.byte()
+        r.u32()
+    else:
+        raise WasmFormatError(f"unknown import kind {kind}")
+    return _KIND_NAMES[kind]
+
+
+def read_wasm(data: bytes) -> WasmInfo:
+    """Imports, function exports and names of a wasm binary."""
+    if data[:4] != MAGIC or len(data) < 8:
+        raise WasmFormatError("not a WebAssembly binary (no \\0asm magic number)")
+    r = _Reader(data, 8)
+    imports: List[Import] = []
+    exports: Dict[str, Tuple[str, int]] = {}
+    names: Dict[int, str] = {}
+    module_name: Optional[str] = None
+    while r.pos < r.end:
+        section, size = r.byte(), r.u32()
+        body = _Reader(data, r.pos, r.pos + size)
+        r.take(size)
+        if section == _IMPORT:
+            for _ in range(body.u32()):
+                module, field = body.name(), body.name()
+                imports.append(Import(module, field, _import_desc(body)))
+        elif section == _EXPORT:
+            for _ in range(body.u32()):
+                name, kind, index = body.name(), body.byte(), body.u32()
+                exports[name] = (_KIND_NAMES.get(kind, "other"), index)
+        elif section == _CUSTOM and body.name() == "name":
+            module_name, names = _name_section(body)
+    return WasmInfo(imports, exports, names, module_name)
+
+
+def _name_section(r: _Reader) -> Tuple[Optional[str], Dict[int, str]]:
+    module_name: Optional[str] = None
+    names: Dict[int, str] = {}
+    try:
+        while r.pos < r.end:
+            kind, size = r.byte(), r.u32()
+            sub = _Reader(r.data, r.pos, r.pos + size)
+            r.take(size)
+            if kind == 0:
+                module_name = sub.name()
+            elif kind == 1:
+                for _ in range(sub.u32()):
+                    index = sub.u32()
+                    names[index] = sub.name()
+    except WasmFormatError:
+        pass       # a damaged name section only costs names, as in wasmtime
+    return module_name, names
+
+
+def wasm_bytes(source: "str | bytes | os.PathLike[str]") -> bytes:
+    """The binary of a wasm or WAT file (a path), or of wasm/WAT given as bytes."""
+    data = source if isinstance(source, bytes) else Path(source).read_bytes()
+    if data[:4] == MAGIC:
+        return data
+    try:
+        return bytes(wasmtime.wat2wasm(data.decode("utf-8")))
+    except (UnicodeDecodeError, wasmtime.WasmtimeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise WasmFormatError(f"neither a wasm binary nor valid WAT text: {first}") from None
+
+
+def read_names(source: "str | bytes | os.PathLike[str]") -> WasmInfo:
+    """``read_wasm`` of a wasm or WAT file, or of its bytes."""
+    return read_wasm(wasm_bytes(source))
