@@ -30,11 +30,11 @@ placeholder derived from a digest of the code.
 from __future__ import annotations
 
 import bisect
-import ctypes
 import hashlib
 import re
 import struct
 from array import array
+from operator import itemgetter
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -77,7 +77,7 @@ class ModuleSymbols:
     """One module's function table as a recording keeps it: host-free, only what it needs."""
 
     name: str
-    digest: str                     # sha256 of .text: identifies the code, not the host
+    digest: str                     # sha256 of the symbol table and code size: the code's identity
     text_size: int
     functions: Tuple[Function, ...]  # sorted by start
 
@@ -272,13 +272,11 @@ class ParsedImage:
 
 
 def read_image(read: ReadMemory, start: int, end: int, name: Optional[str] = None,
-               code_buffer: Optional[Callable[[int, int], memoryview]] = None,
                names: Optional[WasmInfo] = None) -> ParsedImage:
     """Read the function table of the image mapped at ``[start, end)``.
 
-    ``read(address, size)`` copies memory; ``code_buffer(address, size)`` (optional)
-    gives a zero-copy view for hashing ``.text``.  ``name`` overrides the recovered
-    module name; ``names`` (a wasm binary's) the function names.
+    ``read(address, size)`` copies memory.  ``name`` overrides the recovered module
+    name; ``names`` (a wasm binary's) the function names.
     """
     try:
         sections = _Sections(read, start, end - start)
@@ -296,15 +294,20 @@ def read_image(read: ReadMemory, start: int, end: int, name: Optional[str] = Non
         symtab = sections.data(symtab_index)
         at = strtab.find(b"\0" + _EPOCH_BUILTIN + b"\0")
         builtin_name = at + 1 if at >= 0 else -1
-        rows = []
-        epoch_builtin = None
-        for st_name, st_info, _, st_shndx, st_value, st_size in _SYM.iter_unpack(
-                symtab[:len(symtab) - len(symtab) % _SYM.size]):
-            if st_info & 0xF == _STT_FUNC and st_shndx == text_index:
-                rows.append((st_value, st_size, st_name))
-                if st_name == builtin_name:
-                    epoch_builtin = st_value
-        rows.sort()
+        # Each 24-byte entry as three little-endian words: st_name | st_info << 32 |
+        # st_other << 40 | st_shndx << 48, then st_value, then st_size.
+        entries = len(symtab) // _SYM.size
+        words = memoryview(symtab[:entries * _SYM.size]).cast("Q")
+        first = words[0::3].tolist()
+        values = words[1::3].tolist()
+        sizes = words[2::3].tolist()
+        keep = [i for i, w in enumerate(first)
+                if (w >> 32) & 0xF == _STT_FUNC and w >> 48 == text_index]
+        keep.sort(key=values.__getitem__)          # by address
+        starts, lengths = _pick(values, keep), _pick(sizes, keep)
+        name_offsets = [w & 0xFFFFFFFF for w in _pick(first, keep)]
+        epoch_builtin = next((starts[k] for k, at in enumerate(name_offsets)
+                              if at == builtin_name), None)
         info = sections.index.get(".wasmtime.info")
         hint = _name_from_info(sections.data(info)) if info is not None else None
         name_index = sections.index.get(".name.wasm")
@@ -318,18 +321,25 @@ def read_image(read: ReadMemory, start: int, end: int, name: Optional[str] = Non
         return read(text_start + offset, size)
 
     def digest() -> str:
-        view = (code_buffer(text_start, text_size) if code_buffer is not None
-                else read(text_start, text_size))
-        return hashlib.sha256(view).hexdigest()
+        # The compiled code's identity: its symbol table (every function's name,
+        # offset and size) and its size -- a few MB where .text can be 100.
+        return hashlib.sha256(symtab + strtab + text_size.to_bytes(8, "little")).hexdigest()
 
     def name_data() -> bytes:
         return sections.data(name_index) if name_index is not None else b""
 
     final = name or (names.module_name if names else None) or hint or f"wasm-{digest()[:8]}"
-    table = SymbolTable(final, text_offset, text_size, array("Q", (r[0] for r in rows)),
-                        array("Q", (r[1] for r in rows)), array("I", (r[2] for r in rows)),
-                        strtab, epoch_builtin, read_code, digest, name_data, names)
+    table = SymbolTable(final, text_offset, text_size, array("Q", starts), array("Q", lengths),
+                        array("I", name_offsets), strtab, epoch_builtin, read_code, digest,
+                        name_data, names)
     return ParsedImage(text_offset, table, hint)
+
+
+def _pick(column: List[int], rows: List[int]) -> List[int]:
+    """``[column[i] for i in rows]``, in C."""
+    if len(rows) < 2:
+        return [column[i] for i in rows]
+    return list(itemgetter(*rows)(column))
 
 
 def epoch_checks(text: bytes, start: int, size: int, builtin: int) -> Tuple[int, ...]:
@@ -417,14 +427,10 @@ class LiveImage:
 
 def image_from_memory(start: int, end: int, name: Optional[str], allowed: bool,
                       read_memory: ReadMemory, names: Optional[WasmInfo] = None) -> LiveImage:
-    parsed = read_image(read_memory, start, end, name, memory_view, names)
+    parsed = read_image(read_memory, start, end, name, names)
     text_start = start + parsed.text_offset
     return LiveImage(text_start, text_start + parsed.symbols.text_size, parsed.symbols, allowed)
 
-
-def memory_view(address: int, size: int) -> memoryview:
-    """A zero-copy view of this process's memory (caller checks it is mapped)."""
-    return memoryview((ctypes.c_char * size).from_address(address)).cast("B")
 
 
 @dataclass(frozen=True)
