@@ -16,10 +16,12 @@ import argparse
 import gzip
 import json
 import os
+import signal
 import sys
-from typing import List, NoReturn, Optional, Sequence, Tuple
+from typing import List, NoReturn, Optional, Sequence, Set, Tuple
 
 from . import __version__, runner
+from .profiler import DEFAULT_CAPACITY, DEFAULT_MAX_DEPTH
 from .runner import STUB_MODES
 from .export import FORMATS, UnknownFormat, exporter, exporter_for_path, write
 from .export.raw import MAGIC
@@ -27,10 +29,20 @@ from .rawfile import RecordingFormatError
 from .recording import Recording
 
 EXIT_BAD_INPUT = 2
+RECORD_OPTIONS: Set[str] = set()      # filled as the parser is built
 
 
 class CliError(Exception):
     pass
+
+
+class _ShowDefaults(argparse.ArgumentDefaultsHelpFormatter):
+    """Defaults in --help, for the options that have one worth showing."""
+
+    def _get_help_string(self, action: argparse.Action) -> Optional[str]:
+        if action.default in (None, [], False) or action.default is argparse.SUPPRESS:
+            return action.help
+        return super()._get_help_string(action)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -44,19 +56,28 @@ def _parser() -> argparse.ArgumentParser:
                                             "run by wasmtime")
     p.add_argument("--version", action="version", version=f"sigprof {__version__}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    defaults = _ShowDefaults
 
-    rec = sub.add_parser("record", help="run a module under the profiler and write a profile")
+    rec = sub.add_parser("record", help="run a module under the profiler and write a profile",
+                         formatter_class=defaults)
     rec.add_argument("-o", "--output", action="append", default=[],
                      help="output file; its suffix picks the format: .json/.json.gz (Firefox "
-                          "Profiler), .sigprof (raw), .collapsed, .txt; repeat to write the "
-                          "same recording in several formats (default: sigprof.json)")
+                          "Profiler), .sigprof (raw), .collapsed, .txt; - for the standard "
+                          "output (text, or --format); repeat to write the same recording in "
+                          "several formats; when none is given: sigprof.json")
+    rec.add_argument("--format", choices=FORMATS,
+                     help="the format of every output, whatever its name")
     rec.add_argument("--clock", choices=("cpu", "prof", "wall"), default="cpu",
                      help="cpu: user CPU time (ITIMER_VIRTUAL); prof: user+system; wall: "
-                          "wall-clock time (default: cpu)")
-    rec.add_argument("--interval", default="1ms",
-                     help="time between samples: 250us, 1ms, 0.004 (seconds) (default: 1ms)")
-    rec.add_argument("--capacity", type=int, default=None, help="samples the ring buffer holds")
-    rec.add_argument("--max-depth", type=int, default=None, help="native frames walked per sample")
+                          "wall-clock time")
+    rec.add_argument("--interval",
+                     help="time between samples: 250us, 1ms, 0.004 (seconds); when not given, "
+                          "1 ms, or one kernel tick (4 ms at HZ=250) for the CPU clocks, which "
+                          "cannot tick faster")
+    rec.add_argument("--capacity", type=int, default=DEFAULT_CAPACITY,
+                     help="samples the ring buffer holds")
+    rec.add_argument("--max-depth", type=int, default=DEFAULT_MAX_DEPTH,
+                     help="guest frames walked per sample")
     rec.add_argument("--when-full", choices=("newest", "stop"), default="newest",
                      help="ring full: keep the newest samples or stop recording")
     rec.add_argument("--invoke", metavar="NAME",
@@ -67,7 +88,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="preopen directory HOST as GUEST for the WASI program (repeatable)")
     rec.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                      help="set an environment variable for the WASI program (repeatable)")
-    rec.add_argument("--name", help="module name shown in the profile (default: the file name)")
+    rec.add_argument("--name", help="module name shown in the profile; when not given, the "
+                                     "file's name")
     rec.add_argument("--names", metavar="NAMED.wasm",
                      help="take function names from this build of the same module (a stripped "
                           "release build's debug twin, say)")
@@ -81,20 +103,24 @@ def _parser() -> argparse.ArgumentParser:
     rec.add_argument("--host-details", action="store_true",
                      help="include host name, pid/tid and full paths (for private use)")
     rec.add_argument("--top", type=int, default=5, help="functions listed in the summary")
+    RECORD_OPTIONS.update(o for action in rec._actions for o in action.option_strings)
     rec.add_argument("module", metavar="MODULE.wasm|MODULE.wat")
     rec.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS",
                      help="arguments passed to the WASI program (everything after MODULE goes "
                           "to the program, as with `wasmtime run`: put sigprof's options first)")
 
-    conv = sub.add_parser("convert", help="convert a raw recording to another format")
+    conv = sub.add_parser("convert", help="convert a raw recording to another format",
+                          formatter_class=defaults)
     conv.add_argument("input", metavar="IN.sigprof")
-    conv.add_argument("-o", "--output", required=True, help="output file")
+    conv.add_argument("-o", "--output", required=True,
+                      help="output file, or - for the standard output")
     conv.add_argument("--format", choices=FORMATS,
                       help="output format (default: from the output file's suffix)")
 
-    rep = sub.add_parser("report", help="print the top functions and the hottest path")
+    rep = sub.add_parser("report", help="print the top functions and the hottest path",
+                         formatter_class=defaults)
     rep.add_argument("input", metavar="IN.sigprof|IN.json")
-    rep.add_argument("--top", type=int, default=10, help="functions listed (default: 10)")
+    rep.add_argument("--top", type=int, default=10, help="functions listed")
     return p
 
 
@@ -117,37 +143,79 @@ def _positive(value: Optional[int], option: str) -> Optional[int]:
     return value
 
 
+STDOUT = "-"
+TERMINATED_EXIT_CODE = 143     # 128 + SIGTERM
+
+
+def _output_formats(outputs: Sequence[str], fmt: Optional[str]) -> List[str]:
+    formats = []
+    for path in outputs:
+        try:
+            chosen = fmt or ("text" if path == STDOUT else exporter_for_path(path).name)
+        except UnknownFormat as exc:
+            raise CliError(str(exc)) from None
+        if path == STDOUT and chosen == "raw":
+            raise CliError("a raw recording is binary: write it to a file, not to -")
+        formats.append(chosen)
+    return formats
+
+
+def _write_output(rec: Recording, path: str, fmt: str) -> None:
+    if path == STDOUT:
+        sys.stdout.buffer.write(exporter(fmt).render(rec, ""))
+        sys.stdout.flush()
+    else:
+        write(rec, path, fmt)
+
+
+def _misplaced_options(args: Sequence[str]) -> List[str]:
+    """Which of the program's arguments are spelled like record's own options."""
+    return [arg for arg in args if arg.split("=", 1)[0] in RECORD_OPTIONS]
+
+
 def cmd_record(a: argparse.Namespace) -> int:
-    interval = runner.parse_interval(a.interval)
+    interval = runner.parse_interval(a.interval) if a.interval is not None else None
     outputs = a.output or ["sigprof.json"]
-    try:
-        formats = [exporter_for_path(path).name for path in outputs]
-    except UnknownFormat as exc:
-        raise CliError(str(exc)) from None
+    formats = _output_formats(outputs, a.format)
     for path in outputs:
         parent = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(parent):
+        if path != STDOUT and not os.path.isdir(parent):
             raise CliError(f"{path}: directory {parent} does not exist")
     options = {"interval": interval, "clock": a.clock, "when_full": a.when_full,
-               "host_details": a.host_details}
-    if _positive(a.capacity, "--capacity") is not None:
-        options["capacity"] = a.capacity
-    if _positive(a.max_depth, "--max-depth") is not None:
-        options["max_depth"] = a.max_depth
+               "host_details": a.host_details,
+               "capacity": _positive(a.capacity, "--capacity"),
+               "max_depth": _positive(a.max_depth, "--max-depth")}
     if a.invoke is None and a.arg:
         raise CliError("--arg needs --invoke NAME")
     args = a.args[1:] if a.args[:1] == ["--"] else a.args
-    result = runner.run(a.module, args, invoke=a.invoke, invoke_args=a.arg,
-                        dirs=_pairs(a.dir, "::", "--dir", "HOST::GUEST"),
-                        env=_pairs(a.env, "=", "--env", "KEY=VALUE"), name=a.name,
-                        names=a.names, stub_imports=a.stub_imports, cache=a.cache,
-                        max_wasm_stack=_positive(a.max_wasm_stack, "--max-wasm-stack"),
-                        **options)
+    terminated: List[int] = []
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        terminated.append(signum)       # stop the guest the way Ctrl-C does; keep the profile
+        raise KeyboardInterrupt
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        result = runner.run(a.module, args, invoke=a.invoke, invoke_args=a.arg,
+                            dirs=_pairs(a.dir, "::", "--dir", "HOST::GUEST"),
+                            env=_pairs(a.env, "=", "--env", "KEY=VALUE"), name=a.name,
+                            names=a.names, stub_imports=a.stub_imports, cache=a.cache,
+                            max_wasm_stack=_positive(a.max_wasm_stack, "--max-wasm-stack"),
+                            **options)
+    except runner.RunError as exc:
+        misplaced = _misplaced_options(args)
+        if misplaced:
+            raise CliError(f"{exc} (what follows the module goes to the program: put "
+                           f"{' '.join(misplaced)} before {a.module})") from None
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if terminated and result.outcome == "interrupted":
+        result.exit_code, result.message = TERMINATED_EXIT_CODE, "terminated (SIGTERM)"
     rec = result.recording
     written = []
     for path, fmt in zip(outputs, formats):
         try:
-            write(rec, path, fmt)
+            _write_output(rec, path, fmt)
         except OSError as exc:
             # The run cannot be repeated: keep what it recorded somewhere.
             rescue = _rescue(rec)
@@ -175,18 +243,22 @@ def _summary(rec: Recording, written: List[Tuple[str, str]], top: int,
     from .analysis import summarise_recording
     err = sys.stderr
     if result.outcome == "trap":
-        print(f"sigprof: guest trapped: {result.message}", file=err)
+        print(f"sigprof: guest trapped{result.message}", file=err)
     elif result.outcome == "exit" and result.exit_code:
         print(f"sigprof: guest exited with code {result.exit_code}", file=err)
     elif result.outcome == "interrupted":
-        print("sigprof: interrupted; the profile up to that point was kept", file=err)
+        print(f"sigprof: {result.message}; the profile up to that point was kept", file=err)
     if result.results:
         print(f"sigprof: {result.recording.meta.get('name')} returned "
               f"{', '.join(map(str, result.results))}", file=err)
-    cpu_ms = rec.total_cpu_ns / 1e6
+    sampled_ms = sum(rec.weights_ns()) / 1e6
     for path, fmt in written:
-        print(f"sigprof: wrote {os.path.abspath(path)} ({exporter(fmt).description})", file=err)
-    print(f"sigprof: {rec.samples} samples, {cpu_ms:.1f} ms CPU sampled, clock {rec.clock}"
+        where = "the standard output" if path == STDOUT else os.path.abspath(path)
+        print(f"sigprof: wrote {where} ({exporter(fmt).description})", file=err)
+    for warning in rec.meta.get("warnings", []):
+        print(f"sigprof: warning: {warning}", file=err)
+    what = "wall time" if rec.clock == "wall" else "CPU"
+    print(f"sigprof: {rec.samples} samples, {sampled_ms:.1f} ms {what} sampled, clock {rec.clock}"
           + (f", {rec.dropped} dropped" if rec.dropped else "")
           + (f", {rec.truncated} truncated" if rec.truncated else ""), file=err)
     summary = summarise_recording(rec)
@@ -200,14 +272,11 @@ def _summary(rec: Recording, written: List[Tuple[str, str]], top: int,
 
 def cmd_convert(a: argparse.Namespace) -> int:
     from . import rawfile
-    try:
-        fmt = a.format or exporter_for_path(a.output).name
-    except UnknownFormat as exc:
-        raise CliError(str(exc)) from None
+    fmt, = _output_formats([a.output], a.format)
     rec = rawfile.load(a.input)
-    write(rec, a.output, fmt)
-    print(f"sigprof: wrote {os.path.abspath(a.output)} ({fmt}, {rec.samples} samples)",
-          file=sys.stderr)
+    _write_output(rec, a.output, fmt)
+    where = "the standard output" if a.output == STDOUT else os.path.abspath(a.output)
+    print(f"sigprof: wrote {where} ({fmt}, {rec.samples} samples)", file=sys.stderr)
     return 0
 
 

@@ -51,11 +51,17 @@ import wasmtime
 from . import __version__
 from . import _capture, _imports, _resolve, _wasmtime as wt
 from ._ring import FULL_KEEP_NEWEST, FULL_STOP, Ring
-from ._timer import CLOCKS, ITimerTicks, Notes, TickSource
+from ._timer import CLOCKS, ITimerTicks, Notes, TickSource, kernel_tick
 from .recording import Recording
 from .wasmfile import WasmFormatError, WasmInfo, read_names
 
-DEFAULT_INTERVAL = 0.001
+DEFAULT_INTERVAL = 0.001      # seconds; the CPU clocks default to one kernel tick instead
+
+
+def default_interval(clock: str) -> float:
+    """1 ms, or for the CPU clocks one kernel tick: their timers cannot tick faster."""
+    tick = kernel_tick() if clock in ("cpu", "prof") else 0.0
+    return tick if tick > 0 else DEFAULT_INTERVAL
 DEFAULT_CAPACITY = 20_000
 DEFAULT_MAX_DEPTH = 65536     # guest frames walked per sample: whole stacks by default
 
@@ -142,7 +148,7 @@ class Profiler:
     """A profile of one store, as a context manager (see ``profile()``)."""
 
     def __init__(self, store: wasmtime.Store, modules: Optional[Iterable[ModuleSpec]] = None,
-                 interval: float = DEFAULT_INTERVAL, clock: str = "cpu",
+                 interval: Optional[float] = None, clock: str = "cpu",
                  capacity: int = DEFAULT_CAPACITY, max_depth: int = DEFAULT_MAX_DEPTH,
                  when_full: str = FULL_KEEP_NEWEST, host_details: bool = False,
                  ticks: Optional[TickSource] = None, name: Optional[str] = None,
@@ -152,7 +158,8 @@ class Profiler:
         if ticks is None:
             if clock not in CLOCKS:
                 raise ValueError(f"clock must be one of {', '.join(CLOCKS)}, not {clock!r}")
-            if not isinstance(interval, (int, float)) or not interval > 0:
+            if interval is not None and (not isinstance(interval, (int, float))
+                                         or not interval > 0):
                 raise ValueError(f"interval must be a positive number of seconds, not {interval!r}")
         for label, value in (("capacity", capacity), ("max_depth", max_depth)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -163,7 +170,7 @@ class Profiler:
         self.store = store
         self.modules = _normalise_modules(modules)
         self._names = _load_names(names, self.modules)
-        self.interval_s = float(interval)
+        self.interval_s = float(interval) if interval is not None else default_interval(clock)
         self.clock = clock if ticks is None else ticks.clock
         self.capacity = capacity
         self.max_depth = max_depth
@@ -251,6 +258,12 @@ class Profiler:
             meta["warnings"].append(f"could not resolve samples: {exc!r}")
             self.recording = _resolve.resolve_recording(
                 [], modules=self._module_refs, discover_allowed=False, host_callables=[], meta=meta)
+        if self.recording.samples == 0:
+            self.recording.meta["warnings"].append(
+                f"no samples: the run used less than one tick of the {self.recording.clock} "
+                f"clock ({self.recording.interval * 1e3:g} ms); profile a longer run"
+                + (", or use clock='wall' (--clock wall)" if self.recording.clock != "wall"
+                   else ""))
         self._ring = None
         self._capture = None
         _capture.run_deferred_now()
@@ -289,6 +302,12 @@ class Profiler:
             "arch": platform.machine(),          # what the compiled code offsets are in
             "warnings": [],
         }
+        armed = ticks.interval_s if ticks.interval_s else self.interval_s
+        if armed > self.interval_s * 1.001:
+            meta["warnings"].append(
+                f"interval raised from {self.interval_s * 1e3:g} ms to {armed * 1e3:g} ms: the "
+                f"{ticks.clock} clock's timer ticks at most once per kernel tick; use "
+                f"clock='wall' (--clock wall) for finer sampling")
         if notes.get("native_unavailable"):
             meta["warnings"].append(f"pure-Python capture (slower, epoch-biased): "
                                     f"{notes['native_unavailable']}")
@@ -360,7 +379,7 @@ class Profiler:
 
 
 def profile(store: wasmtime.Store, modules: Optional[Sequence[ModuleSpec]] = None,
-            interval: float = DEFAULT_INTERVAL, clock: str = "cpu",
+            interval: Optional[float] = None, clock: str = "cpu",
             capacity: int = DEFAULT_CAPACITY, max_depth: int = DEFAULT_MAX_DEPTH,
             when_full: str = FULL_KEEP_NEWEST, host_details: bool = False,
             ticks: Optional[TickSource] = None, name: Optional[str] = None,
@@ -370,8 +389,9 @@ def profile(store: wasmtime.Store, modules: Optional[Sequence[ModuleSpec]] = Non
     ``modules``: Module objects or (name, Module) pairs.  Given, only those
     modules are named in the profile (others become one opaque frame); left
     out, every module seen in samples is discovered and named.
-    ``interval``: seconds of the clock between ticks (for the CPU clocks it is
-    rounded up to whole kernel ticks, 4 ms at HZ=250: see ``_timer``).  ``clock``: "cpu" (user CPU time,
+    ``interval``: seconds of the clock between ticks; by default 1 ms, or one
+    kernel tick (4 ms at HZ=250) for the CPU clocks, whose timers cannot tick
+    faster -- a finer interval asked of them is raised, with a warning.  ``clock``: "cpu" (user CPU time,
     ITIMER_VIRTUAL), "prof" (user+system, ITIMER_PROF) or "wall"
     (ITIMER_REAL).  ``capacity``: samples the ring holds; ``when_full``:
     "newest" keeps the newest, "stop" stops recording.  ``max_depth``:

@@ -49,7 +49,7 @@ class SampleTable:
                            array("B"))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Recording:
     meta: Dict[str, Any]
     modules: Tuple[ModuleSymbols, ...]
@@ -60,6 +60,13 @@ class Recording:
     sample_table: SampleTable
     _function_cache: Dict[int, FunctionRef] = field(default_factory=dict, compare=False,
                                                     repr=False)
+
+    def __repr__(self) -> str:
+        name = self.meta.get("name") or ", ".join(m.name for m in self.modules) or "guest"
+        weight = "wall" if self.clock == "wall" else "CPU"
+        return (f"<Recording {name}: {self.samples} samples, "
+                f"{sum(self.weights_ns()) / 1e6:.1f} ms {weight}, clock {self.clock}, "
+                f"{len(self.modules)} module(s), {len(self.host_functions)} host function(s)>")
 
     # -- the names the public API promises -------------------------------------
 

@@ -21,6 +21,7 @@ from typing import Any, List, Optional, Sequence, Tuple
 import wasmtime
 
 from . import profiler
+from .demangle import display_name
 from .recording import Recording
 from .wasmfile import WasmFormatError, WasmInfo, read_wasm, wasm_bytes
 
@@ -37,7 +38,7 @@ class RunResult:
     recording: Recording
     exit_code: int
     outcome: str                  # "ok", "exit", "trap", "interrupted"
-    message: str = ""             # the trap's message, first line
+    message: str = ""             # what ended it: " in FUNCTION: why" for a trap
     results: Optional[List[object]] = None
 
 
@@ -73,15 +74,27 @@ def _convert_args(func_type: wasmtime.FuncType, args: Sequence[str], name: str) 
         kind = str(ty)
         try:
             if kind in ("i32", "i64"):
-                out.append(int(value, 0))
+                out.append(_integer(value, kind))
             elif kind in ("f32", "f64"):
                 out.append(float(value))
             else:
                 raise RunError(f"export {name!r} takes a {kind} argument, which the command "
                                f"line cannot pass")
+        except RunError:
+            raise
         except ValueError:
             raise RunError(f"argument {value!r} is not a valid {kind} for export {name!r}") from None
     return out
+
+
+def _integer(value: str, kind: str) -> int:
+    """An i32/i64 argument: signed, or the unsigned spelling of its two's complement."""
+    bits = 32 if kind == "i32" else 64
+    number = int(value, 0)                      # ValueError: not a number at all
+    if not -(1 << (bits - 1)) <= number < 1 << bits:
+        raise RunError(f"argument {value!r} is out of range for {kind} (from "
+                       f"{-(1 << (bits - 1))} to {(1 << bits) - 1})")
+    return number - (1 << bits) if number >= 1 << (bits - 1) else number
 
 
 WASI_MODULES = ("wasi_snapshot_preview1", "wasi_unstable")
@@ -100,7 +113,10 @@ def read_binary(path: str) -> Tuple[bytes, WasmInfo]:
         binary = wasm_bytes(path)
         return binary, read_wasm(binary)
     except WasmFormatError as exc:
-        raise RunError(f"{path}: cannot compile the module: {exc}") from None
+        text = str(exc)
+        if text.startswith(path + ":"):          # WAT, with its line and column
+            raise RunError(text) from None
+        raise RunError(f"{path}: cannot compile the module: {text}") from None
 
 
 def check_runnable(path: str, info: WasmInfo, invoke: Optional[str],
@@ -167,6 +183,18 @@ def compile_module(engine: wasmtime.Engine, path: str, binary: bytes) -> wasmtim
         raise RunError(f"{path}: cannot compile the module: {_first_line(exc)}") from None
 
 
+def _trap_message(trap: wasmtime.Trap) -> str:
+    """`` in FUNCTION: wasm trap: ...`` -- where the guest trapped, and why."""
+    lines = [line.strip() for line in str(trap).strip().splitlines() if line.strip()]
+    why = lines[-1] if lines else "trap"
+    frames = trap.frames
+    if not frames:
+        return f": {why}"
+    top = frames[0]
+    name = display_name(top.func_name) if top.func_name else f"wasm-function[{top.func_index}]"
+    return f" in {name}: {why}"
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
@@ -230,11 +258,10 @@ def run(path: str, args: Sequence[str] = (), invoke: Optional[str] = None,
             except wasmtime.ExitTrap as exc:
                 exit_code, outcome = exc.code, "exit"
             except wasmtime.Trap as exc:
-                exit_code, outcome = TRAP_EXIT_CODE, "trap"
-                message = str(exc).strip().splitlines()[-1] if str(exc).strip() else "trap"
+                exit_code, outcome, message = TRAP_EXIT_CODE, "trap", _trap_message(exc)
             except (wasmtime.WasmtimeError, StubCalled) as exc:
                 exit_code, outcome = TRAP_EXIT_CODE, "trap"
-                message = str(exc).strip().splitlines()[0]
+                message = f": {_first_line(exc)}"
     except KeyboardInterrupt:
         exit_code, outcome, message = INTERRUPT_EXIT_CODE, "interrupted", "interrupted (Ctrl-C)"
     assert prof.recording is not None

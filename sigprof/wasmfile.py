@@ -23,7 +23,7 @@ _KIND_NAMES = {0: "func", 1: "table", 2: "memory", 3: "global", 4: "tag"}
 
 
 class WasmFormatError(ValueError):
-    """Not a wasm binary this reader understands (the message says why)."""
+    """Not a wasm binary or WAT this reader understands (the message says why)."""
 
 
 class Import(NamedTuple):
@@ -153,15 +153,43 @@ def _name_section(r: _Reader) -> Tuple[Optional[str], Dict[int, str]]:
 
 
 def wasm_bytes(source: "str | bytes | os.PathLike[str]") -> bytes:
-    """The binary of a wasm or WAT file (a path), or of wasm/WAT given as bytes."""
+    """The binary of a wasm or WAT file (a path), or of wasm/WAT given as bytes.
+
+    WAT that does not parse raises ``WasmFormatError`` with wasmtime's message,
+    its location in the source's own name (``bad.wat:3:4``) and its excerpt.
+    """
+    where = "<bytes>" if isinstance(source, bytes) else os.fspath(source)
     data = source if isinstance(source, bytes) else Path(source).read_bytes()
     if data[:4] == MAGIC:
         return data
     try:
-        return bytes(wasmtime.wat2wasm(data.decode("utf-8")))
-    except (UnicodeDecodeError, wasmtime.WasmtimeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise WasmFormatError(f"neither a wasm binary nor valid WAT text: {first}") from None
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        text = ""
+    if not _looks_like_wat(text):
+        raise WasmFormatError("neither a wasm binary (no \\0asm header) nor WAT text "
+                              "(text starting with `(`)")
+    try:
+        return bytes(wasmtime.wat2wasm(text))
+    except wasmtime.WasmtimeError as exc:
+        raise WasmFormatError(_located(str(exc), where)) from None
+
+
+def _looks_like_wat(text: str) -> bool:
+    lines = [line.strip() for line in text.splitlines()]
+    code = next((line for line in lines if line and not line.startswith(";;")), "")
+    return code.startswith("(")
+
+
+def _located(message: str, where: str) -> str:
+    """wasmtime's ``msg / --> <anon>:L:C / excerpt`` as ``where:L:C: msg / excerpt``."""
+    lines = message.rstrip().splitlines()
+    for k, line in enumerate(lines):
+        if line.strip().startswith("--> <anon>:"):
+            position = line.strip()[len("--> <anon>:"):]
+            excerpt = [x for x in lines[k + 1:] if x.strip() not in ("", "|")]
+            return "\n".join([f"{where}:{position}: {lines[0]}"] + excerpt)
+    return f"{where}: {lines[0] if lines else 'not valid WAT'}"
 
 
 def read_names(source: "str | bytes | os.PathLike[str]") -> WasmInfo:

@@ -11,6 +11,7 @@ this package, never the other way round.
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from typing import TYPE_CHECKING, Optional
@@ -44,7 +45,8 @@ def exporter_for_path(path: str) -> Exporter:
     suffixes = [s for e in EXPORTERS for s in e.suffixes]
     raise UnknownFormat(
         f"cannot tell the output format from {os.path.basename(path)!r}: use a name ending in "
-        f"{', '.join(suffixes[:-1])} or {suffixes[-1]}, or give the format explicitly")
+        f"{', '.join(suffixes[:-1])} or {suffixes[-1]}, or name the format (--format, or "
+        f"format= in save())")
 
 
 def _umask() -> int:
@@ -61,6 +63,8 @@ def _umask() -> int:
 
 def atomic_write(path: str, data: bytes) -> None:
     directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):               # say so in the user's words, not mkstemp's
+        raise FileNotFoundError(errno.ENOENT, f"directory {directory} does not exist", path)
     try:
         mode = os.stat(path).st_mode & 0o7777          # replacing a file: keep its mode
     except OSError:
