@@ -62,7 +62,8 @@ def _parser() -> argparse.ArgumentParser:
                          formatter_class=defaults)
     rec.add_argument("-o", "--output", action="append", default=[],
                      help="output file; its suffix picks the format: .json/.json.gz (Firefox "
-                          "Profiler), .sigprof (raw), .collapsed, .txt; - for the standard "
+                          "Profiler), .sigprof (raw), .collapsed, .txt, .svg (flame graph); - "
+                          "for the standard "
                           "output (text, or --format); repeat to write the same recording in "
                           "several formats; when none is given: sigprof.json")
     rec.add_argument("--format", choices=FORMATS,

@@ -41,18 +41,31 @@ class Summary:
         return 100.0 * weight / self.total_weight if self.total_weight else 0.0
 
 
-def summarise(parents: Sequence[int], labels: Sequence[FunctionRef],
-              samples: Iterable[Tuple[int, float]]) -> Summary:
-    """Self and total weight per function, and the hottest path.
+@dataclass
+class FunctionTree:
+    """Stacks at function level: one node per distinct path of functions."""
+
+    label: List[FunctionRef]      # node -> its function
+    parent: List[int]             # node -> parent node, -1 for a root (parents come first)
+    self_weight: List[float]      # weight of the samples whose stack ends at the node
+    weight: List[float]           # weight of the node's subtree
+    children: List[List[int]]     # sampled children, in order of first appearance
+    roots: List[int]              # sampled roots, likewise
+    total_weight: float           # every sample's, stack or not
+    samples: int
+
+
+def function_tree(parents: Sequence[int], labels: Sequence[FunctionRef],
+                  samples: Iterable[Tuple[int, float]]) -> FunctionTree:
+    """Merge a frame-level prefix tree into a function-level one, with weights.
 
     The stacks are a prefix tree: node ``i`` has parent ``parents[i]`` (-1 for a
     root, always less than ``i``) and its frame's function ``labels[i]``;
     ``samples`` gives each sample's node (-1: no stack) and weight.  Frames of
-    one function under one parent are merged first, so the work is linear in
-    the tree's size plus the samples, whatever the depth.  A function that
-    recurses counts once toward its total.
+    one function under one parent are merged, so the work is linear in the
+    tree's size plus the samples, whatever the depth.  Nodes no sample passes
+    through are left out of ``children`` and ``roots``.
     """
-    # The function-level tree: one node per distinct path of functions.
     fn_parent: List[int] = []
     fn_label: List[FunctionRef] = []
     fn_index: Dict[Tuple[int, FunctionRef], int] = {}
@@ -89,6 +102,19 @@ def summarise(parents: Sequence[int], labels: Sequence[FunctionRef],
             children[parent].append(node)
         else:
             roots.append(node)
+    for listed in children:
+        listed.reverse()
+    roots.reverse()
+    return FunctionTree(fn_label, fn_parent, at, below, children, roots, total, count)
+
+
+def summarise(parents: Sequence[int], labels: Sequence[FunctionRef],
+              samples: Iterable[Tuple[int, float]]) -> Summary:
+    """Self and total weight per function, and the hottest path (see ``function_tree``).
+    A function that recurses counts once toward its total."""
+    tree = function_tree(parents, labels, samples)
+    fn_label, at, below = tree.label, tree.self_weight, tree.weight
+    children, roots = tree.children, tree.roots
     totals: Dict[FunctionRef, FunctionTotals] = {}
 
     def entry(label: FunctionRef) -> FunctionTotals:
@@ -121,7 +147,13 @@ def summarise(parents: Sequence[int], labels: Sequence[FunctionRef],
         node = max(level, key=lambda c: (below[c], str(fn_label[c])))
         path.append((fn_label[node], below[node]))
         level = children[node]
-    return Summary(total, count, list(totals.values()), path)
+    return Summary(tree.total_weight, tree.samples, list(totals.values()), path)
+
+
+def recording_tree(rec: "Recording") -> FunctionTree:
+    """``function_tree`` of a ``Recording``'s own stacks, by ``FunctionRef``."""
+    labels = [rec.function(frame) for frame in rec.stack_frame]
+    return function_tree(rec.stack_parent, labels, zip(rec.sample_table.stack, rec.weights_ns()))
 
 
 def summarise_recording(rec: "Recording") -> Summary:

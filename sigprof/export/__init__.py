@@ -16,13 +16,13 @@ import os
 import tempfile
 from typing import TYPE_CHECKING, Optional
 
-from . import collapsed, firefox, raw, text
+from . import collapsed, firefox, raw, svg, text
 from .base import Exporter
 
 if TYPE_CHECKING:
     from ..recording import Recording
 
-EXPORTERS = (firefox.EXPORTER, raw.EXPORTER, collapsed.EXPORTER, text.EXPORTER)
+EXPORTERS = (firefox.EXPORTER, raw.EXPORTER, collapsed.EXPORTER, text.EXPORTER, svg.EXPORTER)
 FORMATS = tuple(e.name for e in EXPORTERS)
 
 
