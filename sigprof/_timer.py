@@ -402,12 +402,12 @@ class ITimerTicks(TickSource):
             self._armed = False
             self._drain_pending()
         if self._relay is not None:
-            final = self.ticks
             self._relay.uninstall()
+            # Read the count once the relay has stopped (the wakeup thread may count a
+            # tick still in its pipe), and keep it readable after the handler is gone.
+            self.tick_word = ctypes.c_uint64(self.ticks)
             self.notes.update(self._relay.notes)
             self._relay = None
-            # Keep the final count readable after the handler is gone.
-            self.tick_word = ctypes.c_uint64(final)
 
     def _drain_pending(self) -> None:
         # A tick generated just before the timer was disarmed may still be

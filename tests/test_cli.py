@@ -186,7 +186,7 @@ def test_bad_inputs_get_one_clear_line(sigprof_cmd, tmp_path):
         (("convert", bad / "corrupt.sigprof", "-o", o), "corrupt"),
         (("convert", bad / "newer.sigprof", "-o", o), "newer than this sigprof"),
         (("convert", raw, "-o", out / "x.pdf"), "output format"),
-        (("convert", raw, "-o", o, "--format", "svg"), "invalid choice"),
+        (("convert", raw, "-o", o, "--format", "pdf"), "invalid choice"),
         (("report", bad / "notes.txt"), "neither a sigprof recording nor a JSON profile"),
         (("report", bad / "short.sigprof"), "truncated"),
         (("record", "--bogus", DEMO), "unrecognized arguments"),
