@@ -118,6 +118,15 @@ def _parser() -> argparse.ArgumentParser:
     conv.add_argument("--format", choices=FORMATS,
                       help="output format (default: from the output file's suffix)")
 
+    view = sub.add_parser("view", help="open a profile in the Firefox Profiler (or --svg: its "
+                                       "flame graph), served from this machine",
+                          formatter_class=defaults)
+    view.add_argument("input", metavar="IN.sigprof|IN.json[.gz]")
+    view.add_argument("--svg", action="store_true",
+                      help="open the flame graph of a .sigprof recording instead")
+    view.add_argument("--no-browser", dest="browser", action="store_false",
+                      help="only print the address to open")
+
     rep = sub.add_parser("report", help="print the top functions and the hottest path",
                          formatter_class=defaults)
     rep.add_argument("input", metavar="IN.sigprof|IN.json")
@@ -309,10 +318,23 @@ def cmd_report(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_view(a: argparse.Namespace) -> int:
+    from . import view
+    try:
+        view.view(a.input, svg=a.svg, open_browser=a.browser,
+                  say=lambda line: print(line, file=sys.stderr, flush=True))
+    except view.ViewError as exc:
+        raise CliError(str(exc)) from None
+    except KeyboardInterrupt:
+        print("sigprof: stopped", file=sys.stderr)
+    return 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         a = _parser().parse_args(argv)
-        return {"record": cmd_record, "convert": cmd_convert, "report": cmd_report}[a.command](a)
+        return {"record": cmd_record, "convert": cmd_convert, "report": cmd_report,
+                "view": cmd_view}[a.command](a)
     except SystemExit as exc:                      # --help / --version
         return int(exc.code or 0)
     except (CliError, runner.RunError, RecordingFormatError, UnknownFormat) as exc:
