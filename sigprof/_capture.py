@@ -55,9 +55,9 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 import wasmtime
 
 from . import _native, _wasmtime as wt
-from ._ring import (FLAG_DEPTH_LIMITED, FULL_STOP, H_CPU, H_FLAGS, H_HASH, H_ORIGIN, H_PC_COUNT,
-                    H_PC_START, H_TICK_PC, H_TICKS, H_TIME, H_WALL, HEADER_FIELDS, ORIGIN_GUEST,
-                    ORIGIN_OUTSIDE, Ring)
+from ._ring import (FLAG_DEPTH_LIMITED, FULL_STOP, H_CPU, H_FLAGS, H_HASH, H_MEMORY, H_ORIGIN,
+                    H_PC_COUNT, H_PC_START, H_RSS, H_TICK_PC, H_TICKS, H_TIME, H_WALL,
+                    HEADER_FIELDS, ORIGIN_GUEST, ORIGIN_OUTSIDE, Ring)
 from ._timer import FakeClock
 
 get_ident = threading.get_ident
@@ -118,6 +118,11 @@ class NativeCapture(_CaptureBase):
             check_signals=threading.current_thread() is threading.main_thread())
         self.guest_enter = self._c.guest_enter
         self.guest_exit = self._c.guest_exit
+
+    def measure_memories(self, memories: List[wasmtime.Memory]) -> None:
+        """Each sample also records these linear memories' total size."""
+        self._c.set_memories(wt.MEMORY_SIZE_ADDRESS, wt.MEMORY_HANDLE_SIZE,
+                             b"".join(wt.memory_handle(m) for m in memories))
 
     def attach(self) -> None:
         wt.install_native_epoch_callback(self.store, self._ext.EPOCH_CALLBACK,
@@ -197,8 +202,12 @@ class PythonCapture(_CaptureBase):
         self.cpu_pending = self.wall_pending = 0
         self._cpu_ns: Callable[[], int] = thread_time_ns
         self._wall_ns: Callable[[], int] = perf_counter_ns
+        self._memories: List[wasmtime.Memory] = []
         self.t0_ns = self.wall_prev = perf_counter_ns()
         self.cpu_start = self.cpu_prev = thread_time_ns()
+
+    def measure_memories(self, memories: List[wasmtime.Memory]) -> None:
+        self._memories = list(memories)
 
     def attach(self) -> None:
         self._handle = wt.register_target(self)
@@ -323,6 +332,8 @@ class PythonCapture(_CaptureBase):
         h[base + H_TICK_PC] = 0
         h[base + H_FLAGS] = FLAG_DEPTH_LIMITED if count >= depth else 0
         h[base + H_HASH] = 0
+        h[base + H_RSS] = _resident_bytes()
+        h[base + H_MEMORY] = sum(m.data_len(self.store) for m in self._memories)
         ring.pc_end = end + count
         ring.count = number + 1           # commit last: a half-written record is never read
         self.consumed = total
@@ -334,6 +345,14 @@ class PythonCapture(_CaptureBase):
         self.cpu_prev, self.wall_prev = cpu, wall
         self.cpu_pending = cpu_after - cpu
         self.wall_pending = wall_after - wall
+
+
+def _resident_bytes() -> int:
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return -1
 
 
 Capture = Union[NativeCapture, PythonCapture]

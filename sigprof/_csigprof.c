@@ -26,6 +26,8 @@
 #include <structmember.h>
 
 #include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
@@ -220,13 +222,18 @@ static PyObject *py_disposition(PyObject *self, PyObject *args)
 
 /* Ring header record (see _ring.py). */
 enum { H_TIME, H_CPU, H_WALL, H_PC_START, H_PC_COUNT, H_ORIGIN, H_TICKS, H_TICK_PC, H_FLAGS,
-       H_HASH, HEADER_FIELDS };
+       H_HASH, H_RSS, H_MEMORY, HEADER_FIELDS };
 #define FLAG_DEPTH_LIMITED 1
 #define ORIGIN_GUEST 0
 #define ORIGIN_OUTSIDE (-1)
 #define MAX_ACTIVATIONS 256
 
 typedef size_t (*error_new_fn)(const char *message);
+typedef size_t (*memory_size_fn)(void *context, const void *memory);
+#define MAX_MEMORIES 16
+typedef struct {                /* a wasmtime_memory_t (wasmtime 50: 24 bytes), opaque here */
+    uint64_t words[3];
+} MemoryHandle;
 typedef void (*set_deadline_fn)(void *context, uint64_t delta);
 
 typedef struct {
@@ -265,6 +272,14 @@ typedef struct {
     long long overhead_ns;
     long long foreign_thread_epochs;
     long long guest_depth;
+    /* memory counters: the process's resident set, the guest's linear memories */
+    int statm_fd;
+    int statm_open;             /* statm_fd is ours to close (zero-filled objects: not) */
+    long long page_size;
+    long long rss_bytes, rss_read_ns;   /* the last reading, and when it was taken */
+    memory_size_fn memory_size;
+    MemoryHandle memories[MAX_MEMORIES];
+    int memory_count;
     /* outer activations of a re-entered guest, oldest first */
     Activation act[MAX_ACTIVATIONS];
     int act_count;
@@ -329,6 +344,28 @@ static int current_activation(Capture *c, Activation *a)
 }
 
 enum { WALK_NONE, WALK_CURRENT, WALK_PUSHED };
+
+/* Resident set size from /proc/self/statm (its second field, in pages); -1 unknown.
+ * Read at most once a millisecond (a system call; a memory track needs no more). */
+#define RSS_EVERY_NS 1000000
+static long long resident_bytes(Capture *c, int64_t now_ns)
+{
+    char buf[96];
+    if (!c->statm_open)
+        return -1;
+    if (c->rss_read_ns && now_ns - c->rss_read_ns < RSS_EVERY_NS)
+        return c->rss_bytes;
+    c->rss_read_ns = now_ns;
+    ssize_t n = pread(c->statm_fd, buf, sizeof buf - 1, 0);
+    if (n <= 0)
+        return -1;
+    buf[n] = 0;
+    char *p = buf;
+    while (*p && *p != ' ')
+        p++;
+    c->rss_bytes = strtoll(p, NULL, 10) * c->page_size;
+    return c->rss_bytes;
+}
 
 static void record(Capture *c, long long origin, uint64_t total, int how)
 {
@@ -407,6 +444,11 @@ static void record(Capture *c, long long origin, uint64_t total, int how)
     h[H_TICK_PC] = (int64_t)(tick_pc & 0x7fffffffffffffffULL);
     h[H_FLAGS] = limited ? FLAG_DEPTH_LIMITED : 0;
     h[H_HASH] = (int64_t)hash;
+    h[H_RSS] = resident_bytes(c, wall);
+    long long memory = 0;
+    for (int i = 0; i < c->memory_count; i++)
+        memory += (long long)c->memory_size(c->context, &c->memories[i]);
+    h[H_MEMORY] = memory;
     c->pc_end = new_end;
     c->count = number + 1;                /* commit last */
     c->consumed = total;
@@ -505,11 +547,37 @@ static int Capture_init(Capture *c, PyObject *args, PyObject *kwds)
     c->ticks = &tick.count;
     c->use_tick_record = 1;
     c->enabled = 0;
+    c->memory_count = 0;
     return 0;
+}
+
+/* set_memories(memory_size_address, handle_size, handles): the linear memories each sample
+ * measures, as wasmtime_memory_t structs packed in bytes. */
+static PyObject *Capture_set_memories(Capture *c, PyObject *args)
+{
+    long long address;
+    Py_ssize_t handle_size;
+    Py_buffer handles;
+    if (!PyArg_ParseTuple(args, "Lny*", &address, &handle_size, &handles))
+        return NULL;
+    Py_ssize_t count = handles.len / (Py_ssize_t)sizeof(MemoryHandle);
+    if (handle_size != (Py_ssize_t)sizeof(MemoryHandle) || count > MAX_MEMORIES
+        || handles.len % (Py_ssize_t)sizeof(MemoryHandle)) {
+        PyBuffer_Release(&handles);
+        PyErr_SetString(PyExc_ValueError, "bad memory handles");
+        return NULL;
+    }
+    memcpy(c->memories, handles.buf, (size_t)handles.len);
+    c->memory_count = (int)count;
+    c->memory_size = (memory_size_fn)(uintptr_t)address;
+    PyBuffer_Release(&handles);
+    Py_RETURN_NONE;
 }
 
 static void Capture_dealloc(Capture *c)
 {
+    if (c->statm_open)
+        close(c->statm_fd);
     Py_XDECREF(c->ring);
     Py_XDECREF(c->last_exception_module);
     Py_TYPE(c)->tp_free((PyObject *)c);
@@ -528,6 +596,11 @@ static PyObject *Capture_begin(Capture *c, PyObject *args)
         c->use_tick_record = 0;
     }
     c->fake_clock = (const volatile int64_t *)(uintptr_t)clock;
+    if (!c->statm_open) {
+        c->statm_fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+        c->statm_open = c->statm_fd >= 0;
+    }
+    c->page_size = sysconf(_SC_PAGESIZE);
     c->consumed = ticks_now(c);
     c->t0_ns = c->wall_prev = mono_ns(c);
     c->cpu_start = c->cpu_prev = thread_cpu_ns(c);
@@ -603,6 +676,10 @@ static PyObject *Capture_finish(Capture *c, PyObject *unused)
             record(c, ORIGIN_OUTSIDE, total, WALK_NONE);
     }
     c->enabled = 0;
+    if (c->statm_open) {
+        close(c->statm_fd);
+        c->statm_open = 0;
+    }
     int64_t cpu_now = thread_cpu_ns(c), wall_now = mono_ns(c);
     long long cpu_left = cpu_now - c->cpu_prev - c->pending_ns;
     long long wall_left = wall_now - c->wall_prev - c->pending_ns;
@@ -617,6 +694,8 @@ static PyMethodDef Capture_methods[] = {
     {"guest_enter", (PyCFunction)Capture_guest_enter, METH_NOARGS, "Python calls the guest"},
     {"guest_exit", (PyCFunction)Capture_guest_exit, METH_NOARGS, "the guest call returned"},
     {"finish", (PyCFunction)Capture_finish, METH_NOARGS, "sample a pending tick and stop"},
+    {"set_memories", (PyCFunction)Capture_set_memories, METH_VARARGS,
+     "the guest memories each sample measures"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -331,6 +331,8 @@ def resolve_recording(raw: Iterable[RawSample], *, modules: Sequence[ModuleRef],
         table.stack.append(stack_flags[0])
         table.ticks.append(s.ticks)
         table.flags.append(stack_flags[1])
+        table.rss_bytes.append(s.rss_bytes)
+        table.memory_bytes.append(s.memory_bytes)
 
     # Each module keeps just the functions its frames name (the lookups above made them).
     recorded = tuple(_referenced(img) for img in module_table)

@@ -39,7 +39,9 @@ H_TICKS = 6       # timer ticks this sample accounts for
 H_TICK_PC = 7     # where the latest tick interrupted the process (0 = unknown)
 H_FLAGS = 8       # FLAG_DEPTH_LIMITED
 H_HASH = 9        # FNV-1a of the raw PCs (native capture), 0 if not computed
-HEADER_FIELDS = 10
+H_RSS = 10        # the process's resident set, bytes (-1 unknown)
+H_MEMORY = 11     # the guest's linear memories (the profile's ``memories``), bytes
+HEADER_FIELDS = 12
 
 FLAG_DEPTH_LIMITED = 1  # the walk stopped at max_depth (or at a frame chain it did not trust)
 
@@ -98,7 +100,8 @@ class Ring:
                             origin=rec[H_ORIGIN], ticks=rec[H_TICKS], pcs=pcs,
                             stack_hash=rec[H_HASH] or hash(pcs.tobytes()),
                             depth_limited=bool(rec[H_FLAGS] & FLAG_DEPTH_LIMITED),
-                            tick_pc=rec[H_TICK_PC] & 0xFFFFFFFFFFFFFFFF)
+                            tick_pc=rec[H_TICK_PC] & 0xFFFFFFFFFFFFFFFF,
+                            rss_bytes=rec[H_RSS], memory_bytes=rec[H_MEMORY])
 
     def dropped(self) -> int:
         """Samples lost: written but no longer readable, plus refused (stop mode)."""
@@ -122,3 +125,5 @@ class RawSample(NamedTuple):
     stack_hash: int            # 64-bit hash of the PCs: with the depth, identifies the stack
     depth_limited: bool        # the walk stopped at max_depth: the root may be missing
     tick_pc: int = 0           # where the latest tick interrupted the process, if known
+    rss_bytes: int = -1        # the process's resident set at the sample (-1 unknown)
+    memory_bytes: int = 0      # the guest's linear memories at the sample

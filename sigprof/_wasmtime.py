@@ -97,6 +97,13 @@ def function_address(function: Any) -> int:
 ERROR_NEW_ADDRESS = function_address(error_new)
 SET_DEADLINE_ADDRESS = function_address(_set_deadline)
 INCREMENT_EPOCH_ADDRESS = function_address(_b._wasmtime_engine_increment_epoch)
+MEMORY_SIZE_ADDRESS = function_address(_b._wasmtime_memory_data_size)
+MEMORY_HANDLE_SIZE = ctypes.sizeof(_b.wasmtime_memory_t)
+
+
+def memory_handle(memory: wasmtime.Memory) -> bytes:
+    """The ``wasmtime_memory_t`` a Memory object wraps, as bytes (for the C capture)."""
+    return bytes(memory._memory)
 
 
 def engine_address(engine: wasmtime.Engine) -> int:

@@ -152,7 +152,8 @@ class Profiler:
                  capacity: int = DEFAULT_CAPACITY, max_depth: int = DEFAULT_MAX_DEPTH,
                  when_full: str = FULL_KEEP_NEWEST, host_details: bool = False,
                  ticks: Optional[TickSource] = None, name: Optional[str] = None,
-                 use_tick_pc: bool = True, names: Optional[NamesSpec] = None):
+                 use_tick_pc: bool = True, names: Optional[NamesSpec] = None,
+                 memories: Sequence[wasmtime.Memory] = ()):
         if not isinstance(store, wasmtime.Store):
             raise TypeError(f"store must be a wasmtime.Store, not {type(store).__name__}")
         if ticks is None:
@@ -170,6 +171,9 @@ class Profiler:
         self.store = store
         self.modules = _normalise_modules(modules)
         self._names = _load_names(names, self.modules)
+        if not all(isinstance(m, wasmtime.Memory) for m in memories) or len(memories) > 16:
+            raise ValueError("memories must be at most 16 wasmtime.Memory objects")
+        self.memories = list(memories)
         self.interval_s = float(interval) if interval is not None else default_interval(clock)
         self.clock = clock if ticks is None else ticks.clock
         self.capacity = capacity
@@ -200,6 +204,7 @@ class Profiler:
         ring = Ring(self.capacity, self.max_depth, when_full=self.when_full)
         try:
             capture = _capture.new_capture(self.store, ring)
+            capture.measure_memories(self.memories)
             _profiled_stores.add(self.store)
             self._undo.append(lambda: _profiled_stores.discard(self.store))
             _capture.install_hooks(capture)
@@ -383,7 +388,8 @@ def profile(store: wasmtime.Store, modules: Optional[Sequence[ModuleSpec]] = Non
             capacity: int = DEFAULT_CAPACITY, max_depth: int = DEFAULT_MAX_DEPTH,
             when_full: str = FULL_KEEP_NEWEST, host_details: bool = False,
             ticks: Optional[TickSource] = None, name: Optional[str] = None,
-            use_tick_pc: bool = True, names: Optional[NamesSpec] = None) -> Profiler:
+            use_tick_pc: bool = True, names: Optional[NamesSpec] = None,
+            memories: Sequence[wasmtime.Memory] = ()) -> Profiler:
     """Profile the guest code run on ``store`` inside a ``with`` block.
 
     ``modules``: Module objects or (name, Module) pairs.  Given, only those
@@ -401,13 +407,16 @@ def profile(store: wasmtime.Store, modules: Optional[Sequence[ModuleSpec]] = Non
     is stripped: a path or bytes (for the first of ``modules``), or a mapping
     from Module objects in ``modules`` to paths or bytes.  Without it, names
     come from the module's name section as wasmtime kept it.
+    ``memories``: the guest's linear memories (Memory objects, from an
+    instance's exports) whose total size each sample records, next to the
+    process's resident memory: the memory tracks of the Firefox output.
     ``use_tick_pc``: attribute each guest sample to the function its tick
     landed in (the interrupted PC, recorded by the native tick handler) rather
     than to the epoch check that took it; off shows raw epoch attribution.
     ``ticks``: a custom tick source (tests).
     """
     return Profiler(store, modules, interval, clock, capacity, max_depth, when_full,
-                    host_details, ticks, name, use_tick_pc, names)
+                    host_details, ticks, name, use_tick_pc, names, memories)
 
 
 def _pid() -> int:

@@ -117,6 +117,13 @@ def _loads(data: memoryview, source: str) -> Recording:
     for code, size in (("q", 8), ("q", 8), ("q", 8), ("i", 4), ("i", 4), ("B", 1)):
         cols.append(_from_le(code, bytes(samples_raw[offset:offset + size * n])))
         offset += size * n
+    memory = sections.get(b"MEMS")
+    if memory is not None:
+        n_memory = _count(memory, 16, fail, "MEMS")
+        if n_memory not in (0, n):
+            raise fail("corrupt recording (MEMS does not match the samples)")
+        cols.append(_from_le("q", bytes(memory[4:4 + 8 * n_memory])))
+        cols.append(_from_le("q", bytes(memory[4 + 8 * n_memory:])))
     table = SampleTable(*cols)
     for s in table.stack:
         if not -1 <= s < n_stacks:

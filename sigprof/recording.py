@@ -39,6 +39,9 @@ class SampleTable:
     stack: array[int]         # 'i': index into the stack table, -1 for none
     ticks: array[int]         # 'i': timer ticks the sample accounts for
     flags: array[int]         # 'B': SAMPLE_TRUNCATED, ...
+    # Memory at each sample, bytes ('q'); empty where not recorded (older recordings).
+    rss_bytes: array[int] = field(default_factory=lambda: array("q"))     # -1: unknown
+    memory_bytes: array[int] = field(default_factory=lambda: array("q"))  # the guest's
 
     def __len__(self) -> int:
         return len(self.time_ns)
@@ -46,7 +49,7 @@ class SampleTable:
     @staticmethod
     def empty() -> "SampleTable":
         return SampleTable(array("q"), array("q"), array("q"), array("i"), array("i"),
-                           array("B"))
+                           array("B"), array("q"), array("q"))
 
 
 @dataclass(frozen=True, repr=False)

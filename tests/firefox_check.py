@@ -159,6 +159,25 @@ def check_profile(profile: dict) -> None:
         _table(thread["markers"], ["data", "name", "startTime", "endTime", "phase", "category"],
                f"threads[{t}].markers")
 
+    # Counters (format 62+: the drawing in `display`, tooltip rows since 63).
+    pids = {thread["pid"] for thread in profile["threads"]}
+    for c, counter in enumerate(profile.get("counters", [])):
+        for key in ("name", "category", "description", "pid", "mainThreadIndex", "display",
+                    "samples"):
+            _check(key in counter, f"counters[{c}].{key} missing")
+        _check(counter["pid"] in pids, f"counters[{c}].pid matches no thread")
+        _index(counter["mainThreadIndex"], len(profile["threads"]), f"counters[{c}].mainThreadIndex")
+        display = counter["display"]
+        for key in ("graphType", "unit", "color", "markerSchemaLocation", "sortWeight", "label",
+                    "tooltipRows"):
+            _check(key in display, f"counters[{c}].display.{key} missing")
+        _check(display["color"] in COLORS, f"counters[{c}].display.color invalid")
+        n = _table(counter["samples"], ["time", "count"], f"counters[{c}].samples")
+        times = counter["samples"]["time"]
+        _check(all(a <= b for a, b in zip(times, times[1:])), f"counters[{c}] times not sorted")
+        _check(all(isinstance(v, int) for v in counter["samples"]["count"][:n]),
+               f"counters[{c}].samples.count not integers")
+
 
 def call_tree_functions(profile: dict):
     """(function name, library or '') root first, per sample, with its weight."""

@@ -55,7 +55,9 @@ def golden_recording(clock: str = "cpu") -> Recording:
     table = SampleTable(array("q", (1_000_000 * (i + 1) for i in range(n))),
                         array("q", (4_000_000 + 1000 * i for i in range(n))),
                         array("q", (5_000_000 + 3000 * i for i in range(n))),
-                        array("i", stacks), array("i", [1] * (n - 1) + [3]), array("B", flags))
+                        array("i", stacks), array("i", [1] * (n - 1) + [3]), array("B", flags),
+                        array("q", (50_000_000 + 4096 * (i % 4) for i in range(n))),
+                        array("q", (65536 * (1 + i // 3) for i in range(n))))
     meta = {"format": "sigprof", "name": "app.wasm", "clock": clock, "interval_s": 0.004,
             "requested_interval_s": 0.001, "start_unix_ns": 1_700_000_000_000_000_000,
             "duration_ns": 12_000_000, "thread_cpu_ns": 45_000_000, "overhead_cpu_ns": 120_000,
@@ -97,6 +99,15 @@ def test_raw_recording_is_the_expected_one_and_reads_back_the_same():
     again = rawfile.loads(data)
     assert raw.dumps(again) == data
     assert again.report() == rec.report()
+
+
+def test_a_version_1_0_recording_still_reads_and_reports_the_same():
+    old = rawfile.loads((EXPECTED / "golden-1.0.sigprof").read_bytes())
+    assert old.report() == golden_recording().report()
+    assert len(old.sample_table.rss_bytes) == 0          # 1.0 had no memory columns
+    assert old.to_firefox()["counters"] == []
+    assert [c["name"] for c in golden_recording().to_firefox()["counters"]] == [
+        "Resident memory", "Guest linear memory"]
 
 
 def test_report_of_a_saved_firefox_profile_is_the_expected_one(tmp_path, capsys):

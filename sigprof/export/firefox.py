@@ -237,7 +237,49 @@ def convert(rec: "Recording") -> JSON:
         profile["meta"]["CPUName"] = host_details.get("cpu", "")
         thread["pid"] = str(host_details.get("pid", 0))
         thread["tid"] = host_details.get("tid", 0)
+    profile["counters"] = _memory_counters(rec, thread["pid"])
     return profile
+
+
+def _memory_counters(rec: "Recording", pid: str) -> List[JSON]:
+    """Memory tracks: the process's resident set and the guest's linear memory over time.
+
+    A counter's ``count`` is the change since its previous sample: the profiler
+    draws Memory counters ``line-accumulated``, adding them up, so the first
+    sample carries the whole value.
+    """
+    st = rec.sample_table
+    counters = []
+    for values, name, description, color in (
+            (st.rss_bytes, "Resident memory", "the process's resident set (RSS), bytes", "orange"),
+            (st.memory_bytes, "Guest linear memory",
+             "the guest's linear memories, bytes", "blue")):
+        points = [(t, v) for t, v in zip(st.time_ns, values) if v >= 0]
+        if len(points) != len(st) or not any(v for _, v in points):
+            continue                  # not recorded (older recordings, no memories given)
+        previous = 0
+        counts = []
+        for _, value in points:
+            counts.append(value - previous)
+            previous = value
+        # ``display`` holds a counter's drawing since format version 62 (the colour
+        # moved into it), its tooltip rows since 63 -- what the loader's upgraders
+        # make for an older Memory counter, less the row about allocation counts.
+        counters.append({"name": name, "category": "Memory", "description": description,
+                         "pid": pid, "mainThreadIndex": 0,
+                         "display": {"graphType": "line-accumulated", "unit": "bytes",
+                                     "color": color, "markerSchemaLocation": "timeline-memory",
+                                     "sortWeight": 20, "label": name,
+                                     "tooltipRows": [
+                                         {"type": "value", "source": "accumulated",
+                                          "format": {"unit": "bytes"},
+                                          "label": f"{name} at this time"},
+                                         {"type": "value", "source": "count-range",
+                                          "format": {"unit": "bytes"},
+                                          "label": "range in the graph"}]},
+                         "samples": {"time": [_ms(t) for t, _ in points], "count": counts,
+                                     "length": len(points)}})
+    return counters
 
 
 def _append(table: JSON, **values: Any) -> int:

@@ -7,7 +7,7 @@ Layout (all integers little-endian)::
     section* tag (4 ASCII bytes), u64 payload length, payload, u32 CRC-32 of payload
     end      the section "END " with an empty payload
 
-Sections of version 1.0, each exactly once, in this order:
+Sections, each exactly once, in this order (1.0 had all but MEMS):
 
     META  JSON object: clock, interval, start time, counters, versions, warnings
     MODS  JSON list of modules: name, digest, text_size, functions
@@ -18,6 +18,8 @@ Sections of version 1.0, each exactly once, in this order:
     STKS  u32 count, then count x i32 parent, then count x i32 frame
     SMPL  u32 count, then columns: time i64, cpu i64, wall i64 (ns),
           stack i32, ticks i32, flags u8
+    MEMS  (1.1) u32 count (0, or as SMPL's), then columns: resident set i64,
+          guest linear memory i64 (bytes; resident -1 where unknown)
 
 The reader (``sigprof/rawfile.py``) accepts any 1.x file and skips sections
 it does not know (minor versions only add sections).
@@ -39,7 +41,7 @@ if TYPE_CHECKING:
 
 MAGIC = b"SIGPROF\x1a"
 VERSION_MAJOR = 1
-VERSION_MINOR = 0
+VERSION_MINOR = 1          # 1.1 added MEMS
 HEADER = struct.Struct("<8sHHI")
 SECTION = struct.Struct("<4sQ")
 CRC = struct.Struct("<I")
@@ -80,6 +82,8 @@ def dumps(rec: Recording) -> bytes:
         _le(array(code, col)) for code, col in (("q", st.time_ns), ("q", st.cpu_ns),
                                                 ("q", st.wall_ns), ("i", st.stack),
                                                 ("i", st.ticks), ("B", st.flags))))
+    section(b"MEMS", struct.pack("<I", len(st.rss_bytes)) + _le(array("q", st.rss_bytes))
+            + _le(array("q", st.memory_bytes)))
     section(b"END ", b"")
     return b"".join(parts)
 
