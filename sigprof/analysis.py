@@ -108,11 +108,9 @@ def function_tree(parents: Sequence[int], labels: Sequence[FunctionRef],
     return FunctionTree(fn_label, fn_parent, at, below, children, roots, total, count)
 
 
-def summarise(parents: Sequence[int], labels: Sequence[FunctionRef],
-              samples: Iterable[Tuple[int, float]]) -> Summary:
-    """Self and total weight per function, and the hottest path (see ``function_tree``).
-    A function that recurses counts once toward its total."""
-    tree = function_tree(parents, labels, samples)
+def summarise(tree: FunctionTree) -> Summary:
+    """Self and total weight per function, and the hottest path.  A function that
+    recurses counts once toward its total."""
     fn_label, at, below = tree.label, tree.self_weight, tree.weight
     children, roots = tree.children, tree.roots
     totals: Dict[FunctionRef, FunctionTotals] = {}
@@ -157,6 +155,4 @@ def recording_tree(rec: "Recording") -> FunctionTree:
 
 
 def summarise_recording(rec: "Recording") -> Summary:
-    """``summarise`` over a ``Recording``'s own stack tree, by ``FunctionRef``."""
-    labels = [rec.function(frame) for frame in rec.stack_frame]
-    return summarise(rec.stack_parent, labels, zip(rec.sample_table.stack, rec.weights_ns()))
+    return summarise(recording_tree(rec))

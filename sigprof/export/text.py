@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Dict, List, Sequence, Tuple
 
-from ..analysis import Summary, summarise, summarise_recording
+from ..analysis import Summary, function_tree, summarise, summarise_recording
 from ..frames import FunctionRef
 from .base import Exporter
 
@@ -70,7 +70,7 @@ def convert(rec: "Recording", top: int = 10) -> str:
 
 def convert_firefox(profile: Dict[str, Any], tree: "Tuple[List[int], List[FunctionRef], List[Tuple[int, float]]]",
                     top: int = 10) -> str:
-    summary = summarise(*tree)
+    summary = summarise(function_tree(*tree))
     meta = profile.get("meta", {})
     head = [f"sigprof report: {str(meta.get('product', 'profile')).removeprefix('sigprof: ')}",
             f"  {summary.samples} samples, {summary.total_weight:.1f} ms sampled"]
