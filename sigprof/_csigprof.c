@@ -16,6 +16,9 @@
  * pointers, so [fp] / [fp+8] lead from the exit to the entry through exactly the
  * guest frames.  A host function that re-enters the guest pushes the outer
  * activation (its exit PC/FP and entry FP) so inner samples continue into it.
+ * A stack equal to the newest stored one is not stored again: the record points
+ * at that copy.  Each record also holds the process's resident set (read at most
+ * once a millisecond) and the size of the guest memories the profile names.
  *
  * The only Python the callback touches: in the main thread, PyErr_CheckSignals,
  * so Ctrl-C raised by a Python handler stops the guest (the exception is handed to
