@@ -28,6 +28,8 @@ import wasmtime
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import sigprof  # noqa: E402
+from sigprof._ring import HEADER_FIELDS, Ring  # noqa: E402
+from sigprof.profiler import DEFAULT_CAPACITY, DEFAULT_MAX_DEPTH  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -35,11 +37,14 @@ ROOT = Path(__file__).resolve().parent.parent
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--minutes", type=float, default=10.0)
+    ap.add_argument("--capacity", type=int, default=DEFAULT_CAPACITY,
+                    help="ring size in samples")
+    ap.add_argument("--max-depth", type=int, default=DEFAULT_MAX_DEPTH)
     ap.add_argument("--json")
     a = ap.parse_args()
     engine = sigprof.engine()
     demo = wasmtime.Module.from_file(engine, str(ROOT / "examples" / "demo.wat"))
-    host = wasmtime.Module.from_file(engine, str(ROOT / "tests" / "guests" / "host.wat"))
+    host = wasmtime.Module.from_file(engine, str(ROOT / "examples" / "host.wat"))
     store = wasmtime.Store(engine)
     linker = wasmtime.Linker(engine)
 
@@ -56,7 +61,8 @@ def main() -> None:
     proc = psutil.Process()
     marks = []
     stop = threading.Event()
-    prof = sigprof.profile(store, modules=[("demo", demo), ("host", host)])
+    prof = sigprof.profile(store, modules=[("demo", demo), ("host", host)],
+                           capacity=a.capacity, max_depth=a.max_depth)
 
     def watch():
         t0 = time.monotonic()
@@ -101,6 +107,9 @@ def main() -> None:
     if full:
         line += f"; once the ring was full: min {min(full):.1f} / max {max(full):.1f} MB"
     print(line)
+    ring = Ring(a.capacity, a.max_depth)
+    print(f"  the ring's maps: {(8 * HEADER_FIELDS * ring.capacity + 8 * ring.pc_capacity) / 1e6:.1f} MB, "
+          f"touched as they are first written")
     print(f"  sample rate per CPU-second, 10 s windows: median {statistics.median(rates):.0f}, "
           f"min {min(rates):.0f}, max {max(rates):.0f}")
     print(f"  saved raw {sizes[0] / 1e6:.1f} MB + JSON {sizes[1] / 1e6:.1f} MB and reconverted "
