@@ -322,6 +322,11 @@ class Profiler:
         if notes.get("wakeup_fd_replaced"):
             meta["warnings"].append("the signal wakeup fd was replaced during the profile "
                                     "(asyncio add_signal_handler?); later ticks were not sampled")
+        if capture.foreign_thread_epochs:
+            meta["warnings"].append(
+                f"the store ran guest code on another thread ({capture.foreign_thread_epochs} "
+                f"epoch checks): a profile samples only the thread that started it, so that "
+                f"time is not in the profile")
         if self.host_details:
             meta["host"] = {"hostname": socket.gethostname(), "platform": platform.platform(),
                             "machine": platform.machine(), "pid": _pid(),

@@ -282,6 +282,19 @@ def test_a_guest_can_be_profiled_from_another_thread(guest):
     assert {f.name for funcs, _ in prof.recording.iter_stacks() for f in funcs} >= {"hot_loop"}
 
 
+def test_a_store_run_on_a_thread_the_profile_does_not_sample_is_a_warning(guest):
+    g = guest("demo")
+    store, inst = g.instance()
+    run = inst.exports(store)["run"]
+    with sigprof.profile(store, modules=[("demo", g.module)]) as prof:
+        t = threading.Thread(target=run, args=(store, 3))
+        t.start()
+        t.join()
+    warning = [w for w in prof.meta["warnings"] if "another thread" in w]
+    assert prof.meta["foreign_thread_epochs"] > 0
+    assert warning and "not in the profile" in warning[0]
+
+
 def test_the_wakeup_relay_off_the_main_thread_fails_with_advice(guest):
     from sigprof._timer import ITimerTicks
     g = guest("demo")
