@@ -5,8 +5,8 @@
 
 The npm build is a reactor with a component-style ABI (`ruby-init`,
 `rb-eval-string-protect`, strings passed through `cabi_realloc`) and
-JavaScript-side imports; those are stubbed (`resource_new` hands out handle 1,
-everything else traps). The Ruby program recurses ``--levels`` times through
+JavaScript-side imports; those are stubbed as `sigprof record --stub-imports
+zero` does (each returns zeros). The Ruby program recurses ``--levels`` times through
 ``Array#each`` so that every level re-enters the VM from C (a plain Ruby call
 does not grow the wasm stack), then spins. Prints the stack depths seen and
 writes the raw recording, for `sigprof report` to be timed on.
@@ -17,12 +17,12 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
 
 import wasmtime
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import sigprof  # noqa: E402
+from sigprof.runner import define_stubs  # noqa: E402
 
 PROGRAM = ("def spin(n) = n == 0 ? (i = 0; i += 1 while i < 5_000_000; i) "
            ": [n].each { |k| return spin(k - 1) }; spin(LEVELS)")
@@ -37,13 +37,11 @@ def main() -> None:
     engine = sigprof.engine()
     module = wasmtime.Module.from_file(engine, a.wasm)
     store = wasmtime.Store(engine)
-    store.set_epoch_deadline(1 << 40)       # the engine interrupts on epochs; not yet profiling
+    store.set_epoch_deadline(sigprof.FAR_DEADLINE)   # the engine interrupts on epochs
     store.set_wasi(wasmtime.WasiConfig())
     linker = wasmtime.Linker(engine)
     linker.define_wasi()
-    for imp in module.imports:
-        if not imp.module.startswith("wasi") and isinstance(imp.type, wasmtime.FuncType):
-            linker.define_func(imp.module, imp.name, imp.type, _stub(imp.name))
+    define_stubs(linker, module, "zero")
     instance = linker.instantiate(store, module)
     exports = instance.exports(store)
     # Export names carry their signature ("ruby-init: func(...)"): look up by prefix.
@@ -74,16 +72,6 @@ def main() -> None:
     print(f"{prof.samples} samples; guest stack depth min {depths[0]}, median "
           f"{depths[len(depths) // 2]}, max {depths[-1]}; truncated "
           f"{prof.recording.truncated}; wrote {a.output}")
-
-
-def _stub(name: str) -> Any:
-    def stub(*args: Any) -> Any:
-        if name.startswith("resource_new"):
-            return 1
-        if name.startswith("resource_drop"):
-            return None
-        raise RuntimeError(f"stub import {name} called")
-    return stub
 
 
 if __name__ == "__main__":
