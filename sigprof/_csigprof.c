@@ -218,7 +218,8 @@ static PyObject *py_disposition(PyObject *self, PyObject *args)
 /* ---- the capture --------------------------------------------------------------- */
 
 /* Words of VMStoreContext after epoch_deadline (wasmtime 50): execution_version,
- * stack_limit, gc_heap (base, length), then the exit/entry fields walked here. */
+ * stack_limit, gc_heap (base, length), then the exit/entry fields walked here.
+ * Exported, so that _native's layout probe checks these very indices. */
 #define VM_EXIT_TRAMPOLINE_FP 5
 #define VM_EXIT_PC 6
 #define VM_ENTRY_FP 8
@@ -769,7 +770,10 @@ PyMODINIT_FUNC PyInit__csigprof(void)
     if (PyModule_AddObject(m, "Capture", (PyObject *)&CaptureType) < 0
         || PyModule_AddObject(m, "EPOCH_CALLBACK", PyLong_FromVoidPtr((void *)(uintptr_t)epoch_callback)) < 0
         || PyModule_AddObject(m, "NOOP_FINALIZER", PyLong_FromVoidPtr((void *)(uintptr_t)noop_finalizer)) < 0
-        || PyModule_AddIntConstant(m, "HEADER_FIELDS", HEADER_FIELDS) < 0) {
+        || PyModule_AddIntConstant(m, "HEADER_FIELDS", HEADER_FIELDS) < 0
+        || PyModule_AddIntConstant(m, "VM_EXIT_TRAMPOLINE_FP", VM_EXIT_TRAMPOLINE_FP) < 0
+        || PyModule_AddIntConstant(m, "VM_EXIT_PC", VM_EXIT_PC) < 0
+        || PyModule_AddIntConstant(m, "VM_ENTRY_FP", VM_ENTRY_FP) < 0) {
         Py_DECREF(m);
         return NULL;
     }

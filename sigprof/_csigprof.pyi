@@ -6,6 +6,9 @@ from ._ring import Ring
 EPOCH_CALLBACK: int
 NOOP_FINALIZER: int
 HEADER_FIELDS: int
+VM_EXIT_TRAMPOLINE_FP: int
+VM_EXIT_PC: int
+VM_ENTRY_FP: int
 
 def install(signum: int, cpu_clock: int, increment_epoch_address: int,
             engine_addresses: List[int]) -> None: ...

@@ -97,9 +97,12 @@ def _probe_store_layout() -> str:
     image_start, image_end = wt.module_image_range(module)
     seen: Dict[str, object] = {}
 
+    ext = extension()
+
     def look() -> None:
-        words = (ctypes.c_uint64 * 9).from_address(vm)
-        exit_fp, exit_pc, entry_fp = words[5], words[6], words[8]
+        words = (ctypes.c_uint64 * (ext.VM_ENTRY_FP + 1)).from_address(vm)
+        exit_fp = words[ext.VM_EXIT_TRAMPOLINE_FP]
+        exit_pc, entry_fp = words[ext.VM_EXIT_PC], words[ext.VM_ENTRY_FP]
         seen["pc_in_module"] = image_start <= exit_pc < image_end
         depth, fp = 0, exit_fp
         if 0 < exit_fp < entry_fp and entry_fp - exit_fp < 1 << 20 and not exit_fp & 7:
