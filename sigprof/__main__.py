@@ -178,6 +178,11 @@ def _write_output(rec: Recording, path: str, fmt: str) -> None:
         write(rec, path, fmt)
 
 
+def _shown(path: str) -> str:
+    """An output path as the messages name it."""
+    return "the standard output" if path == STDOUT else os.path.abspath(path)
+
+
 def _misplaced_options(args: Sequence[str]) -> List[str]:
     """Which of the program's arguments are spelled like record's own options."""
     return [arg for arg in args if arg.split("=", 1)[0] in RECORD_OPTIONS]
@@ -263,8 +268,7 @@ def _summary(rec: Recording, written: List[Tuple[str, str]], top: int,
               f"{', '.join(map(str, result.results))}", file=err)
     sampled_ms = sum(rec.weights_ns()) / 1e6
     for path, fmt in written:
-        where = "the standard output" if path == STDOUT else os.path.abspath(path)
-        print(f"sigprof: wrote {where} ({exporter(fmt).description})", file=err)
+        print(f"sigprof: wrote {_shown(path)} ({exporter(fmt).description})", file=err)
     for warning in rec.meta.get("warnings", []):
         print(f"sigprof: warning: {warning}", file=err)
     what = "wall time" if rec.clock == "wall" else "CPU"
@@ -285,8 +289,7 @@ def cmd_convert(a: argparse.Namespace) -> int:
     fmt, = _output_formats([a.output], a.format)
     rec = rawfile.load(a.input)
     _write_output(rec, a.output, fmt)
-    where = "the standard output" if a.output == STDOUT else os.path.abspath(a.output)
-    print(f"sigprof: wrote {where} ({fmt}, {rec.samples} samples)", file=sys.stderr)
+    print(f"sigprof: wrote {_shown(a.output)} ({fmt}, {rec.samples} samples)", file=sys.stderr)
     return 0
 
 
@@ -295,13 +298,11 @@ def cmd_report(a: argparse.Namespace) -> int:
     from .export import firefox, text
     top = _positive(a.top, "--top") or 10
     with open(a.input, "rb") as f:
-        head = f.read(8)
-    if head == MAGIC:
-        print(rawfile.load(a.input).report(top), end="")
+        data = f.read()
+    if data[:8] == MAGIC:
+        print(rawfile.loads(data, source=a.input).report(top), end="")
         return 0
     try:
-        with open(a.input, "rb") as f:
-            data = f.read()
         if data[:2] == b"\x1f\x8b":
             data = gzip.decompress(data)
         profile = json.loads(data)
