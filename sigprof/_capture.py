@@ -203,6 +203,7 @@ class PythonCapture(_CaptureBase):
         self._cpu_ns: Callable[[], int] = thread_time_ns
         self._wall_ns: Callable[[], int] = perf_counter_ns
         self._memories: List[wasmtime.Memory] = []
+        self._statm_fd = -1        # /proc/self/statm while sampling (open once, not per sample)
         self.t0_ns = self.wall_prev = perf_counter_ns()
         self.cpu_start = self.cpu_prev = thread_time_ns()
 
@@ -225,6 +226,7 @@ class PythonCapture(_CaptureBase):
         self.consumed = tick_word.value
         self.t0_ns = self.wall_prev = self._wall_ns()
         self.cpu_start = self.cpu_prev = self._cpu_ns()
+        self._statm_fd = _open_statm()
         self.enabled = True
 
     @property
@@ -293,6 +295,9 @@ class PythonCapture(_CaptureBase):
             if total != self.consumed:
                 self._record(ORIGIN_OUTSIDE, total, False)
         self.enabled = False
+        if self._statm_fd >= 0:
+            os.close(self._statm_fd)
+            self._statm_fd = -1
         cpu_now, wall_now = self._cpu_ns(), self._wall_ns()
         return (max(0, cpu_now - self.cpu_prev - self.cpu_pending),
                 max(0, wall_now - self.wall_prev - self.wall_pending),
@@ -332,7 +337,7 @@ class PythonCapture(_CaptureBase):
         h[base + H_TICK_PC] = 0
         h[base + H_FLAGS] = FLAG_DEPTH_LIMITED if count >= depth else 0
         h[base + H_HASH] = 0
-        h[base + H_RSS] = _resident_bytes()
+        h[base + H_RSS] = _resident_bytes(self._statm_fd)
         h[base + H_MEMORY] = sum(m.data_len(self.store) for m in self._memories)
         ring.pc_end = end + count
         ring.count = number + 1           # commit last: a half-written record is never read
@@ -347,10 +352,22 @@ class PythonCapture(_CaptureBase):
         self.wall_pending = wall_after - wall
 
 
-def _resident_bytes() -> int:
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
+
+def _open_statm() -> int:
     try:
-        with open("/proc/self/statm", "rb") as statm:
-            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        return os.open("/proc/self/statm", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return -1
+
+
+def _resident_bytes(statm_fd: int) -> int:
+    """The resident set from /proc/self/statm (its second field, in pages); -1 unknown."""
+    if statm_fd < 0:
+        return -1
+    try:
+        return int(os.pread(statm_fd, 100, 0).split()[1]) * _PAGE_SIZE
     except (OSError, ValueError, IndexError):
         return -1
 
