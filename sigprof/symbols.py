@@ -38,7 +38,7 @@ from operator import itemgetter
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from .wasmfile import WasmInfo
+from .wasmfile import ByteReader, WasmFormatError, WasmInfo
 
 ROLE_WASM = "wasm"            # a guest function (the roles of a function in an image)
 ROLE_ENTRY = "entry"          # host -> guest trampoline
@@ -365,50 +365,31 @@ def epoch_checks(text: bytes, start: int, size: int, builtin: int) -> Tuple[int,
     return tuple(sites)
 
 
-def _read_varint(data: bytes, pos: int) -> Tuple[int, int]:
-    value = shift = 0
-    while True:
-        if pos >= len(data) or shift > 35:
-            raise ValueError("bad varint")
-        byte = data[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return value, pos
-        shift += 7
-
-
 def _name_from_info(data: bytes) -> Optional[str]:
     """The module's name-section name from wasmtime 50's ``.wasmtime.info``.
 
     That section is wasmtime's own serialisation (postcard) of the compiled
     module's metadata.  It begins with a string pool -- a zero byte, a varint
     count, then length-prefixed UTF-8 strings -- followed by the module name
-    as an optional 1-based index into the pool.  This layout is wasmtime's
-    internal detail, checked against wasmtime 50 by the tests; anything that
-    does not fit returns None and the caller falls back to a placeholder.
+    as an optional 1-based index into the pool.  (Postcard's varints are
+    unsigned LEB128, as in wasm.)  This layout is wasmtime's internal detail,
+    checked against wasmtime 50 by the tests; anything that does not fit
+    returns None and the caller falls back to a placeholder.
     """
     try:
-        if not data or data[0] != 0:
+        r = ByteReader(data)
+        if r.byte() != 0:
             return None
-        count, pos = _read_varint(data, 1)
+        count = r.u32()
         if count > 1_000_000:
             return None
-        pool: List[str] = []
-        for _ in range(count):
-            length, pos = _read_varint(data, pos)
-            if pos + length > len(data):
-                return None
-            pool.append(data[pos:pos + length].decode("utf-8"))
-            pos += length
-        if pos >= len(data) or data[pos] == 0:
+        pool = [r.take(r.u32()).decode("utf-8") for _ in range(count)]
+        if r.byte() != 1:                  # the name: absent (0) or present (1)
             return None
-        if data[pos] != 1:
-            return None
-        index, _ = _read_varint(data, pos + 1)
+        index = r.u32()
         if 1 <= index <= len(pool) and pool[index - 1]:
             return pool[index - 1]
-    except (ValueError, UnicodeDecodeError):
+    except (WasmFormatError, UnicodeDecodeError):
         return None
     return None
 

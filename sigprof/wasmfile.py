@@ -48,7 +48,9 @@ class WasmInfo(NamedTuple):
         return out
 
 
-class _Reader:
+class ByteReader:
+    """Bytes, LEB128 integers and names from ``data[pos:end]``; ``WasmFormatError`` past the end."""
+
     def __init__(self, data: bytes, pos: int = 0, end: Optional[int] = None):
         self.data, self.pos = data, pos
         self.end = len(data) if end is None else end
@@ -86,7 +88,7 @@ class _Reader:
             self.u32()
 
 
-def _import_desc(r: _Reader) -> str:
+def _import_desc(r: ByteReader) -> str:
     kind = r.byte()
     if kind == 0:                # func: type index
         r.u32()
@@ -111,14 +113,14 @@ def read_wasm(data: bytes) -> WasmInfo:
     """Imports, function exports and names of a wasm binary."""
     if data[:4] != MAGIC or len(data) < 8:
         raise WasmFormatError("not a WebAssembly binary (no \\0asm magic number)")
-    r = _Reader(data, 8)
+    r = ByteReader(data, 8)
     imports: List[Import] = []
     exports: Dict[str, Tuple[str, int]] = {}
     names: Dict[int, str] = {}
     module_name: Optional[str] = None
     while r.pos < r.end:
         section, size = r.byte(), r.u32()
-        body = _Reader(data, r.pos, r.pos + size)
+        body = ByteReader(data, r.pos, r.pos + size)
         r.take(size)
         if section == _IMPORT:
             for _ in range(body.u32()):
@@ -133,13 +135,13 @@ def read_wasm(data: bytes) -> WasmInfo:
     return WasmInfo(imports, exports, names, module_name)
 
 
-def _name_section(r: _Reader) -> Tuple[Optional[str], Dict[int, str]]:
+def _name_section(r: ByteReader) -> Tuple[Optional[str], Dict[int, str]]:
     module_name: Optional[str] = None
     names: Dict[int, str] = {}
     try:
         while r.pos < r.end:
             kind, size = r.byte(), r.u32()
-            sub = _Reader(r.data, r.pos, r.pos + size)
+            sub = ByteReader(r.data, r.pos, r.pos + size)
             r.take(size)
             if kind == 0:
                 module_name = sub.name()
