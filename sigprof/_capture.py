@@ -57,7 +57,8 @@ import wasmtime
 from . import _native, _wasmtime as wt
 from ._ring import (FLAG_DEPTH_LIMITED, FULL_STOP, H_CPU, H_FLAGS, H_HASH, H_MEMORY, H_ORIGIN,
                     H_PC_COUNT, H_PC_START, H_RSS, H_TICK_PC, H_TICKS, H_TIME, H_WALL,
-                    HEADER_FIELDS, ORIGIN_GUEST, ORIGIN_OUTSIDE, Ring)
+                    H_TID, HEADER_FIELDS, ORIGIN_GUEST, ORIGIN_OUTSIDE, Ring)
+from ._pyframes import PythonSegment
 from ._timer import FakeClock
 
 get_ident = threading.get_ident
@@ -66,27 +67,19 @@ SignalHandler = Callable[[int, Optional[FrameType]], Any]
 
 
 class _CaptureBase:
-    """What both implementations share: the store, thread and host-function tables."""
+    """What both implementations share: the store, its ring, the Python frames of
+    sampled guest entries."""
 
     native = False
 
     def __init__(self, store: wasmtime.Store, ring: Ring):
         self.ring = ring
         self.store = store
-        self.thread_id = get_ident()
-        self.native_tid = threading.get_native_id()
         self.context = wt.context_address(store)
-        self.host_functions: List[HostFunc] = []      # host id -> the Python callable
-        self.host_wrappers: Dict[int, HostFunc] = {}  # slab handle -> sampling wrapper
+        # entry serial -> the Python frames that made that guest call (native capture)
+        self.python_segments: Dict[int, PythonSegment] = {}
         self.errors = 0
         self._handle = 0
-
-    def wrap_host(self, func: HostFunc, host_id: int) -> HostFunc:
-        call = self.host_call
-
-        def sigprof_host_call(*args: Any) -> Any:
-            return call(func, host_id, args)
-        return sigprof_host_call
 
     def host_call(self, func: HostFunc, host_id: int, args: Tuple[Any, ...]) -> Any:
         raise NotImplementedError
@@ -104,7 +97,7 @@ class NativeCapture(_CaptureBase):
 
     native = True
 
-    def __init__(self, store: wasmtime.Store, ring: Ring):
+    def __init__(self, store: wasmtime.Store, ring: Ring, python_frames: bool):
         super().__init__(store, ring)
         ext = _native.extension()
         self._ext = ext
@@ -114,8 +107,7 @@ class NativeCapture(_CaptureBase):
             stop_when_full=ring.when_full == FULL_STOP,
             vm_deadline_address=wt.vm_store_context(store), context=self.context,
             set_deadline=wt.SET_DEADLINE_ADDRESS, error_new=wt.ERROR_NEW_ADDRESS,
-            last_exception_module=wt.LAST_EXCEPTION_HOLDER, native_tid=self.native_tid,
-            check_signals=threading.current_thread() is threading.main_thread())
+            last_exception_module=wt.LAST_EXCEPTION_HOLDER, python_frames=python_frames)
         self.guest_enter = self._c.guest_enter
         self.guest_exit = self._c.guest_exit
 
@@ -128,15 +120,31 @@ class NativeCapture(_CaptureBase):
         wt.install_native_epoch_callback(self.store, self._ext.EPOCH_CALLBACK,
                                          self._ext.NOOP_FINALIZER, self._ext.address(self._c))
 
-    def begin(self, tick_word: Optional[ctypes.c_uint64],
-              fake_clock: Optional[FakeClock] = None) -> None:
-        """Start sampling on ``tick_word`` (None: the native tick handler's count)."""
+    def begin(self, tick_word: Optional[ctypes.c_uint64], fake_clock: Optional[FakeClock],
+              t0_ns: int) -> None:
+        """Start sampling on ``tick_word`` (None: the native tick handler's per-thread
+        counts); sample times count from ``t0_ns`` (``time.monotonic_ns``)."""
         self._c.begin(ctypes.addressof(tick_word) if tick_word is not None else 0,
-                      ctypes.addressof(fake_clock.words) if fake_clock is not None else 0)
+                      ctypes.addressof(fake_clock.words) if fake_clock is not None else 0,
+                      0 if fake_clock is not None else t0_ns)
 
     @property
     def enabled(self) -> bool:
         return bool(self._c.enabled)
+
+    def disable(self) -> None:
+        """Stop sampling at once (a forked child, a store still running elsewhere)."""
+        self._c.enabled = 0
+
+    def bound_here(self) -> bool:
+        """The calling thread is the one this store last ran on."""
+        return bool(self._c.bound_here())
+
+    def keep_alive(self) -> object:
+        """What must outlive the profile if the store cannot be detached (its epoch
+        callback's data), with the ring released."""
+        self._c.release()
+        return self._c
 
     @property
     def samples_taken(self) -> int:
@@ -157,13 +165,15 @@ class NativeCapture(_CaptureBase):
     overhead_wall_ns = overhead_cpu_ns
 
     @property
-    def foreign_thread_epochs(self) -> int:
-        return int(self._c.foreign_thread_epochs)
+    def unslotted(self) -> int:
+        return int(self._c.unslotted)
+
+    @property
+    def guest_depth(self) -> int:
+        return int(self._c.guest_depth)
 
     def host_call(self, func: HostFunc, host_id: int, args: Tuple[Any, ...]) -> Any:
         c = self._c
-        if not c.enabled or self.thread_id != get_ident():
-            return func(*args)
         origin = host_id + 1
         c.host_enter(origin)
         try:
@@ -172,7 +182,8 @@ class NativeCapture(_CaptureBase):
             c.host_exit(origin)
 
     def finish(self) -> Tuple[int, int, int, int]:
-        """At stop: sample a pending tick, disable; see ``PythonCapture.finish``."""
+        """At stop: sample a pending tick of the calling thread, disable; see
+        ``PythonCapture.finish``."""
         cpu_left, wall_left, thread_cpu, duration = self._c.finish()
         ring = self.ring
         ring.count, ring.pc_end, ring.refused = self._c.count, self._c.pc_end, self._c.refused
@@ -182,13 +193,15 @@ class NativeCapture(_CaptureBase):
 class PythonCapture(_CaptureBase):
     """The pure-Python capture (see the module docstring)."""
 
-    def __init__(self, store: wasmtime.Store, ring: Ring):
+    def __init__(self, store: wasmtime.Store, ring: Ring, python_frames: bool = False):
         super().__init__(store, ring)
+        self.thread_id = get_ident()
+        self.native_tid = threading.get_native_id()
         self.tick_word = ctypes.c_uint64(0)   # the tick source's counter, set by begin()
         self.enabled = False
         self.consumed = 0
         self.guest_depth = 0
-        self.foreign_thread_epochs = 0
+        self.unslotted = 0
         self.backtrace = wt.backtrace_function()
         self.set_deadline = wt.set_deadline_function()
         self._header = ring.header
@@ -214,8 +227,8 @@ class PythonCapture(_CaptureBase):
         self._handle = wt.register_target(self)
         wt.install_epoch_callback(self.store, TRAMPOLINE, self._handle)
 
-    def begin(self, tick_word: Optional[ctypes.c_uint64],
-              fake_clock: Optional[FakeClock] = None) -> None:
+    def begin(self, tick_word: Optional[ctypes.c_uint64], fake_clock: Optional[FakeClock],
+              t0_ns: int) -> None:
         """Start sampling: ``tick_word`` is the tick source's ``c_uint64`` counter."""
         if tick_word is None:
             raise RuntimeError("the pure-Python capture needs a tick source with its own counter")
@@ -224,7 +237,8 @@ class PythonCapture(_CaptureBase):
             self._wall_ns = lambda: fake_clock.wall_ns
         self.tick_word = tick_word
         self.consumed = tick_word.value
-        self.t0_ns = self.wall_prev = self._wall_ns()
+        self.wall_prev = self._wall_ns()
+        self.t0_ns = self.wall_prev if fake_clock is not None else t0_ns
         self.cpu_start = self.cpu_prev = self._cpu_ns()
         self._statm_fd = _open_statm()
         self.enabled = True
@@ -239,21 +253,41 @@ class PythonCapture(_CaptureBase):
 
     shared_stacks = 0          # every sample stores its own stack
 
+    def disable(self) -> None:
+        self.enabled = False
+
+    def bound_here(self) -> bool:
+        return self.thread_id == get_ident()
+
+    def keep_alive(self) -> object:
+        self.enabled = False
+        return self          # registered in the trampoline's table under its handle
+
+    def _bind(self) -> None:
+        """Follow the store to the calling thread.  Unlike the native handler, the
+        wakeup relay cannot tell which thread a tick's CPU was: a tick is charged to
+        each store that samples it."""
+        if self.thread_id != get_ident():
+            self.thread_id = get_ident()
+            self.native_tid = threading.get_native_id()
+            self.consumed = self.tick_word.value
+            self.cpu_prev, self.wall_prev = self._cpu_ns(), self._wall_ns()
+            self.cpu_pending = self.wall_pending = 0
+
     # -- the four sampling points -------------------------------------------
 
     def on_epoch(self) -> None:
         """From the epoch callback: sample the guest if a tick is due."""
-        if self.thread_id != get_ident():
-            self.foreign_thread_epochs += 1
-            return
+        self._bind()
         total = self.tick_word.value
         if total != self.consumed:
             self._record(ORIGIN_GUEST, total, True)
 
     def host_call(self, func: HostFunc, host_id: int, args: Tuple[Any, ...]) -> Any:
         """Call a Python host function, sampling around it as described above."""
-        if not self.enabled or self.thread_id != get_ident():
+        if not self.enabled:
             return func(*args)
+        self._bind()
         word = self.tick_word
         total = word.value
         if total != self.consumed:
@@ -272,16 +306,20 @@ class PythonCapture(_CaptureBase):
 
     def guest_enter(self) -> None:
         if self.guest_depth == 0 and self.enabled:
+            self._bind()
             total = self.tick_word.value
             if total != self.consumed:
                 self._record(ORIGIN_OUTSIDE, total, False)
             self.set_deadline(self.context, 1)
         self.guest_depth += 1
 
-    def guest_exit(self) -> None:
+    def guest_exit(self) -> int:
+        """The guest call returned; 0: no Python frames are needed (this capture's
+        stacks come from ``backtrace()``, which has no entry marks)."""
         self.guest_depth -= 1
         if _deferred:
             _run_deferred()
+        return 0
 
     def finish(self) -> Tuple[int, int, int, int]:
         """At stop: sample a pending tick (we are in Python), then disable.
@@ -339,6 +377,7 @@ class PythonCapture(_CaptureBase):
         h[base + H_HASH] = 0
         h[base + H_RSS] = _resident_bytes(self._statm_fd)
         h[base + H_MEMORY] = sum(m.data_len(self.store) for m in self._memories)
+        h[base + H_TID] = self.native_tid
         ring.pc_end = end + count
         ring.count = number + 1           # commit last: a half-written record is never read
         self.consumed = total
@@ -375,9 +414,11 @@ def _resident_bytes(statm_fd: int) -> int:
 Capture = Union[NativeCapture, PythonCapture]
 
 
-def new_capture(store: wasmtime.Store, ring: Ring) -> Capture:
+def new_capture(store: wasmtime.Store, ring: Ring, python_frames: bool) -> Capture:
     """The native capture where the extension can be used, else the pure-Python one."""
-    return NativeCapture(store, ring) if _native.available() else PythonCapture(store, ring)
+    if _native.available():
+        return NativeCapture(store, ring, python_frames)
+    return PythonCapture(store, ring)
 
 
 # --- the epoch-deadline trampoline -------------------------------------------
@@ -472,83 +513,3 @@ def run_deferred_now() -> None:
     """At profile exit: anything still deferred runs in the caller's frame."""
     if _deferred:
         _run_deferred()
-
-
-# --- hooks into wasmtime-py: host calls and guest entries ----------------------
-
-_active: Optional[Capture] = None
-_original_get: Callable[[int], Any] = lambda idx: None
-
-
-class _GuestCall:
-    """Replaces wasmtime-py's ``enter_wasm`` while profiling: marks guest entry/exit."""
-
-    __slots__ = ("_inner", "_capture")
-
-    def __init__(self, store: wasmtime.Store):
-        self._inner = wt.ORIGINAL_ENTER_WASM(store)
-        capture = _active
-        if capture is not None and (store is not capture.store or capture.thread_id != get_ident()):
-            capture = None
-        self._capture = capture
-
-    def __enter__(self) -> Any:
-        if self._capture is not None:
-            self._capture.guest_enter()
-        return self._inner.__enter__()
-
-    def __exit__(self, *exc_info: Any) -> Any:
-        try:
-            return self._inner.__exit__(*exc_info)
-        finally:
-            if self._capture is not None:
-                self._capture.guest_exit()
-
-
-def _host_get(idx: int) -> Any:
-    """``FUNCTIONS.get`` while profiling: hand wasmtime-py a sampling wrapper."""
-    entry = _original_get(idx)
-    capture = _active
-    if capture is None:
-        return entry
-    wrapped = capture.host_wrappers.get(idx)
-    if wrapped is None:
-        host_id = len(capture.host_functions)
-        capture.host_functions.append(entry[0])
-        wrapped = capture.host_wrappers[idx] = capture.wrap_host(entry[0], host_id)
-    return (wrapped,) + tuple(entry[1:])
-
-
-def install_hooks(capture: Capture) -> None:
-    global _active, _original_get
-    if _active is not None and _active.enabled:
-        raise RuntimeError("another sigprof capture is active in this process")
-    uninstall_hooks()           # a forked child may hold its parent's, disabled
-    _active = capture
-    _original_get = wt.install_host_hook(_host_get)
-    wt.install_entry_hook(_GuestCall)
-
-
-def uninstall_hooks() -> None:
-    global _active, _original_get
-    wt.uninstall_host_hook(_host_get)
-    wt.uninstall_entry_hook(_GuestCall)
-    _active = None
-
-
-def hooks_installed() -> bool:
-    return _active is not None or wt.host_hook_installed() or wt.entry_hook_installed()
-
-
-def _after_fork_in_child() -> None:
-    # A forked child keeps our hooks but has no ticks: make them inert, and let
-    # the child's own first profile replace them.
-    capture = _active
-    if capture is not None:
-        if isinstance(capture, NativeCapture):
-            capture.finish()
-        else:
-            capture.enabled = False
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)

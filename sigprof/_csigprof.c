@@ -2,11 +2,12 @@
  *
  * Tick handler.  A Python-level signal handler never runs while wasm runs, and a
  * relay thread needs the GIL before it can bump the epoch, so the handler is C:
- * per tick it stores the interrupted PC and thread id, the profiled thread's CPU
- * clock and CLOCK_MONOTONIC (a seqlock: `begin` before, `count` after), then calls
- * wasmtime_engine_increment_epoch (one atomic add) for every profiled engine.
+ * per tick it stores, in the interrupted thread's own record, the PC, that
+ * thread's CPU clock and CLOCK_MONOTONIC, then calls wasmtime_engine_increment_epoch
+ * (one atomic add) for every profiled engine.
  *
- * Capture.  One `Capture` object per profiled store.  Its epoch callback is a C
+ * Capture.  One `Capture` object per profiled store; it follows the store to
+ * whichever thread runs it and samples that thread's ticks.  Its epoch callback is a C
  * function wasmtime calls directly, with no Python on the path: when the tick
  * count moved it walks the guest's frames and writes one record into the ring the
  * Python side allocated.  The walk follows wasmtime's own: the store's
@@ -15,7 +16,9 @@
  * pointer of the host->wasm entry trampoline; Cranelift code always keeps frame
  * pointers, so [fp] / [fp+8] lead from the exit to the entry through exactly the
  * guest frames.  A host function that re-enters the guest pushes the outer
- * activation (its exit PC/FP and entry FP) so inner samples continue into it.
+ * activation (its exit PC/FP and entry FP) so inner samples continue into it,
+ * with a mark for the host function between them and, per guest entry, a mark
+ * the Python side replaces with the Python frames that made the call.
  * A stack equal to the newest stored one is not stored again: the record points
  * at that copy.  Each record also holds the process's resident set (read at most
  * once a millisecond) and the size of the guest memories the profile names.
@@ -40,31 +43,76 @@
 #include <ucontext.h>
 #include <unistd.h>
 
-/* ---- the tick record -------------------------------------------------------- */
+/* ---- per-thread tick records ------------------------------------------------- */
+
+/* A process-wide CPU timer's signal is delivered to the thread that was running
+ * when the timer expired, so the handler charges each tick to the interrupted
+ * thread: a fixed open-addressing table keyed by kernel thread id, claimed with a
+ * compare-and-swap (async-signal-safe, no allocation).  The handler writes only
+ * its own thread's tick fields, under a seqlock (`begin` before, `count` after);
+ * the captures running on that thread own the sampling fields.  A thread that
+ * finds the table full has its ticks counted as lost. */
+#define THREAD_SLOTS 4096
 
 typedef struct {
-    volatile uint64_t count;     /* ticks so far (seqlock end) */
-    volatile uint64_t begin;     /* seqlock begin */
-    volatile int64_t cpu_ns;     /* profiled thread's CPU clock at the tick */
-    volatile int64_t wall_ns;    /* CLOCK_MONOTONIC at the tick */
-    volatile uint64_t pc;        /* interrupted instruction pointer */
-    volatile uint64_t tid;       /* interrupted thread (gettid) */
+    volatile uint64_t tid;        /* 0: free */
+    /* written by the tick handler, on this thread */
+    volatile uint64_t count;      /* ticks so far (seqlock end) */
+    volatile uint64_t begin;      /* seqlock begin */
+    volatile int64_t cpu_ns;      /* this thread's CPU clock at the tick */
+    volatile int64_t wall_ns;     /* CLOCK_MONOTONIC at the tick */
+    volatile uint64_t pc;         /* interrupted instruction pointer */
+    /* written by captures on this thread, never by the handler */
+    int ready;                    /* the fields below were initialised */
+    uint64_t consumed;            /* ticks already charged to a sample */
+    int64_t cpu_prev, wall_prev;  /* where the last sample's interval ended */
+    int64_t pending_ns;           /* profiler time to leave out of the next interval */
+} ThreadSlot;
+
+typedef struct {                  /* a consistent copy of a slot's latest tick */
+    uint64_t count;
+    int64_t cpu_ns, wall_ns;
+    uint64_t pc;
 } TickRecord;
 
 #define MAX_ENGINES 256
 typedef void (*increment_epoch_fn)(void *engine);
 
-static TickRecord tick;
-static clockid_t tick_cpu_clock = CLOCK_THREAD_CPUTIME_ID;
+static ThreadSlot slots[THREAD_SLOTS];
+static volatile uint64_t total_ticks, lost_ticks;
 static increment_epoch_fn increment_epoch;
-static void *engines[MAX_ENGINES];
-static int engine_count;
+static void *volatile engines[MAX_ENGINES];   /* NULL: a free place */
+static volatile int engine_high;              /* places in use are below this */
 static struct sigaction previous_action;
 static int installed_signum;
 
 static inline int64_t ns_of(const struct timespec *ts)
 {
     return (int64_t)ts->tv_sec * 1000000000 + ts->tv_nsec;
+}
+
+static inline uint64_t current_tid(void)
+{
+    return (uint64_t)syscall(SYS_gettid);
+}
+
+/* The slot of thread `tid`, claimed if it has none; NULL when the table is full. */
+static ThreadSlot *slot_for(uint64_t tid)
+{
+    uint64_t start = (tid * 0x9E3779B97F4A7C15ULL) >> 52;    /* 12 bits: THREAD_SLOTS */
+    for (uint64_t k = 0; k < THREAD_SLOTS; k++) {
+        ThreadSlot *s = &slots[(start + k) & (THREAD_SLOTS - 1)];
+        uint64_t held = __atomic_load_n(&s->tid, __ATOMIC_ACQUIRE);
+        if (held == tid)
+            return s;
+        if (held == 0) {
+            uint64_t expected = 0;
+            if (__atomic_compare_exchange_n(&s->tid, &expected, tid, 0, __ATOMIC_ACQ_REL,
+                                            __ATOMIC_ACQUIRE) || expected == tid)
+                return s;
+        }
+    }
+    return NULL;
 }
 
 static inline uint64_t interrupted_pc(void *ucv)
@@ -86,31 +134,38 @@ static void on_tick(int signum, siginfo_t *info, void *ucv)
     struct timespec ts;
     (void)signum;
     (void)info;
-    __atomic_add_fetch(&tick.begin, 1, __ATOMIC_ACQ_REL);
-    tick.pc = interrupted_pc(ucv);
-    tick.tid = (uint64_t)syscall(SYS_gettid);
-    if (clock_gettime(tick_cpu_clock, &ts) == 0)
-        tick.cpu_ns = ns_of(&ts);
-    if (clock_gettime(CLOCK_MONOTONIC, &ts) == 0)
-        tick.wall_ns = ns_of(&ts);
-    __atomic_add_fetch(&tick.count, 1, __ATOMIC_RELEASE);
-    int n = __atomic_load_n(&engine_count, __ATOMIC_ACQUIRE);
-    for (int i = 0; i < n; i++)
-        increment_epoch(engines[i]);
+    __atomic_add_fetch(&total_ticks, 1, __ATOMIC_RELAXED);
+    ThreadSlot *s = slot_for(current_tid());
+    if (s) {
+        __atomic_add_fetch(&s->begin, 1, __ATOMIC_ACQ_REL);
+        s->pc = interrupted_pc(ucv);
+        if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) == 0)
+            s->cpu_ns = ns_of(&ts);
+        if (clock_gettime(CLOCK_MONOTONIC, &ts) == 0)
+            s->wall_ns = ns_of(&ts);
+        __atomic_add_fetch(&s->count, 1, __ATOMIC_RELEASE);
+    } else {
+        __atomic_add_fetch(&lost_ticks, 1, __ATOMIC_RELAXED);
+    }
+    int n = __atomic_load_n(&engine_high, __ATOMIC_ACQUIRE);
+    for (int i = 0; i < n; i++) {
+        void *engine = __atomic_load_n(&engines[i], __ATOMIC_ACQUIRE);
+        if (engine)
+            increment_epoch(engine);
+    }
     errno = saved_errno;
 }
 
-/* A consistent copy of the latest tick; 0 if a handler kept interrupting the read. */
-static int read_tick(TickRecord *out)
+/* A consistent copy of a slot's latest tick; 0 if a handler kept interrupting the read. */
+static int read_tick(const ThreadSlot *s, TickRecord *out)
 {
     for (int attempt = 0; attempt < 3; attempt++) {
-        uint64_t count = __atomic_load_n(&tick.count, __ATOMIC_ACQUIRE);
-        out->cpu_ns = tick.cpu_ns;
-        out->wall_ns = tick.wall_ns;
-        out->pc = tick.pc;
-        out->tid = tick.tid;
+        uint64_t count = __atomic_load_n(&s->count, __ATOMIC_ACQUIRE);
+        out->cpu_ns = s->cpu_ns;
+        out->wall_ns = s->wall_ns;
+        out->pc = s->pc;
         __atomic_thread_fence(__ATOMIC_ACQUIRE);
-        if (__atomic_load_n(&tick.begin, __ATOMIC_ACQUIRE) == count) {
+        if (__atomic_load_n(&s->begin, __ATOMIC_ACQUIRE) == count) {
             out->count = count;
             return 1;
         }
@@ -121,31 +176,15 @@ static int read_tick(TickRecord *out)
 static PyObject *py_install(PyObject *self, PyObject *args)
 {
     int signum;
-    long long cpu_clock, increment_address;
-    PyObject *engine_list;
+    long long increment_address;
     (void)self;
-    if (!PyArg_ParseTuple(args, "iLLO!", &signum, &cpu_clock, &increment_address,
-                          &PyList_Type, &engine_list))
+    if (!PyArg_ParseTuple(args, "iL", &signum, &increment_address))
         return NULL;
     if (installed_signum) {
         PyErr_SetString(PyExc_RuntimeError, "the native tick handler is already installed");
         return NULL;
     }
-    Py_ssize_t n = PyList_GET_SIZE(engine_list);
-    if (n > MAX_ENGINES) {
-        PyErr_SetString(PyExc_ValueError, "too many engines for the tick handler");
-        return NULL;
-    }
-    for (Py_ssize_t i = 0; i < n; i++) {
-        void *engine = PyLong_AsVoidPtr(PyList_GET_ITEM(engine_list, i));
-        if (engine == NULL && PyErr_Occurred())
-            return NULL;
-        engines[i] = engine;
-    }
-    memset((void *)&tick, 0, sizeof tick);
-    tick_cpu_clock = (clockid_t)cpu_clock;
     increment_epoch = (increment_epoch_fn)(uintptr_t)increment_address;
-    __atomic_store_n(&engine_count, (int)n, __ATOMIC_RELEASE);
     struct sigaction action;
     memset(&action, 0, sizeof action);
     action.sa_sigaction = on_tick;
@@ -154,6 +193,53 @@ static PyObject *py_install(PyObject *self, PyObject *args)
     if (sigaction(signum, &action, &previous_action) != 0)
         return PyErr_SetFromErrno(PyExc_OSError);
     installed_signum = signum;
+    Py_RETURN_NONE;
+}
+
+/* add_engine(address) / remove_engine(address): the engines whose epoch each tick
+ * bumps.  The caller keeps a removed engine alive while the handler is installed
+ * (a handler already running may still hold its address). */
+static PyObject *py_add_engine(PyObject *self, PyObject *arg)
+{
+    (void)self;
+    void *engine = PyLong_AsVoidPtr(arg);
+    if (engine == NULL)
+        return PyErr_Occurred() ? NULL : PyErr_Format(PyExc_ValueError, "null engine");
+    int high = engine_high;
+    for (int i = 0; i < high; i++) {
+        if (engines[i] == NULL) {
+            __atomic_store_n(&engines[i], engine, __ATOMIC_RELEASE);
+            Py_RETURN_NONE;
+        }
+    }
+    if (high >= MAX_ENGINES)
+        return PyErr_Format(PyExc_RuntimeError, "more than %d profiled engines", MAX_ENGINES);
+    __atomic_store_n(&engines[high], engine, __ATOMIC_RELEASE);
+    __atomic_store_n(&engine_high, high + 1, __ATOMIC_RELEASE);
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_remove_engine(PyObject *self, PyObject *arg)
+{
+    (void)self;
+    void *engine = PyLong_AsVoidPtr(arg);
+    if (engine == NULL && PyErr_Occurred())
+        return NULL;
+    for (int i = 0; i < engine_high; i++) {
+        if (engines[i] == engine) {
+            __atomic_store_n(&engines[i], NULL, __ATOMIC_RELEASE);
+            break;
+        }
+    }
+    Py_RETURN_NONE;
+}
+
+/* reset_threads(): forget every thread's record (no capture may be live). */
+static PyObject *py_reset_threads(PyObject *self, PyObject *unused)
+{
+    (void)self;
+    (void)unused;
+    memset((void *)slots, 0, sizeof slots);
     Py_RETURN_NONE;
 }
 
@@ -178,27 +264,34 @@ static PyObject *py_uninstall(PyObject *self, PyObject *args)
     if (installed_signum && restore && sigaction(installed_signum, &previous_action, NULL) != 0)
         return PyErr_SetFromErrno(PyExc_OSError);
     installed_signum = 0;
-    __atomic_store_n(&engine_count, 0, __ATOMIC_RELEASE);
+    for (int i = 0; i < MAX_ENGINES; i++)
+        engines[i] = NULL;
+    __atomic_store_n(&engine_high, 0, __ATOMIC_RELEASE);
     Py_RETURN_NONE;
 }
 
-static PyObject *py_tick_count(PyObject *self, PyObject *unused)
+/* tick_counts() -> (ticks in all threads, ticks lost to a full thread table) */
+static PyObject *py_tick_counts(PyObject *self, PyObject *unused)
 {
     (void)self;
     (void)unused;
-    return PyLong_FromUnsignedLongLong(__atomic_load_n(&tick.count, __ATOMIC_ACQUIRE));
+    return Py_BuildValue("KK", (unsigned long long)__atomic_load_n(&total_ticks, __ATOMIC_ACQUIRE),
+                         (unsigned long long)__atomic_load_n(&lost_ticks, __ATOMIC_ACQUIRE));
 }
 
+/* last_tick() -> the calling thread's latest tick (count, cpu_ns, wall_ns, pc, tid), or None */
 static PyObject *py_last_tick(PyObject *self, PyObject *unused)
 {
     TickRecord t;
     (void)self;
     (void)unused;
-    if (!read_tick(&t))
+    uint64_t tid = current_tid();
+    ThreadSlot *s = slot_for(tid);
+    if (s == NULL || !read_tick(s, &t) || t.count == 0)
         Py_RETURN_NONE;
     return Py_BuildValue("KLLKK", (unsigned long long)t.count, (long long)t.cpu_ns,
                          (long long)t.wall_ns, (unsigned long long)t.pc,
-                         (unsigned long long)t.tid);
+                         (unsigned long long)tid);
 }
 
 static PyObject *py_disposition(PyObject *self, PyObject *args)
@@ -226,11 +319,18 @@ static PyObject *py_disposition(PyObject *self, PyObject *args)
 
 /* Ring header record (see _ring.py). */
 enum { H_TIME, H_CPU, H_WALL, H_PC_START, H_PC_COUNT, H_ORIGIN, H_TICKS, H_TICK_PC, H_FLAGS,
-       H_HASH, H_RSS, H_MEMORY, HEADER_FIELDS };
+       H_HASH, H_RSS, H_MEMORY, H_TID, HEADER_FIELDS };
 #define FLAG_DEPTH_LIMITED 1
 #define ORIGIN_GUEST 0
 #define ORIGIN_OUTSIDE (-1)
 #define MAX_ACTIVATIONS 256
+/* Words in a stack that are not return addresses (bit 63 is never set in a user
+ * address): where the guest was entered from Python (the entry's serial, whose
+ * Python frames the Python side keeps), and the Python host function a guest
+ * activation called (its origin number).  Innermost first, a re-entered guest
+ * reads: inner frames, ENTRY, HOST, outer frames, ENTRY. */
+#define MARK_ENTRY 0x8000000000000000ULL
+#define MARK_HOST 0xC000000000000000ULL
 
 typedef size_t (*error_new_fn)(const char *message);
 typedef size_t (*memory_size_fn)(void *context, const void *memory);
@@ -241,8 +341,12 @@ typedef struct {                /* a wasmtime_memory_t (wasmtime 50: 24 bytes), 
 typedef void (*set_deadline_fn)(void *context, uint64_t delta);
 
 typedef struct {
-    uint64_t pc, fp, entry_fp;
+    uint64_t pc, fp, entry_fp;  /* the suspended guest frames */
+    long long origin;           /* the host function it called */
+    uint64_t serial;            /* the guest entry it belongs to (0: unknown) */
 } Activation;
+
+static uint64_t next_entry_serial;       /* process-wide: serials never repeat */
 
 typedef struct {
     PyObject_HEAD
@@ -263,19 +367,25 @@ typedef struct {
     error_new_fn error_new;
     PyObject *last_exception_module;
     unsigned long long deadline_delta;
-    /* the thread and its clocks */
+    /* the thread running the store now, and where this capture joined it */
     pthread_t thread;
+    ThreadSlot *slot;             /* NULL: not bound (or the thread table was full) */
     unsigned long long native_tid;
-    int check_signals;
+    int check_signals;            /* the main thread: Python signal handlers run here */
+    uint64_t bound_ticks;
+    int64_t bound_cpu_ns, bound_wall_ns;
+    long long unslotted;          /* epoch checks on a thread the table had no room for */
     int use_tick_record;
     int enabled;
-    const volatile uint64_t *ticks;
+    const volatile uint64_t *ticks;       /* manual/wakeup tick sources: their counter */
     const volatile int64_t *fake_clock;   /* tests: [thread CPU ns, wall ns], or NULL */
-    unsigned long long consumed;
-    long long t0_ns, cpu_start, cpu_prev, wall_prev, pending_ns;
+    long long t0_ns, cpu_start;
     long long overhead_ns;
-    long long foreign_thread_epochs;
+    /* guest entries from Python, outermost first; which were sampled */
+    int python_frames;            /* write entry marks (the Python side adds their frames) */
     long long guest_depth;
+    uint64_t entries[MAX_ACTIVATIONS];
+    long long sampled_depth;      /* entries below this depth are in some sample */
     /* memory counters: the process's resident set, the guest's linear memories */
     int statm_fd;
     int statm_open;             /* statm_fd is ours to close (zero-filled objects: not) */
@@ -306,6 +416,53 @@ static inline int64_t thread_cpu_ns(Capture *c)
         return c->fake_clock[0];
     clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
     return ns_of(&ts);
+}
+
+/* Ticks of the bound thread so far (manual and wakeup sources: their one counter). */
+static inline uint64_t ticks_now(Capture *c)
+{
+    if (c->use_tick_record)
+        return __atomic_load_n(&c->slot->count, __ATOMIC_ACQUIRE);
+    return __atomic_load_n(c->ticks, __ATOMIC_ACQUIRE);
+}
+
+/* Follow the store to the calling thread.  A tick is charged once, to the thread
+ * it interrupted, by whichever capture on that thread samples first: the
+ * sampling clocks live in the thread's slot.  Returns 0 if the thread has no slot. */
+static int bind(Capture *c)
+{
+    if (c->slot && pthread_equal(pthread_self(), c->thread))
+        return 1;
+    uint64_t tid = current_tid();
+    c->thread = pthread_self();
+    c->native_tid = tid;
+    c->check_signals = tid == (uint64_t)getpid();
+    c->slot = slot_for(tid);
+    if (c->slot == NULL) {
+        c->unslotted++;
+        return 0;
+    }
+    ThreadSlot *s = c->slot;
+    int64_t cpu = thread_cpu_ns(c), wall = mono_ns(c);
+    if (!s->ready) {
+        s->consumed = ticks_now(c);
+        s->cpu_prev = cpu;
+        s->wall_prev = wall;
+        s->pending_ns = 0;
+        s->ready = 1;
+    }
+    /* Nothing from before this capture joined the thread is charged to it. */
+    c->bound_ticks = ticks_now(c);
+    c->bound_cpu_ns = cpu;
+    c->bound_wall_ns = wall;
+    return 1;
+}
+
+/* Ticks on the bound thread that no sample has charged yet. */
+static inline int tick_due(Capture *c, uint64_t total)
+{
+    uint64_t consumed = c->slot->consumed;
+    return total > (consumed > c->bound_ticks ? consumed : c->bound_ticks);
 }
 
 /* Walk one contiguous run of wasm frames: `pc`/`fp` of the newest, until the
@@ -347,7 +504,17 @@ static int current_activation(Capture *c, Activation *a)
     return 1;
 }
 
-enum { WALK_NONE, WALK_CURRENT, WALK_PUSHED };
+static inline uint64_t entry_serial(Capture *c)
+{
+    long long d = c->guest_depth;
+    return d > 0 && d <= MAX_ACTIVATIONS ? c->entries[d - 1] : 0;
+}
+
+/* What a sample's stack holds: nothing (Python after the last guest call); the
+ * entry being made (Python just before a guest call); the guest's current frames
+ * and every suspended activation; or the suspended activations only, from inside
+ * the host function the newest one called. */
+enum { WALK_NONE, WALK_ENTRY, WALK_CURRENT, WALK_PUSHED };
 
 /* Resident set size from /proc/self/statm (its second field, in pages); -1 unknown.
  * Read at most once a millisecond (a system call; a memory track needs no more). */
@@ -371,19 +538,57 @@ static long long resident_bytes(Capture *c, int64_t now_ns)
     return c->rss_bytes;
 }
 
+/* Write the stack `how` names at `out` (room: max_depth words); returns words written. */
+static long long write_stack(Capture *c, int how, uint64_t *out, int *limited)
+{
+    long long n = 0, room = c->max_depth;
+#define PUT(word) do { if (n < room) out[n++] = (word); else *limited = 1; } while (0)
+    if (how == WALK_CURRENT) {
+        Activation a;
+        if (current_activation(c, &a))
+            n = walk(a.pc, a.fp, a.entry_fp, out, room, limited);
+    }
+    if ((how == WALK_CURRENT || how == WALK_ENTRY) && c->python_frames && entry_serial(c))
+        PUT(MARK_ENTRY | entry_serial(c));
+    if (how == WALK_CURRENT || how == WALK_PUSHED) {
+        for (int i = c->act_count - 1; i >= 0 && !*limited; i--) {
+            Activation *a = &c->act[i];
+            if (!(how == WALK_PUSHED && i == c->act_count - 1))
+                PUT(MARK_HOST | (uint64_t)a->origin);
+            if (a->fp && !*limited)
+                n += walk(a->pc, a->fp, a->entry_fp, out + n, room - n, limited);
+            if (c->python_frames && a->serial)
+                PUT(MARK_ENTRY | a->serial);
+        }
+    }
+#undef PUT
+    if (c->python_frames && n && c->guest_depth > c->sampled_depth)
+        c->sampled_depth = c->guest_depth;      /* these entries' Python frames are needed */
+    return n;
+}
+
+/* One sample on the bound thread (the caller checked bind() and tick_due()). */
 static void record(Capture *c, long long origin, uint64_t total, int how)
 {
+    ThreadSlot *s = c->slot;
     int64_t wall = mono_ns(c);
     int64_t cpu_end = -1, wall_end = wall;
     uint64_t tick_pc = 0;
     TickRecord t;
-    if (c->use_tick_record && read_tick(&t)) {
-        if (t.tid == c->native_tid)
-            tick_pc = t.pc;
+    /* The interval starts where the thread's last sample ended, less our own time,
+     * and not before this capture joined the thread. */
+    int64_t cpu_from = s->cpu_prev + s->pending_ns, wall_from = s->wall_prev + s->pending_ns;
+    if (cpu_from < c->bound_cpu_ns)
+        cpu_from = c->bound_cpu_ns;
+    if (wall_from < c->bound_wall_ns)
+        wall_from = c->bound_wall_ns;
+    uint64_t consumed = s->consumed > c->bound_ticks ? s->consumed : c->bound_ticks;
+    if (c->use_tick_record && read_tick(s, &t)) {
+        tick_pc = t.pc;
         /* The interval ends at the tick, which is in this thread's past. */
-        if (t.cpu_ns >= c->cpu_prev)
+        if (t.cpu_ns >= s->cpu_prev)
             cpu_end = t.cpu_ns;
-        if (t.wall_ns >= c->wall_prev && t.wall_ns <= wall)
+        if (t.wall_ns >= s->wall_prev && t.wall_ns <= wall)
             wall_end = t.wall_ns;
     }
     if (cpu_end < 0)
@@ -394,7 +599,7 @@ static void record(Capture *c, long long origin, uint64_t total, int how)
     if (c->stop_when_full && (number >= c->capacity || pos + c->max_depth > c->pc_capacity)) {
         /* Counted as lost; the clocks are not reset, so its time shows as unsampled. */
         c->refused++;
-        c->consumed = total;
+        s->consumed = total;
         return;
     }
     if (pos + c->max_depth > c->pc_capacity) {
@@ -402,20 +607,8 @@ static void record(Capture *c, long long origin, uint64_t total, int how)
         pos = 0;
     }
     uint64_t *out = c->pcs + pos;
-    long long n = 0;
     int limited = 0;
-    if (how == WALK_CURRENT) {
-        Activation a;
-        if (current_activation(c, &a))
-            n = walk(a.pc, a.fp, a.entry_fp, out, c->max_depth, &limited);
-    }
-    if (how != WALK_NONE) {
-        for (int i = c->act_count - 1; i >= 0 && !limited; i--) {
-            Activation *a = &c->act[i];
-            if (a->fp)
-                n += walk(a->pc, a->fp, a->entry_fp, out + n, c->max_depth - n, &limited);
-        }
-    }
+    long long n = write_stack(c, how, out, &limited);
     uint64_t hash = 1469598103934665603ULL;        /* FNV-1a over the raw stack */
     for (long long i = 0; i < n; i++)
         hash = (hash ^ out[i]) * 1099511628211ULL;
@@ -436,15 +629,15 @@ static void record(Capture *c, long long origin, uint64_t total, int how)
         c->last_hash = hash;
     }
     int64_t *h = c->header + (number % c->capacity) * HEADER_FIELDS;
-    long long cpu_ns = cpu_end - c->cpu_prev - c->pending_ns;
-    long long wall_ns = wall_end - c->wall_prev - c->pending_ns;
+    long long cpu_ns = cpu_end - cpu_from;
+    long long wall_ns = wall_end - wall_from;
     h[H_TIME] = wall_end - c->t0_ns;
     h[H_CPU] = cpu_ns > 0 ? cpu_ns : 0;
     h[H_WALL] = wall_ns > 0 ? wall_ns : 0;
     h[H_PC_START] = start;
     h[H_PC_COUNT] = n;
     h[H_ORIGIN] = origin;
-    h[H_TICKS] = (int64_t)(total - c->consumed);
+    h[H_TICKS] = (int64_t)(total - consumed);
     h[H_TICK_PC] = (int64_t)(tick_pc & 0x7fffffffffffffffULL);
     h[H_FLAGS] = limited ? FLAG_DEPTH_LIMITED : 0;
     h[H_HASH] = (int64_t)hash;
@@ -453,22 +646,18 @@ static void record(Capture *c, long long origin, uint64_t total, int how)
     for (int i = 0; i < c->memory_count; i++)
         memory += (long long)c->memory_size(c->context, &c->memories[i]);
     h[H_MEMORY] = memory;
+    h[H_TID] = (int64_t)c->native_tid;
     c->pc_end = new_end;
     c->count = number + 1;                /* commit last */
-    c->consumed = total;
+    s->consumed = total;
     int64_t after = mono_ns(c);
     /* Our own time since the sample began is not guest time: it is taken out of
      * the next interval (measured on the monotonic clock: a vDSO read, where the
      * thread CPU clock is a system call; the two agree for this non-blocking code). */
     c->overhead_ns += after - wall;
-    c->cpu_prev = cpu_end;
-    c->wall_prev = wall_end;
-    c->pending_ns = after - wall;
-}
-
-static inline uint64_t ticks_now(Capture *c)
-{
-    return __atomic_load_n(c->ticks, __ATOMIC_ACQUIRE);
+    s->cpu_prev = cpu_end;
+    s->wall_prev = wall_end;
+    s->pending_ns = after - wall;
 }
 
 /* Hand a pending Python exception to wasmtime-py and build the error that stops the guest. */
@@ -493,14 +682,10 @@ static size_t epoch_callback(void *context, void *data, uint64_t *next_delta, ui
     (void)context;
     *next_delta = c->deadline_delta;      /* never 0 in a profile: that re-enters at every check */
     *update_kind = 0;
-    if (!c->enabled)
+    if (!c->enabled || !bind(c))
         return 0;
-    if (!pthread_equal(pthread_self(), c->thread)) {
-        c->foreign_thread_epochs++;
-        return 0;
-    }
     uint64_t total = ticks_now(c);
-    if (total != c->consumed)
+    if (tick_due(c, total))
         record(c, ORIGIN_GUEST, total, WALK_CURRENT);
     if (!c->check_signals)
         return 0;
@@ -523,14 +708,13 @@ static int Capture_init(Capture *c, PyObject *args, PyObject *kwds)
 {
     static char *names[] = {"ring", "header", "pcs", "capacity", "pc_capacity", "max_depth",
                             "stop_when_full", "vm_deadline_address", "context", "set_deadline",
-                            "error_new", "last_exception_module", "native_tid",
-                            "check_signals", NULL};
+                            "error_new", "last_exception_module", "python_frames", NULL};
     long long header, pcs, vm, context, set_deadline, error_new;
     PyObject *ring, *module;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OLLLLLpLLLLOKp", names, &ring, &header, &pcs,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OLLLLLpLLLLOp", names, &ring, &header, &pcs,
                                      &c->capacity, &c->pc_capacity, &c->max_depth,
                                      &c->stop_when_full, &vm, &context, &set_deadline,
-                                     &error_new, &module, &c->native_tid, &c->check_signals))
+                                     &error_new, &module, &c->python_frames))
         return -1;
     if (c->capacity < 1 || c->max_depth < 1 || c->pc_capacity < c->max_depth || !vm) {
         PyErr_SetString(PyExc_ValueError, "bad ring or store for a native capture");
@@ -546,9 +730,8 @@ static int Capture_init(Capture *c, PyObject *args, PyObject *kwds)
     c->context = (void *)(uintptr_t)context;
     c->set_deadline = (set_deadline_fn)(uintptr_t)set_deadline;
     c->error_new = (error_new_fn)(uintptr_t)error_new;
-    c->thread = pthread_self();
+    c->slot = NULL;
     c->deadline_delta = 1;
-    c->ticks = &tick.count;
     c->use_tick_record = 1;
     c->enabled = 0;
     c->memory_count = 0;
@@ -587,13 +770,15 @@ static void Capture_dealloc(Capture *c)
     Py_TYPE(c)->tp_free((PyObject *)c);
 }
 
-/* begin(tick_word_address=0, clock_address=0): start sampling.  Ticks come from the
- * native handler, or from a counter at the given address (manual and wakeup tick
- * sources; no tick record then).  Clocks are real, or two int64 words a test sets. */
+/* begin(tick_word_address=0, clock_address=0, t0_ns=0): start sampling, on the calling
+ * thread until the store runs elsewhere.  Ticks come from the native handler's
+ * per-thread records, or from a counter at the given address (manual and wakeup tick
+ * sources; no tick record then).  Clocks are real, or two int64 words a test sets.
+ * Sample times count from t0_ns (CLOCK_MONOTONIC; 0: now), the profile's start. */
 static PyObject *Capture_begin(Capture *c, PyObject *args)
 {
-    long long word = 0, clock = 0;
-    if (!PyArg_ParseTuple(args, "|LL", &word, &clock))
+    long long word = 0, clock = 0, t0 = 0;
+    if (!PyArg_ParseTuple(args, "|LLL", &word, &clock, &t0))
         return NULL;
     if (word) {
         c->ticks = (const volatile uint64_t *)(uintptr_t)word;
@@ -605,10 +790,10 @@ static PyObject *Capture_begin(Capture *c, PyObject *args)
         c->statm_open = c->statm_fd >= 0;
     }
     c->page_size = sysconf(_SC_PAGESIZE);
-    c->consumed = ticks_now(c);
-    c->t0_ns = c->wall_prev = mono_ns(c);
-    c->cpu_start = c->cpu_prev = thread_cpu_ns(c);
-    c->pending_ns = 0;
+    c->slot = NULL;
+    bind(c);
+    c->t0_ns = t0 ? t0 : mono_ns(c);
+    c->cpu_start = thread_cpu_ns(c);
     c->enabled = 1;
     Py_RETURN_NONE;
 }
@@ -621,14 +806,19 @@ static PyObject *Capture_host_enter(Capture *c, PyObject *origin)
     if (k == -1 && PyErr_Occurred())
         return NULL;
     if (c->act_count < MAX_ACTIVATIONS) {
-        current_activation(c, &c->act[c->act_count]);
+        Activation *a = &c->act[c->act_count];
+        current_activation(c, a);
+        a->origin = k;
+        a->serial = entry_serial(c);
         c->act_count++;
     } else {
         c->act_overflow++;
     }
-    uint64_t total = ticks_now(c);
-    if (c->enabled && total != c->consumed)
-        record(c, k, total, WALK_PUSHED);
+    if (c->enabled && bind(c)) {
+        uint64_t total = ticks_now(c);
+        if (tick_due(c, total))
+            record(c, k, total, WALK_PUSHED);
+    }
     Py_RETURN_NONE;
 }
 
@@ -637,11 +827,13 @@ static PyObject *Capture_host_exit(Capture *c, PyObject *origin)
     long long k = PyLong_AsLongLong(origin);
     if (k == -1 && PyErr_Occurred())
         return NULL;
-    uint64_t total = ticks_now(c);
-    if (c->enabled && total != c->consumed) {
-        record(c, k, total, WALK_PUSHED);
-        /* The tick also bumped the epoch: move the deadline past it. */
-        c->set_deadline(c->context, 1);
+    if (c->enabled && bind(c)) {
+        uint64_t total = ticks_now(c);
+        if (tick_due(c, total)) {
+            record(c, k, total, WALK_PUSHED);
+            /* The tick also bumped the epoch: move the deadline past it. */
+            c->set_deadline(c->context, 1);
+        }
     }
     if (c->act_overflow)
         c->act_overflow--;
@@ -650,33 +842,50 @@ static PyObject *Capture_host_exit(Capture *c, PyObject *origin)
     Py_RETURN_NONE;
 }
 
+/* Python calls the guest: a new entry (its serial names its Python frames). */
 static PyObject *Capture_guest_enter(Capture *c, PyObject *unused)
 {
     (void)unused;
-    if (c->guest_depth == 0 && c->enabled) {
-        uint64_t total = ticks_now(c);
-        if (total != c->consumed)
-            record(c, ORIGIN_OUTSIDE, total, WALK_NONE);
+    if (c->guest_depth < MAX_ACTIVATIONS)
+        c->entries[c->guest_depth] = __atomic_add_fetch(&next_entry_serial, 1, __ATOMIC_RELAXED);
+    c->guest_depth++;
+    if (c->guest_depth == 1 && c->enabled) {
+        if (bind(c)) {
+            uint64_t total = ticks_now(c);
+            if (tick_due(c, total))
+                record(c, ORIGIN_OUTSIDE, total, WALK_ENTRY);
+        }
         c->set_deadline(c->context, 1);
     }
-    c->guest_depth++;
     Py_RETURN_NONE;
 }
 
+/* The guest call returned: the entry's serial if a sample needs its Python frames
+ * (the caller records them now: they are the frames that made the call), else 0. */
 static PyObject *Capture_guest_exit(Capture *c, PyObject *unused)
 {
     (void)unused;
-    c->guest_depth--;
-    Py_RETURN_NONE;
+    uint64_t serial = 0;
+    if (c->guest_depth > 0) {
+        long long level = c->guest_depth - 1;
+        if (c->sampled_depth > level) {
+            serial = entry_serial(c);
+            c->sampled_depth = level;
+        }
+        c->guest_depth--;
+    }
+    return PyLong_FromUnsignedLongLong(serial);
 }
 
-/* finish() -> (unsampled cpu ns, unsampled wall ns, thread cpu ns, duration ns) */
+/* finish() -> (unsampled cpu ns, unsampled wall ns, thread cpu ns, duration ns), for the
+ * calling thread: sample a pending tick and stop. */
 static PyObject *Capture_finish(Capture *c, PyObject *unused)
 {
     (void)unused;
-    if (c->enabled && pthread_equal(pthread_self(), c->thread)) {
+    int here = c->slot != NULL && pthread_equal(pthread_self(), c->thread);
+    if (c->enabled && here) {
         uint64_t total = ticks_now(c);
-        if (total != c->consumed)
+        if (tick_due(c, total))
             record(c, ORIGIN_OUTSIDE, total, WALK_NONE);
     }
     c->enabled = 0;
@@ -685,18 +894,46 @@ static PyObject *Capture_finish(Capture *c, PyObject *unused)
         c->statm_open = 0;
     }
     int64_t cpu_now = thread_cpu_ns(c), wall_now = mono_ns(c);
-    long long cpu_left = cpu_now - c->cpu_prev - c->pending_ns;
-    long long wall_left = wall_now - c->wall_prev - c->pending_ns;
+    long long cpu_left = 0, wall_left = 0;
+    if (here) {
+        ThreadSlot *s = c->slot;
+        int64_t cpu_from = s->cpu_prev + s->pending_ns, wall_from = s->wall_prev + s->pending_ns;
+        cpu_left = cpu_now - (cpu_from > c->bound_cpu_ns ? cpu_from : c->bound_cpu_ns);
+        wall_left = wall_now - (wall_from > c->bound_wall_ns ? wall_from : c->bound_wall_ns);
+    }
     return Py_BuildValue("LLLL", cpu_left > 0 ? cpu_left : 0LL, wall_left > 0 ? wall_left : 0LL,
                          (long long)(cpu_now - c->cpu_start), (long long)(wall_now - c->t0_ns));
 }
 
+/* release(): stop sampling for good and let the ring go (it has been read).  The
+ * object itself may have to outlive its profile, as the epoch-callback data of a
+ * store still running on another thread. */
+static PyObject *Capture_release(Capture *c, PyObject *unused)
+{
+    (void)unused;
+    c->enabled = 0;
+    c->header = NULL;
+    c->pcs = NULL;
+    Py_CLEAR(c->ring);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Capture_bound_here(Capture *c, PyObject *unused)
+{
+    (void)unused;
+    return PyBool_FromLong(c->slot != NULL && pthread_equal(pthread_self(), c->thread));
+}
+
 static PyMethodDef Capture_methods[] = {
+    {"release", (PyCFunction)Capture_release, METH_NOARGS, "stop for good; drop the ring"},
+    {"bound_here", (PyCFunction)Capture_bound_here, METH_NOARGS,
+     "is the calling thread the one the capture last sampled on?"},
     {"begin", (PyCFunction)Capture_begin, METH_VARARGS, "start sampling"},
     {"host_enter", (PyCFunction)Capture_host_enter, METH_O, "a Python host function starts"},
     {"host_exit", (PyCFunction)Capture_host_exit, METH_O, "a Python host function returns"},
     {"guest_enter", (PyCFunction)Capture_guest_enter, METH_NOARGS, "Python calls the guest"},
-    {"guest_exit", (PyCFunction)Capture_guest_exit, METH_NOARGS, "the guest call returned"},
+    {"guest_exit", (PyCFunction)Capture_guest_exit, METH_NOARGS,
+     "the guest call returned: the serial whose Python frames a sample needs, or 0"},
     {"finish", (PyCFunction)Capture_finish, METH_NOARGS, "sample a pending tick and stop"},
     {"set_memories", (PyCFunction)Capture_set_memories, METH_VARARGS,
      "the guest memories each sample measures"},
@@ -710,8 +947,8 @@ static PyMemberDef Capture_members[] = {
     {"shared", T_LONGLONG, offsetof(Capture, shared), READONLY,
      "samples stored as a reference to the previous identical stack"},
     {"overhead_ns", T_LONGLONG, offsetof(Capture, overhead_ns), READONLY, "time spent sampling"},
-    {"foreign_thread_epochs", T_LONGLONG, offsetof(Capture, foreign_thread_epochs), READONLY,
-     "epoch callbacks from another thread"},
+    {"unslotted", T_LONGLONG, offsetof(Capture, unslotted), READONLY,
+     "epoch checks on a thread the thread table had no room for"},
     {"enabled", T_INT, offsetof(Capture, enabled), 0, "sampling on"},
     {"deadline_delta", T_ULONGLONG, offsetof(Capture, deadline_delta), 0,
      "epoch deadline delta the callback sets (1; benchmarks use 0)"},
@@ -743,12 +980,15 @@ static PyObject *py_address(PyObject *self, PyObject *obj)
 }
 
 static PyMethodDef module_methods[] = {
-    {"install", py_install, METH_VARARGS,
-     "install(signum, cpu_clock, increment_epoch_address, [engine addresses])"},
+    {"install", py_install, METH_VARARGS, "install(signum, increment_epoch_address)"},
+    {"add_engine", py_add_engine, METH_O, "bump this engine's epoch at every tick"},
+    {"remove_engine", py_remove_engine, METH_O, "stop bumping this engine's epoch"},
+    {"reset_threads", py_reset_threads, METH_NOARGS, "forget every thread's tick record"},
     {"uninstall", py_uninstall, METH_VARARGS, "uninstall(restore=True)"},
     {"handler_is_ours", py_handler_is_ours, METH_NOARGS, "is our handler still installed?"},
-    {"tick_count", py_tick_count, METH_NOARGS, "ticks so far"},
-    {"last_tick", py_last_tick, METH_NOARGS, "(count, cpu_ns, wall_ns, pc, tid) or None"},
+    {"tick_counts", py_tick_counts, METH_NOARGS, "(ticks so far, ticks lost)"},
+    {"last_tick", py_last_tick, METH_NOARGS,
+     "the calling thread's latest tick: (count, cpu_ns, wall_ns, pc, tid) or None"},
     {"disposition", py_disposition, METH_VARARGS, "raw handler address for a signal"},
     {"address", py_address, METH_O, "the C address of a Capture (the callback's data)"},
     {NULL, NULL, 0, NULL},
@@ -773,7 +1013,9 @@ PyMODINIT_FUNC PyInit__csigprof(void)
         || PyModule_AddIntConstant(m, "HEADER_FIELDS", HEADER_FIELDS) < 0
         || PyModule_AddIntConstant(m, "VM_EXIT_TRAMPOLINE_FP", VM_EXIT_TRAMPOLINE_FP) < 0
         || PyModule_AddIntConstant(m, "VM_EXIT_PC", VM_EXIT_PC) < 0
-        || PyModule_AddIntConstant(m, "VM_ENTRY_FP", VM_ENTRY_FP) < 0) {
+        || PyModule_AddIntConstant(m, "VM_ENTRY_FP", VM_ENTRY_FP) < 0
+        || PyModule_AddObject(m, "MARK_ENTRY", PyLong_FromUnsignedLongLong(MARK_ENTRY)) < 0
+        || PyModule_AddObject(m, "MARK_HOST", PyLong_FromUnsignedLongLong(MARK_HOST)) < 0) {
         Py_DECREF(m);
         return NULL;
     }

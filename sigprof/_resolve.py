@@ -19,8 +19,15 @@ a module image's ``.text`` are kept:
   complete: such a stack gets a ``(truncated stack)`` root frame and the
   truncated flag.
 
+The native capture also writes marks into a stack (``_ring.MARK_*``): where
+Python entered the guest, which becomes the Python frames that made that call
+(``_pyframes``; none when ``python_frames`` is off), and the Python host
+function an outer guest activation called.  So a re-entered guest reads, root
+first: Python, guest, host function, Python, guest.
+
 Then each sample gets its stack node: the raw stack's, moved to where the
-tick landed (``tick_attribution``), with a host or Python frame on top.
+tick landed (``tick_attribution``, within the innermost guest activation),
+with a host or Python frame on top; and its thread.
 """
 
 from __future__ import annotations
@@ -28,14 +35,18 @@ from __future__ import annotations
 import bisect
 import os
 from array import array
-from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
+from types import CodeType
+from typing import (Any, Callable, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence,
+                    Tuple, Union)
 
 import wasmtime
 
 from . import _imports, _wasmtime as wt
-from ._ring import ORIGIN_GUEST, ORIGIN_OUTSIDE, RawSample
-from .frames import (FRAME_GUEST, FRAME_HOST, FRAME_OPAQUE, FRAME_PYTHON, FRAME_TRUNCATED,
-                     FRAME_UNKNOWN, SAMPLE_AT_TICK, SAMPLE_TRUNCATED, Frame, HostFunction)
+from ._pyframes import PythonSegment
+from ._ring import MARK_ENTRY, MARK_HOST, MARK_PAYLOAD, ORIGIN_GUEST, ORIGIN_OUTSIDE, RawSample
+from .frames import (FRAME_GUEST, FRAME_HOST, FRAME_OPAQUE, FRAME_PYCODE, FRAME_PYTHON,
+                     FRAME_TRUNCATED, FRAME_UNKNOWN, SAMPLE_AT_TICK, SAMPLE_TRUNCATED, Frame,
+                     HostFunction)
 from .recording import Recording, SampleTable
 from .symbols import (ROLE_ENTRY, ROLE_WASM, Function, ImageError, LiveImage, ModuleSymbols,
                       SymbolTable, discover, image_from_memory)
@@ -100,6 +111,7 @@ class GuestFrame(NamedTuple):
 
 OPAQUE = None              # a run of frames from a module the profile does not name
 GuestEntry = Optional[GuestFrame]
+StackItem = Union[GuestEntry, int]     # ... or a mark (an int: MARK_* | payload)
 
 
 def tick_function(resolver: "_Resolver", tick_pc: int) -> Optional[GuestFrame]:
@@ -191,18 +203,30 @@ def _referenced(image: LiveImage) -> ModuleSymbols:
 class _RawStack(NamedTuple):
     """One distinct raw stack, resolved once."""
 
-    guest: List[GuestEntry]        # leaf first
+    guest: List[GuestEntry]        # the innermost activation's guest frames, leaf first
     truncated: bool                # the walk stopped before the guest's entry
-    prefix: List[int]              # prefix[i]: node of the outermost i+1 guest frames
-    base: int                      # node under the outermost guest frame (-1, or truncated)
+    prefix: List[int]              # prefix[i]: node of the outermost i+1 frames of `guest`
+    base: int                      # node under the outermost frame of `guest`
+
+
+def python_function_info(code: CodeType, module: str, host_details: bool) -> HostFunction:
+    return HostFunction(name=code.co_qualname, module=module,
+                        file=code.co_filename if host_details
+                        else os.path.basename(code.co_filename),
+                        line=code.co_firstlineno)
 
 
 def resolve_recording(raw: Iterable[RawSample], *, modules: Sequence[ModuleRef],
                       discover_allowed: bool, host_callables: Sequence[Callable[..., object]],
                       meta: Dict[str, Any], host_details: bool = False,
-                      use_tick_pc: bool = True) -> Recording:
-    """Resolve raw samples against the live module images into a ``Recording``."""
+                      use_tick_pc: bool = True,
+                      python_segments: Optional[Mapping[int, PythonSegment]] = None,
+                      thread_names: Optional[Mapping[int, str]] = None) -> Recording:
+    """Resolve raw samples against the live module images into a ``Recording``;
+    ``python_segments``: entry serial -> the Python frames that made that guest call;
+    ``thread_names``: kernel thread id -> name."""
     warnings = list(meta.get("warnings", []))
+    segments = python_segments or {}
     samples = list(raw)
     # Distinct raw stacks, identified by the capture's 64-bit hash and the depth
     # (so a 3000-deep stack is not copied or compared per sample).
@@ -228,7 +252,7 @@ def resolve_recording(raw: Iterable[RawSample], *, modules: Sequence[ModuleRef],
             warnings.append(f"module {ref.name or '(unnamed)'} could not be read: {exc}")
     explicit = list(images)
     try:
-        all_pcs = {pc for pcs in raw_pcs for pc in pcs}
+        all_pcs = {pc for pcs in raw_pcs for pc in pcs if pc < MARK_ENTRY}
         all_pcs.update(s.tick_pc for s in samples if s.tick_pc)
         images += discover(all_pcs, images, wt.read_memory, discover_allowed)
     except (OSError, ImageError) as exc:
@@ -254,12 +278,38 @@ def resolve_recording(raw: Iterable[RawSample], *, modules: Sequence[ModuleRef],
         return Frame(FRAME_GUEST, module_of(entry.image), entry.offset)
 
     tree = _Stacks()
+    hosts: List[HostFunction] = []
+    host_index: Dict[int, int] = {}
+    python_index: Dict[CodeType, int] = {}
+
+    def host_frame(callable_index: int) -> Frame:
+        h = host_index.get(callable_index)
+        if h is None:
+            h = host_index[callable_index] = len(hosts)
+            hosts.append(host_function_info(host_callables[callable_index], host_details))
+        return Frame(FRAME_HOST, h)
+
+    def add_mark(node: int, mark: int) -> int:
+        payload = mark & MARK_PAYLOAD
+        if mark >= MARK_HOST:
+            return tree.child(node, host_frame(payload - 1))
+        for code, line, module in segments.get(payload, ()):
+            p = python_index.get(code)
+            if p is None:
+                p = python_index[code] = len(hosts)
+                hosts.append(python_function_info(code, module, host_details))
+            node = tree.child(node, Frame(FRAME_PYCODE, p, line))
+        return node
+
     resolved: List[_RawStack] = []
     by_pc: Dict[int, Tuple[Optional[LiveImage], int, Optional[Function]]] = {}
     for raw_id, pcs in enumerate(raw_pcs):
-        guest: List[GuestEntry] = []
+        items: List[StackItem] = []
         complete = not depth_limited[raw_id]
         for pc in pcs:
+            if pc >= MARK_ENTRY:
+                items.append(pc)
+                continue
             where = by_pc.get(pc)
             if where is None:
                 image = resolver.find(pc)
@@ -273,22 +323,28 @@ def resolve_recording(raw: Iterable[RawSample], *, modules: Sequence[ModuleRef],
                 continue
             complete = not depth_limited[raw_id]   # guest frames below: root not yet proven
             if not img.allowed:
-                if not guest or guest[-1] is not OPAQUE:
-                    guest.append(OPAQUE)
+                if not items or items[-1] is not OPAQUE:
+                    items.append(OPAQUE)
                 continue
-            guest.append(GuestFrame(img, offset, func))
-        truncated = not complete and bool(guest)
-        base = tree.child(-1, Frame(FRAME_TRUNCATED)) if truncated else -1
+            items.append(GuestFrame(img, offset, func))
+        inner = next((i for i, item in enumerate(items) if isinstance(item, int)), len(items))
+        guest: List[GuestEntry] = [item for item in items[:inner] if not isinstance(item, int)]
+        truncated = not complete and bool(items)
+        node = tree.child(-1, Frame(FRAME_TRUNCATED)) if truncated else -1
+        for item in reversed(items[inner:]):
+            node = add_mark(node, item) if isinstance(item, int) else tree.child(node,
+                                                                                frame_key(item))
+        base = node
         prefix: List[int] = []
-        node = base
         for entry in reversed(guest):
             node = tree.child(node, frame_key(entry))
             prefix.append(node)
         resolved.append(_RawStack(guest, truncated, prefix, base))
 
-    hosts: List[HostFunction] = []
-    host_index: Dict[int, int] = {}
     table = SampleTable.empty()
+    names = thread_names or {}
+    threads: List[Dict[str, Any]] = []
+    thread_index: Dict[int, int] = {}
     final: Dict[Tuple[int, int, int], Tuple[int, int]] = {}       # -> (stack, flags)
     tick_frames: Dict[int, Optional[GuestFrame]] = {}
     kept_under: Dict[Tuple[int, int, int], Optional[int]] = {}
@@ -314,17 +370,18 @@ def resolve_recording(raw: Iterable[RawSample], *, modules: Sequence[ModuleRef],
                                           frame_key(tick_frame))
                         flags |= SAMPLE_AT_TICK
             if s.origin > ORIGIN_GUEST:
-                callable_index = s.origin - 1
-                h = host_index.get(callable_index)
-                if h is None:
-                    h = host_index[callable_index] = len(hosts)
-                    hosts.append(host_function_info(host_callables[callable_index], host_details))
-                node = tree.child(node, Frame(FRAME_HOST, h))
+                node = tree.child(node, host_frame(s.origin - 1))
             elif s.origin == ORIGIN_OUTSIDE:
                 node = tree.child(node, Frame(FRAME_PYTHON))
             elif node < 0:
                 node = tree.child(node, Frame(FRAME_UNKNOWN))
             stack_flags = final[sample_key] = (node, flags)
+        thread = thread_index.get(s.tid)
+        if thread is None:
+            thread = thread_index[s.tid] = len(threads)
+            threads.append({"name": names.get(s.tid) or f"thread {thread}",
+                            "tid": s.tid if host_details else thread})
+        table.thread.append(thread)
         table.time_ns.append(s.time_ns)
         table.cpu_ns.append(s.cpu_ns)
         table.wall_ns.append(s.wall_ns)
@@ -336,7 +393,7 @@ def resolve_recording(raw: Iterable[RawSample], *, modules: Sequence[ModuleRef],
 
     # Each module keeps just the functions its frames name (the lookups above made them).
     recorded = tuple(_referenced(img) for img in module_table)
-    meta = dict(meta, modules=[m.name for m in recorded], warnings=warnings)
+    meta = dict(meta, modules=[m.name for m in recorded], warnings=warnings, threads=threads)
     return Recording(meta=meta, modules=recorded, host_functions=tuple(hosts),
                      frames=tuple(tree.frames), stack_parent=tree.parent, stack_frame=tree.frame,
                      sample_table=table)

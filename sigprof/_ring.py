@@ -41,12 +41,21 @@ H_FLAGS = 8       # FLAG_DEPTH_LIMITED
 H_HASH = 9        # FNV-1a of the raw PCs (native capture), 0 if not computed
 H_RSS = 10        # the process's resident set, bytes (-1 unknown)
 H_MEMORY = 11     # the guest's linear memories (the profile's ``memories``), bytes
-HEADER_FIELDS = 12
+H_TID = 12        # the thread the sample was taken on (kernel thread id)
+HEADER_FIELDS = 13
 
 FLAG_DEPTH_LIMITED = 1  # the walk stopped at max_depth (or at a frame chain it did not trust)
 
 ORIGIN_GUEST = 0         # the guest reached an epoch check; >0: host function id + 1
 ORIGIN_OUTSIDE = -1      # the thread was running Python outside any guest call
+
+# Stack words that are not return addresses (bit 63, never set in a user address),
+# written by the native capture: MARK_ENTRY | serial where Python called the guest
+# (the serial names the Python frames that made the call), MARK_HOST | origin for
+# the Python host function an outer guest activation called.
+MARK_ENTRY = 0x8000000000000000
+MARK_HOST = 0xC000000000000000
+MARK_PAYLOAD = 0x3FFFFFFFFFFFFFFF
 
 FULL_KEEP_NEWEST = "newest"
 FULL_STOP = "stop"
@@ -101,7 +110,7 @@ class Ring:
                             stack_hash=rec[H_HASH] or hash(pcs.tobytes()),
                             depth_limited=bool(rec[H_FLAGS] & FLAG_DEPTH_LIMITED),
                             tick_pc=rec[H_TICK_PC] & 0xFFFFFFFFFFFFFFFF,
-                            rss_bytes=rec[H_RSS], memory_bytes=rec[H_MEMORY])
+                            rss_bytes=rec[H_RSS], memory_bytes=rec[H_MEMORY], tid=rec[H_TID])
 
     def dropped(self) -> int:
         """Samples lost: written but no longer readable, plus refused (stop mode)."""
@@ -121,9 +130,11 @@ class RawSample(NamedTuple):
     wall_ns: int
     origin: int                # ORIGIN_GUEST, ORIGIN_OUTSIDE, or host function id + 1
     ticks: int
-    pcs: memoryview            # u64 return addresses, innermost first (a view of the ring)
+    pcs: memoryview            # u64 return addresses, innermost first (a view of the ring),
+                               # and, from the native capture, entry and host marks (MARK_*)
     stack_hash: int            # 64-bit hash of the PCs: with the depth, identifies the stack
     depth_limited: bool        # the walk stopped at max_depth: the root may be missing
     tick_pc: int = 0           # where the latest tick interrupted the process, if known
     rss_bytes: int = -1        # the process's resident set at the sample (-1 unknown)
     memory_bytes: int = 0      # the guest's linear memories at the sample
+    tid: int = 0               # the thread it was taken on (kernel thread id)

@@ -9,8 +9,10 @@ of the chosen clock, and a relay turns the signal into a counted tick plus an
 epoch bump.  Two relays exist:
 
 * ``NativeRelay`` (the default where the C extension can be used): the signal
-  handler is C (``_csigprof.c``); it records the tick's clocks, PC and thread
-  and calls ``wasmtime_engine_increment_epoch`` itself.  Synchronous, in the
+  handler is C (``_csigprof.c``); it records the tick's clocks and PC in the
+  interrupted thread's own record (a process-wide CPU timer's signal lands on
+  the thread whose CPU expired it, so each thread's ticks are its own) and calls
+  ``wasmtime_engine_increment_epoch`` itself.  Synchronous, in the
   interrupted thread, no GIL, no extra thread, no wakeup fd -- so asyncio's
   wakeup fd is never touched, and it works when the profile starts off the
   main thread.
@@ -87,10 +89,10 @@ def effective_interval(clock: str, interval_s: float) -> float:
 
 
 class Tick(NamedTuple):
-    """The latest tick as the native handler recorded it."""
+    """A thread's latest tick as the native handler recorded it."""
 
-    number: int         # ticks so far, this one included
-    cpu_ns: int         # the profiled thread's CPU clock at the tick
+    number: int         # the thread's ticks so far, this one included
+    cpu_ns: int         # the thread's CPU clock at the tick
     wall_ns: int        # CLOCK_MONOTONIC at the tick
     pc: int             # the interrupted instruction
     tid: int            # the interrupted thread (native id)
@@ -120,7 +122,8 @@ class FakeClock:
 
 
 class TickSource:
-    """Interface: ``start(engines)`` then ``stop()``.
+    """Interface: ``start(engines)``, ``add_engine``/``remove_engine`` while running,
+    then ``stop()``.
 
     ``tick_word`` is the ``c_uint64`` the capture compares with, or None when
     ticks are counted by the native handler (whose record also holds each tick's
@@ -139,18 +142,26 @@ class TickSource:
     def start(self, engines: List[wasmtime.Engine]) -> None:
         raise NotImplementedError
 
+    def add_engine(self, engine: wasmtime.Engine) -> None:
+        """Bump this engine's epoch at every tick from now on."""
+        raise NotImplementedError
+
+    def remove_engine(self, engine: wasmtime.Engine) -> None:
+        raise NotImplementedError
+
     def stop(self) -> Notes:
         """Stop ticking and restore everything; return notes for the recording."""
         raise NotImplementedError
 
     @property
     def ticks(self) -> int:
+        """Ticks so far, in all threads."""
         if self.tick_word is None:
-            return int(_native.extension().tick_count())
+            return int(_native.extension().tick_counts()[0])
         return self.tick_word.value
 
     def last_tick(self) -> Optional[Tick]:
-        """What the latest tick recorded, where the tick source records it (else None)."""
+        """The calling thread's latest tick, where the tick source records it (else None)."""
         return None
 
 
@@ -164,6 +175,13 @@ class ManualTicks(TickSource):
 
     def start(self, engines: List[wasmtime.Engine]) -> None:
         self._engines = list(engines)
+
+    def add_engine(self, engine: wasmtime.Engine) -> None:
+        self._engines.append(engine)
+
+    def remove_engine(self, engine: wasmtime.Engine) -> None:
+        if engine in self._engines:
+            self._engines.remove(engine)
 
     def tick(self, n: int = 1) -> None:
         assert self.tick_word is not None
@@ -187,9 +205,15 @@ class NativeRelay:
         self.notes: Notes = {}
 
     def install(self, engines: List[wasmtime.Engine]) -> None:
-        cpu_clock = time.pthread_getcpuclockid(threading.get_ident())
-        self._ext.install(self.signum, cpu_clock, wt.INCREMENT_EPOCH_ADDRESS,
-                          [wt.engine_address(e) for e in engines])
+        self._ext.install(self.signum, wt.INCREMENT_EPOCH_ADDRESS)
+        for engine in engines:
+            self.add_engine(engine)
+
+    def add_engine(self, engine: wasmtime.Engine) -> None:
+        self._ext.add_engine(wt.engine_address(engine))
+
+    def remove_engine(self, engine: wasmtime.Engine) -> None:
+        self._ext.remove_engine(wt.engine_address(engine))
 
     def uninstall(self) -> None:
         if self._ext.handler_is_ours():
@@ -225,7 +249,7 @@ class WakeupRelay:
                 "without the native tick handler, sigprof must be started on the main thread "
                 "(Python lets only the main thread install signal handlers and the wakeup fd); "
                 "start the profile on the main thread, or use `sigprof record` in a subprocess")
-        self._engines = list(engines)
+        self._engines = list(engines)        # replaced whole, never mutated: the relay reads it
         self._read_fd, self._write_fd = os.pipe()
         os.set_blocking(self._write_fd, False)
         self._thread = threading.Thread(target=self._relay, name="sigprof-relay", daemon=True)
@@ -238,10 +262,15 @@ class WakeupRelay:
         self._previous_wakeup_fd = signal.set_wakeup_fd(self._write_fd, warn_on_full_buffer=False)
         self._wakeup_installed = True
 
+    def add_engine(self, engine: wasmtime.Engine) -> None:
+        self._engines = self._engines + [engine]
+
+    def remove_engine(self, engine: wasmtime.Engine) -> None:
+        self._engines = [e for e in self._engines if e is not engine]
+
     def _relay(self) -> None:
         tick = self.signum
         word = self.tick_word
-        bumps = [e.increment_epoch for e in self._engines]
         read = os.read
         fd = self._read_fd
         while True:
@@ -265,8 +294,8 @@ class WakeupRelay:
                     return
             # Any signal, tick or not, brings the guest to its epoch callback,
             # where deferred Python signal handlers (Ctrl-C) run.
-            for bump in bumps:
-                bump()
+            for engine in self._engines:
+                engine.increment_epoch()
 
     def uninstall(self) -> None:
         if self._thread is not None:
@@ -319,12 +348,6 @@ def _ignore_tick(signum: int, frame: Optional[FrameType]) -> None:
     """The Python-level handler of the wakeup relay: the C handler did the work."""
 
 
-# Only one itimer source can run in a process at a time: timers, signal
-# dispositions and the wakeup fd are all process-wide.
-_ACTIVE_LOCK = threading.Lock()
-_active: Optional["ITimerTicks"] = None
-
-
 class ITimerTicks(TickSource):
     """setitimer + a relay (native handler or wakeup fd); see the module docstring."""
 
@@ -342,19 +365,12 @@ class ITimerTicks(TickSource):
         self.notes: Notes = {}
 
     def start(self, engines: List[wasmtime.Engine]) -> None:
-        global _active
         name = _TIMER_NAMES[self.which]
         if signal.getitimer(self.which) != (0.0, 0.0):
             raise RuntimeError(
                 f"{name} is already armed by something else in this process (another profiler, "
                 f"or signal.alarm/setitimer); sigprof will not take it over. Disarm it first, or "
                 f"choose another clock (clock='cpu'|'prof'|'wall').")
-        with _ACTIVE_LOCK:
-            if _active is not None:
-                raise RuntimeError(
-                    "another sigprof profile is already running in this process; interval timers "
-                    "and signal handlers are process-wide, so profiles cannot overlap")
-            _active = self
         try:
             relay = self._requested_relay
             why_not = _native.unavailable_reason()
@@ -376,9 +392,15 @@ class ITimerTicks(TickSource):
             self._armed = True
         except BaseException:
             self._uninstall()
-            with _ACTIVE_LOCK:
-                _active = None
             raise
+
+    def add_engine(self, engine: wasmtime.Engine) -> None:
+        assert self._relay is not None
+        self._relay.add_engine(engine)
+
+    def remove_engine(self, engine: wasmtime.Engine) -> None:
+        if self._relay is not None:
+            self._relay.remove_engine(engine)
 
     def last_tick(self) -> Optional[Tick]:
         if self.relay != "native":
@@ -387,13 +409,7 @@ class ITimerTicks(TickSource):
         return Tick(*recorded) if recorded is not None else None
 
     def stop(self) -> Notes:
-        global _active
-        try:
-            self._uninstall()
-        finally:
-            with _ACTIVE_LOCK:
-                if _active is self:
-                    _active = None
+        self._uninstall()
         return dict(self.notes)
 
     def _uninstall(self) -> None:
@@ -417,7 +433,7 @@ class ITimerTicks(TickSource):
         while self._signal in signal.sigpending() and time.monotonic() < deadline:
             time.sleep(0.001)
 
-    def _reset_after_fork(self) -> None:
+    def reset_after_fork(self) -> None:
         """In a forked child: no timer was inherited and no relay thread exists."""
         self._armed = False
         try:
@@ -427,14 +443,3 @@ class ITimerTicks(TickSource):
         if self._relay is not None:
             self._relay.reset_after_fork()
             self._relay = None
-
-
-def _after_fork_in_child() -> None:
-    global _active
-    source = _active
-    if source is not None:
-        source._reset_after_fork()
-        _active = None
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -18,7 +18,9 @@ FRAME_PYTHON = 2     # Python code outside the guest (the caller's side)
 FRAME_OPAQUE = 3     # code of a module the user did not allow into the profile
 FRAME_TRUNCATED = 4  # the stack was deeper than max_depth; its root is missing
 FRAME_UNKNOWN = 5    # guest code that could not be resolved to a function
-FRAME_TYPES = range(FRAME_GUEST, FRAME_UNKNOWN + 1)
+FRAME_PYCODE = 6     # Python code that called the guest; index: host function table row
+                     # (the Python function), offset: the line it was at
+FRAME_TYPES = range(FRAME_GUEST, FRAME_PYCODE + 1)
 
 # Sample flags (bits).
 SAMPLE_TRUNCATED = 1  # the stack's root was cut off
@@ -39,8 +41,8 @@ class Frame(NamedTuple):
     subtract one: a call at the very end of a function is not charged to the next."""
 
     type: int
-    ref: int = 0        # module (guest) or host function (host)
-    offset: int = 0     # guest: .text offset of the return address
+    ref: int = 0        # module (guest) or host function table row (host, Python code)
+    offset: int = 0     # guest: .text offset of the return address; Python code: line
 
 
 def pseudo_kind(frame_type: int) -> str:
@@ -49,7 +51,8 @@ def pseudo_kind(frame_type: int) -> str:
 
 @dataclass(frozen=True)
 class HostFunction:
-    """A Python function the guest imported, as it appears in the profile."""
+    """A Python function in the profile: one the guest imported, or one on the
+    Python side of a mixed stack (no import names)."""
 
     name: str                      # qualified name, e.g. "Plugin.log"
     module: str = ""               # the Python module defining it
@@ -69,20 +72,23 @@ class HostFunction:
 class FunctionRef:
     """What a frame means at function level: the unit of every report."""
 
-    kind: str            # "wasm", "host", "python", "opaque", "truncated", "unknown"
+    kind: str            # "wasm", "host", "py" (Python code), "python" (Python outside the
+                         # guest, no frames known), "opaque", "truncated", "unknown"
     name: str
     module: str          # module (wasm) or Python module (host); "" for pseudo frames
     key: Tuple[object, ...]   # identity: two wasm modules' `work` stay distinct
 
     def label(self, form: str = "report") -> str:
         """``report``: ``name  [module]`` (``[python]`` for host functions);
-        ``summary``: ``name [module]`` for guest functions, else the name;
+        ``summary``: ``name [module]`` for guest functions, else the name (Python
+        code: ``name [file]``);
         ``collapsed``: ``module!name`` for guest functions, without the
         characters that separate frames and lines in that format."""
         if form == "collapsed":
             label = f"{self.module}!{self.name}" if self.kind == "wasm" else self.name
             return label.replace(";", ":").replace("\n", " ").replace("\r", " ")
         if form == "summary":
-            return f"{self.name} [{self.module}]" if self.kind == "wasm" else self.name
-        where = self.module if self.kind == "wasm" else "python" if self.kind == "host" else ""
+            return f"{self.name} [{self.module}]" if self.kind in ("wasm", "py") else self.name
+        where = (self.module if self.kind in ("wasm", "py")
+                 else "python" if self.kind == "host" else "")
         return f"{self.name}  [{where}]" if where else self.name

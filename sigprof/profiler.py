@@ -40,18 +40,19 @@ import os
 import platform
 import socket
 import sys
+import threading
 import time
 import warnings
-import weakref
 from types import TracebackType
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Type, Union
 
 import wasmtime
 
 from . import __version__
-from . import _capture, _imports, _resolve, _wasmtime as wt
-from ._ring import FULL_KEEP_NEWEST, FULL_STOP, Ring
-from ._timer import CLOCKS, ITimerTicks, Notes, TickSource, kernel_tick
+from . import _capture, _imports, _native, _resolve, _session, _wasmtime as wt
+from ._ring import FULL_KEEP_NEWEST, FULL_STOP, RawSample, Ring
+from ._session import SESSION
+from ._timer import CLOCKS, Notes, TickSource, effective_interval, kernel_tick
 from .recording import Recording
 from .wasmfile import WasmFormatError, WasmInfo, read_names
 
@@ -67,8 +68,6 @@ DEFAULT_MAX_DEPTH = 65536     # guest frames walked per sample: whole stacks by 
 
 ModuleSpec = Union[wasmtime.Module, Tuple[str, wasmtime.Module]]
 
-_epoch_engines: "weakref.WeakSet[wasmtime.Engine]" = weakref.WeakSet()
-_profiled_stores: "weakref.WeakSet[wasmtime.Store]" = weakref.WeakSet()
 
 
 def engine(config: Optional[wasmtime.Config] = None) -> wasmtime.Engine:
@@ -87,21 +86,17 @@ def engine(config: Optional[wasmtime.Config] = None) -> wasmtime.Engine:
     config.epoch_interruption = True
     _imports.install()                  # host functions defined from now on keep import names
     made = wasmtime.Engine(config)
-    _epoch_engines.add(made)
+    SESSION.epoch_engines.add(made)
     return made
 
 
 def _check_engine(store: wasmtime.Store) -> None:
-    eng = store.engine
-    if eng in _epoch_engines:
-        return
-    if not wt.engine_has_epoch_interruption(eng):
+    if not SESSION.has_epoch_interruption(store.engine):
         raise ValueError(
             "this store's engine was created without epoch interruption, which sigprof needs "
             "to reach the guest's stack; create it with sigprof.engine() (or set "
             "config.epoch_interruption = True before wasmtime.Engine(config)) and compile the "
             "modules with that engine")
-    _epoch_engines.add(eng)
 
 
 def _normalise_modules(modules: Optional[Iterable[ModuleSpec]]) -> Optional[List[Tuple[Optional[str], wasmtime.Module]]]:
@@ -145,17 +140,20 @@ def _load_names(names: Optional[NamesSpec],
 
 
 class Profiler:
-    """A profile of one store, as a context manager (see ``profile()``)."""
+    """A profile of one store, or of every store (``store=None``), as a context
+    manager (see ``profile()``)."""
 
-    def __init__(self, store: wasmtime.Store, modules: Optional[Iterable[ModuleSpec]] = None,
+    def __init__(self, store: Optional[wasmtime.Store] = None,
+                 modules: Optional[Iterable[ModuleSpec]] = None,
                  interval: Optional[float] = None, clock: str = "cpu",
                  capacity: int = DEFAULT_CAPACITY, max_depth: int = DEFAULT_MAX_DEPTH,
                  when_full: str = FULL_KEEP_NEWEST, host_details: bool = False,
                  ticks: Optional[TickSource] = None, name: Optional[str] = None,
                  use_tick_pc: bool = True, names: Optional[NamesSpec] = None,
-                 memories: Sequence[wasmtime.Memory] = ()):
-        if not isinstance(store, wasmtime.Store):
-            raise TypeError(f"store must be a wasmtime.Store, not {type(store).__name__}")
+                 memories: Sequence[wasmtime.Memory] = (), python_frames: bool = True):
+        if store is not None and not isinstance(store, wasmtime.Store):
+            raise TypeError(f"store must be a wasmtime.Store (or None: every store), "
+                            f"not {type(store).__name__}")
         if ticks is None:
             if clock not in CLOCKS:
                 raise ValueError(f"clock must be one of {', '.join(CLOCKS)}, not {clock!r}")
@@ -173,6 +171,8 @@ class Profiler:
         self._names = _load_names(names, self.modules)
         if not all(isinstance(m, wasmtime.Memory) for m in memories) or len(memories) > 16:
             raise ValueError("memories must be at most 16 wasmtime.Memory objects")
+        if memories and store is None:
+            raise ValueError("memories= needs the store they belong to: profile(store, ...)")
         self.memories = list(memories)
         self.interval_s = float(interval) if interval is not None else default_interval(clock)
         self.clock = clock if ticks is None else ticks.clock
@@ -182,83 +182,149 @@ class Profiler:
         self.host_details = host_details
         self.name = name
         self.use_tick_pc = use_tick_pc
-        self._ticks = ticks
-        self._ring: Optional[Ring] = None
-        self._capture: Optional[_capture.Capture] = None
+        self.python_frames = python_frames
+        self.forked = False             # set in a forked child: the profile is its parent's
+        self._own_ticks = ticks
+        self._ticks: Optional[TickSource] = None
+        self._captures: List[_capture.Capture] = []
+        self._running = False
+        self._started = False
+        self._plain_engine_calls = 0    # store-less: guest calls on engines without epochs
+        self._adopt_errors: List[str] = []
+        self._join_warnings: List[str] = []
+        self._t0_ns = 0
+        self._ticks_at_start = 0
         self._start_unix_ns = 0
-        self._undo: List[Any] = []
         self.recording: Optional[Recording] = None
 
     # -- lifecycle ---------------------------------------------------------------
 
     def start(self) -> "Profiler":
-        if self._capture is not None or self.recording is not None:
+        if self._started or self.recording is not None:
             raise RuntimeError("this profiler was already started; make a new one")
-        if self.store in _profiled_stores:
-            raise RuntimeError("this store is already being profiled; stop that profile first")
-        _check_engine(self.store)
+        if self.store is not None:
+            _check_engine(self.store)
         _imports.install()
-        ticks = self._ticks if self._ticks is not None else ITimerTicks(self.clock, self.interval_s)
-        self._ticks = ticks
         self._module_refs = _resolve.module_refs(self.modules or [], self._names)
-        ring = Ring(self.capacity, self.max_depth, when_full=self.when_full)
+        ticks = SESSION.join(self, self._own_ticks)
+        self._started = True
+        self._ticks = ticks
         try:
-            capture = _capture.new_capture(self.store, ring)
-            capture.measure_memories(self.memories)
-            _profiled_stores.add(self.store)
-            self._undo.append(lambda: _profiled_stores.discard(self.store))
-            _capture.install_hooks(capture)
-            self._undo.append(_capture.uninstall_hooks)
-            capture.attach()
-            self._undo.append(capture.detach)
-            self.store.set_epoch_deadline(1)
-            if not capture.native:
-                guard = _capture.SignalGuard(skip=(ticks.signum,) if ticks.signum else ())
-                guard.install()
-                self._undo.append(guard.uninstall)
-            self._ring, self._capture = ring, capture
+            armed = ticks.interval_s or self.interval_s
+            if ticks is SESSION.timer and armed != effective_interval(self.clock,
+                                                                      self.interval_s):
+                self._join_warnings.append(
+                    f"interval {armed * 1e3:g} ms, not {self.interval_s * 1e3:g} ms: a profile "
+                    f"already running set the process's one timer")
+            self._ticks_at_start = ticks.ticks
+            self._t0_ns = time.monotonic_ns()
             self._start_unix_ns = time.time_ns()
-            ticks.start([self.store.engine])
-            self._undo.append(ticks.stop)
-            capture.begin(ticks.tick_word, ticks.fake_clock)
+            with SESSION.lock:
+                self._running = True
+                if self.store is not None:
+                    self._attach(self.store, self.memories)
         except BaseException:
-            self._unwind()
-            self._ring = self._capture = None
+            self._running = False
+            self._release([False] * len(self._captures))
+            self._leave()
             raise
         return self
 
-    def _unwind(self) -> None:
-        errors = []
-        while self._undo:
-            step = self._undo.pop()
+    def _attach(self, store: wasmtime.Store, memories: List[wasmtime.Memory]) -> _capture.Capture:
+        """Start sampling ``store`` (under the session lock)."""
+        assert self._ticks is not None
+        ring = Ring(self.capacity, self.max_depth, when_full=self.when_full)
+        capture = _capture.new_capture(store, ring, self.python_frames)
+        capture.measure_memories(memories)
+        capture.attach()
+        try:
+            store.set_epoch_deadline(1)
+            SESSION.add_capture(capture, self, self._ticks)
+            capture.begin(self._ticks.tick_word, self._ticks.fake_clock, self._t0_ns)
+        except BaseException:
+            SESSION.remove_capture(capture, self._ticks, orphan=False)
+            capture.detach()
+            raise
+        self._captures.append(capture)
+        return capture
+
+    def adopt(self, store: wasmtime.Store) -> Optional[_capture.Capture]:
+        """A store-less profile: start sampling a store as Python enters it (any thread)."""
+        with SESSION.lock:
+            if not self._running:
+                return None
+            found = SESSION.captures.get(id(store))
+            if found is not None:
+                return found[0]
+            epoch = SESSION.has_epoch_interruption(store.engine)
+            if not epoch:
+                if epoch is not None:
+                    self._plain_engine_calls += 1
+                return None
             try:
-                step()
-            except Exception as exc:  # keep restoring the rest
-                errors.append(exc)
-        if errors:
-            raise errors[0]
+                return self._attach(store, [])
+            except Exception as exc:        # never break the application's guest call
+                self._adopt_errors.append(repr(exc))
+                return None
+
+    def _release(self, read: List[bool]) -> None:
+        """Detach every capture; a store that may be running on another thread is not
+        touched (its capture stays alive, disabled)."""
+        assert self._ticks is not None or not self._captures
+        for capture, done in zip(self._captures, read):
+            orphan = capture.guest_depth > 0 and not capture.bound_here() or (
+                self.store is None and not capture.bound_here())
+            if not orphan:
+                capture.detach()
+            assert self._ticks is not None
+            SESSION.remove_capture(capture, self._ticks, orphan)
+
+    def _leave(self) -> Notes:
+        notes = SESSION.leave(self)
+        if self._own_ticks is not None:
+            notes = self._own_ticks.stop() or {}
+        return notes
 
     def stop(self) -> Recording:
         if self.recording is not None:
             return self.recording
-        if self._capture is None:
+        if not self._started:
             raise RuntimeError("this profiler was never started")
-        capture, ring, ticks = self._capture, self._ring, self._ticks
-        assert ticks is not None and ring is not None
+        ticks = self._ticks
+        assert ticks is not None
+        with SESSION.lock:
+            self._running = False
+            captures = list(self._captures)
         notes: Notes = {}
+        finished: List[Tuple[int, int, int, int]] = []
+        host_callables = SESSION.host_callables      # the last profile out resets it
         try:
-            self._undo.remove(ticks.stop)
-            notes = ticks.stop() or {}
+            for capture in captures:
+                finished.append(capture.finish())
+            ticks_taken = ticks.ticks - self._ticks_at_start
         finally:
-            unsampled_cpu, unsampled_wall, thread_cpu, duration = capture.finish()
-            self._unwind()
-        meta = self._meta(capture, ring, ticks, notes, unsampled_cpu, unsampled_wall, thread_cpu,
-                          duration)
+            # The rings are read below, before their stores are let go.
+            try:
+                raw = self._read_rings(captures)
+            finally:
+                try:
+                    self._release([True] * len(captures))
+                finally:
+                    notes = self._leave()
+        here = next((f for c, f in zip(captures, finished) if c.bound_here()), None)
+        unsampled_cpu, unsampled_wall, thread_cpu, duration = (
+            here or (0, 0, 0, time.monotonic_ns() - self._t0_ns))
+        meta = self._meta(captures, ticks, notes, unsampled_cpu, unsampled_wall, thread_cpu,
+                          duration, ticks_taken)
+        segments: Dict[int, Any] = {}
+        for capture in captures:
+            segments.update(capture.python_segments)
         try:
             self.recording = _resolve.resolve_recording(
-                ring.read(), modules=self._module_refs, discover_allowed=self.modules is None,
-                host_callables=capture.host_functions, meta=meta, host_details=self.host_details,
-                use_tick_pc=self.use_tick_pc)
+                raw, modules=self._module_refs, discover_allowed=self.modules is None,
+                host_callables=host_callables, meta=meta,
+                host_details=self.host_details, use_tick_pc=self.use_tick_pc,
+                python_segments=segments, thread_names=dict(_session.named))
         except Exception as exc:  # never lose the user's exception to ours
             meta["warnings"].append(f"could not resolve samples: {exc!r}")
             self.recording = _resolve.resolve_recording(
@@ -269,46 +335,58 @@ class Profiler:
                 f"clock ({self.recording.interval * 1e3:g} ms); profile a longer run"
                 + (", or use clock='wall' (--clock wall)" if self.recording.clock != "wall"
                    else ""))
-        self._ring = None
-        self._capture = None
+        self._captures = []
         _capture.run_deferred_now()
         return self.recording
 
-    def _meta(self, capture: _capture.Capture, ring: Ring, ticks: TickSource, notes: Notes,
+    @staticmethod
+    def _read_rings(captures: List[_capture.Capture]) -> List[RawSample]:
+        """Every capture's samples, in time order."""
+        raw: List[RawSample] = []
+        for capture in captures:
+            raw.extend(capture.ring.read())
+        if len(captures) > 1:
+            raw.sort(key=lambda s: s.time_ns)
+        return raw
+
+    def _meta(self, captures: List[_capture.Capture], ticks: TickSource, notes: Notes,
               unsampled_cpu: int, unsampled_wall: int, thread_cpu: int,
-              duration: int) -> Dict[str, Any]:
+              duration: int, ticks_taken: int) -> Dict[str, Any]:
+        native = all(c.native for c in captures) if captures else _native.available()
         meta: Dict[str, Any] = {
             "format": "sigprof",
             "name": self.name or (self.modules[0][0] if self.modules and self.modules[0][0] else ""),
             "clock": ticks.clock,
             "interval_s": ticks.interval_s if ticks.interval_s else self.interval_s,
             "requested_interval_s": self.interval_s,
-            "capture": "native" if capture.native else "python",
-            "capacity": ring.capacity,
-            "max_depth": ring.max_depth,
-            "when_full": ring.when_full,
+            "capture": "native" if native else "python",
+            "capacity": self.capacity,
+            "max_depth": self.max_depth,
+            "when_full": self.when_full,
             "start_unix_ns": self._start_unix_ns,
             "duration_ns": duration,
             "thread_cpu_ns": thread_cpu,
-            "overhead_cpu_ns": capture.overhead_cpu_ns,
-            "overhead_wall_ns": capture.overhead_wall_ns,
+            "overhead_cpu_ns": sum(c.overhead_cpu_ns for c in captures),
+            "overhead_wall_ns": sum(c.overhead_wall_ns for c in captures),
             "unsampled_cpu_ns": unsampled_cpu,
             "unsampled_wall_ns": unsampled_wall,
-            "ticks": ticks.ticks,
+            "ticks": ticks_taken,
             "relay": ticks.relay,
             "use_tick_pc": self.use_tick_pc,
-            "samples_taken": ring.count,
-            "dropped": ring.dropped(),
-            "shared_stacks": capture.shared_stacks,
-            "callback_errors": capture.errors,
-            "foreign_thread_epochs": capture.foreign_thread_epochs,
+            "python_frames": self.python_frames and native,
+            "stores": len(captures),
+            "samples_taken": sum(c.ring.count for c in captures),
+            "dropped": sum(c.ring.dropped() for c in captures),
+            "shared_stacks": sum(c.shared_stacks for c in captures),
+            "callback_errors": sum(c.errors for c in captures),
+            "unsampled_guest_calls": self._plain_engine_calls,
             "versions": {"sigprof": __version__, "wasmtime": wt.WASMTIME_VERSION,
                          "python": platform.python_version()},
             "arch": platform.machine(),          # what the compiled code offsets are in
-            "warnings": [],
+            "warnings": list(self._join_warnings),
         }
         armed = ticks.interval_s if ticks.interval_s else self.interval_s
-        if armed > self.interval_s * 1.001:
+        if armed > self.interval_s * 1.001 and not self._join_warnings:
             meta["warnings"].append(
                 f"interval raised from {self.interval_s * 1e3:g} ms to {armed * 1e3:g} ms: the "
                 f"{ticks.clock} clock's timer ticks at most once per kernel tick; use "
@@ -322,15 +400,27 @@ class Profiler:
         if notes.get("wakeup_fd_replaced"):
             meta["warnings"].append("the signal wakeup fd was replaced during the profile "
                                     "(asyncio add_signal_handler?); later ticks were not sampled")
-        if capture.foreign_thread_epochs:
+        if self._plain_engine_calls:
             meta["warnings"].append(
-                f"the store ran guest code on another thread ({capture.foreign_thread_epochs} "
-                f"epoch checks): a profile samples only the thread that started it, so that "
-                f"time is not in the profile")
+                f"{self._plain_engine_calls} guest calls ran on engines without epoch "
+                f"interruption, which sigprof cannot sample: create those engines with "
+                f"sigprof.engine()")
+        for error in self._adopt_errors[:3]:
+            meta["warnings"].append(f"a store could not be profiled: {error}")
+        unslotted = sum(c.unslotted for c in captures)
+        if unslotted:
+            meta["warnings"].append(f"{unslotted} epoch checks ran on threads beyond sigprof's "
+                                    f"thread table (4096 threads); they were not sampled")
+        if self.python_frames and not native:
+            meta["warnings"].append("Python frames need the native capture; this profile has "
+                                    "the guest's frames only")
+        if self.forked:
+            meta["warnings"].append("this profile was started in the parent process; the "
+                                    "forked child's own run is not in it")
         if self.host_details:
             meta["host"] = {"hostname": socket.gethostname(), "platform": platform.platform(),
-                            "machine": platform.machine(), "pid": _pid(),
-                            "tid": capture.thread_id, "executable": sys.executable,
+                            "machine": platform.machine(), "pid": os.getpid(),
+                            "tid": threading.get_native_id(), "executable": sys.executable,
                             "cpu": _cpu_name()}
         return meta
 
@@ -359,16 +449,16 @@ class Profiler:
     @property
     def samples(self) -> int:
         """Samples recorded (while running: taken so far)."""
-        if self.recording is None and self._capture is not None:
-            return self._capture.samples_taken
+        if self.recording is None and self._started:
+            return sum(c.samples_taken for c in list(self._captures))
         return self._result().samples
 
     @property
     def dropped(self) -> int:
-        """Samples lost because the ring was full (while running: refused so far)."""
-        if self.recording is None and self._capture is not None:
-            taken = self._capture.samples_taken
-            return max(0, taken - self.capacity) + self._capture.refused
+        """Samples lost because a ring was full (while running: refused so far)."""
+        if self.recording is None and self._started:
+            return sum(max(0, c.samples_taken - self.capacity) + c.refused
+                       for c in list(self._captures))
         return self._result().dropped
 
     def save(self, path: "str | os.PathLike[str]", format: Optional[str] = None) -> str:
@@ -388,14 +478,20 @@ class Profiler:
         return self._result().meta
 
 
-def profile(store: wasmtime.Store, modules: Optional[Sequence[ModuleSpec]] = None,
+def profile(store: Optional[wasmtime.Store] = None,
+            modules: Optional[Sequence[ModuleSpec]] = None,
             interval: Optional[float] = None, clock: str = "cpu",
             capacity: int = DEFAULT_CAPACITY, max_depth: int = DEFAULT_MAX_DEPTH,
             when_full: str = FULL_KEEP_NEWEST, host_details: bool = False,
             ticks: Optional[TickSource] = None, name: Optional[str] = None,
             use_tick_pc: bool = True, names: Optional[NamesSpec] = None,
-            memories: Sequence[wasmtime.Memory] = ()) -> Profiler:
-    """Profile the guest code run on ``store`` inside a ``with`` block.
+            memories: Sequence[wasmtime.Memory] = (), python_frames: bool = True) -> Profiler:
+    """Profile the guest code run on ``store`` inside a ``with`` block, on whichever
+    threads run it; with no store, every store (of engines with epoch
+    interruption) that Python enters during the block, in every thread.
+
+    Profiles may overlap (on different stores; one store-less at a time); they
+    share the process's one interval timer, so they must use the same clock.
 
     ``modules``: Module objects or (name, Module) pairs.  Given, only those
     modules are named in the profile (others become one opaque frame); left
@@ -418,15 +514,14 @@ def profile(store: wasmtime.Store, modules: Optional[Sequence[ModuleSpec]] = Non
     ``use_tick_pc``: attribute each guest sample to the function its tick
     landed in (the interrupted PC, recorded by the native tick handler) rather
     than to the epoch check that took it; off shows raw epoch attribution.
+    ``python_frames``: each stack starts with the Python frames that called the
+    guest (and, between re-entries, those a host function ran before calling
+    the guest again); off, stacks hold guest and host-function frames only.
+    ``capacity`` is per store.
     ``ticks``: a custom tick source (tests).
     """
     return Profiler(store, modules, interval, clock, capacity, max_depth, when_full,
-                    host_details, ticks, name, use_tick_pc, names, memories)
-
-
-def _pid() -> int:
-    import os
-    return os.getpid()
+                    host_details, ticks, name, use_tick_pc, names, memories, python_frames)
 
 
 def _cpu_name() -> str:

@@ -18,7 +18,7 @@ from array import array
 from typing import Any, Callable, Dict, Tuple, Type, Union
 
 from .export.raw import CRC, HEADER, MAGIC, REQUIRED, SECTION, VERSION_MAJOR, VERSION_MINOR
-from .frames import FRAME_GUEST, FRAME_HOST, FRAME_TYPES, Frame, HostFunction
+from .frames import FRAME_GUEST, FRAME_HOST, FRAME_PYCODE, FRAME_TYPES, Frame, HostFunction
 from .recording import Recording, SampleTable
 from .symbols import Function, ModuleSymbols
 
@@ -97,7 +97,7 @@ def _loads(data: memoryview, source: str) -> Recording:
     for frame in frames:
         if frame.type == FRAME_GUEST and not (0 <= frame.ref < len(modules) and frame.offset >= 0):
             raise fail("corrupt recording (frame refers to a missing module)")
-        if frame.type == FRAME_HOST and not 0 <= frame.ref < len(hosts):
+        if frame.type in (FRAME_HOST, FRAME_PYCODE) and not 0 <= frame.ref < len(hosts):
             raise fail("corrupt recording (frame refers to a missing host function)")
         if frame.type not in FRAME_TYPES:
             raise fail(f"corrupt recording (unknown frame type {frame.type})")
@@ -124,7 +124,18 @@ def _loads(data: memoryview, source: str) -> Recording:
             raise fail("corrupt recording (MEMS does not match the samples)")
         cols.append(_from_le("q", bytes(memory[4:4 + 8 * n_memory])))
         cols.append(_from_le("q", bytes(memory[4 + 8 * n_memory:])))
+    threads = sections.get(b"THRD")
+    if threads is not None:
+        n_threads = _count(threads, 4, fail, "THRD")
+        if n_threads not in (0, n):
+            raise fail("corrupt recording (THRD does not match the samples)")
+        if memory is None:
+            cols += [array("q"), array("q")]
+        cols.append(_from_le("i", bytes(threads[4:])))
     table = SampleTable(*cols)
+    known_threads = len(meta.get("threads") or [])
+    if any(not 0 <= t < known_threads for t in table.thread):
+        raise fail("corrupt recording (sample refers to a missing thread)")
     for s in table.stack:
         if not -1 <= s < n_stacks:
             raise fail("corrupt recording (sample refers to a missing stack)")
@@ -143,7 +154,7 @@ _META_TYPES: Dict[str, Union[Type[Any], Tuple[Type[Any], ...]]] = {
     "duration_ns": int, "thread_cpu_ns": int, "overhead_cpu_ns": int, "overhead_wall_ns": int,
     "unsampled_cpu_ns": int, "unsampled_wall_ns": int, "ticks": int, "dropped": int,
     "samples_taken": int, "shared_stacks": int, "capacity": int, "max_depth": int, "versions": dict,
-    "warnings": list, "modules": list, "host": dict, "arch": str,
+    "warnings": list, "modules": list, "host": dict, "arch": str, "threads": list,
 }
 
 

@@ -3,14 +3,16 @@
 A ``Recording`` holds everything the exporters need and nothing they do not:
 
 * ``modules``: one function table per guest module (``symbols.ModuleSymbols``);
-* ``host_functions``: the Python functions the guest imported that were sampled;
+* ``host_functions``: the Python functions in the profile: those the guest
+  imported that were sampled, and those on the Python side of mixed stacks;
 * ``frames``: interned ``frames.Frame`` values -- a guest frame is
   ``Frame(FRAME_GUEST, module index, offset)`` where offset is the frame's
   return address relative to the module's ``.text``;
 * ``stacks``: a prefix tree, ``stack_parent[i]`` / ``stack_frame[i]``, root
   frames have parent -1;
 * ``samples``: parallel columns -- time since start, thread CPU delta, wall
-  delta, stack, ticks, flags -- all integers, nanoseconds where timed.
+  delta, stack, ticks, flags, memory, thread -- all integers, nanoseconds where
+  timed; ``meta["threads"]`` names the threads.
 
 Units stay in the names (``_ns``); conversion to ms/µs happens in exporters.
 """
@@ -24,8 +26,8 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from . import export
 from .demangle import display_name
-from .frames import (FRAME_GUEST, FRAME_HOST, FRAME_UNKNOWN, PSEUDO_FRAME_NAMES, SAMPLE_TRUNCATED,
-                     Frame, FunctionRef, HostFunction, pseudo_kind)
+from .frames import (FRAME_GUEST, FRAME_HOST, FRAME_PYCODE, FRAME_UNKNOWN, PSEUDO_FRAME_NAMES,
+                     SAMPLE_TRUNCATED, Frame, FunctionRef, HostFunction, pseudo_kind)
 from .symbols import Function, ModuleSymbols
 
 CLOCK_WEIGHT = {"cpu": "cpu", "prof": "cpu", "wall": "wall", "manual": "cpu"}
@@ -42,6 +44,9 @@ class SampleTable:
     # Memory at each sample, bytes ('q'); empty where not recorded (older recordings).
     rss_bytes: array[int] = field(default_factory=lambda: array("q"))     # -1: unknown
     memory_bytes: array[int] = field(default_factory=lambda: array("q"))  # the guest's
+    # The thread each sample was taken on ('i'), an index into meta["threads"]; empty
+    # in recordings from before threads were recorded (all one thread).
+    thread: array[int] = field(default_factory=lambda: array("i"))
 
     def __len__(self) -> int:
         return len(self.time_ns)
@@ -49,7 +54,7 @@ class SampleTable:
     @staticmethod
     def empty() -> "SampleTable":
         return SampleTable(array("q"), array("q"), array("q"), array("i"), array("i"),
-                           array("B"), array("q"), array("q"))
+                           array("B"), array("q"), array("q"), array("i"))
 
 
 @dataclass(frozen=True, repr=False)
@@ -142,6 +147,9 @@ class Recording:
         if frame.type == FRAME_HOST:
             host = self.host_functions[frame.ref]
             return FunctionRef("host", host.label, host.module, ("host", frame.ref))
+        if frame.type == FRAME_PYCODE:
+            code = self.host_functions[frame.ref]
+            return FunctionRef("py", code.name, code.file, ("py", frame.ref))
         name = PSEUDO_FRAME_NAMES.get(frame.type, "(unknown)")
         return FunctionRef(pseudo_kind(frame.type), name, "", (name,))
 

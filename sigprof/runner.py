@@ -247,9 +247,10 @@ def run(path: str, args: Sequence[str] = (), invoke: Optional[str] = None,
     call_args = _convert_args(func.type(store), invoke_args, entry)
 
     memories = [m for m in exports.values() if isinstance(m, wasmtime.Memory)][:16]
+    # The Python that calls this guest is sigprof's own runner: no Python frames.
     prof = profiler.profile(store, modules=[(module_name, module)], name=module_name,
                             names=names if names is not None else binary, memories=memories,
-                            **profile_options)
+                            python_frames=False, **profile_options)
     exit_code, outcome, message, results = 0, "ok", "", None
     try:
         with prof:

@@ -22,7 +22,8 @@ import pytest
 import wasmtime
 
 import sigprof
-from sigprof import _capture, _timer, recording
+from sigprof import _capture, recording
+from sigprof._session import SESSION
 
 from firefox_check import check_profile
 
@@ -91,9 +92,9 @@ def _leaks(before) -> list:
     found = []
     if _signal_state() != before:
         found.append("signal/timer state changed by the test")
-    if _timer._active is not None:
-        found.append("a tick source is still active")
-    if _capture.hooks_installed():
+    if SESSION.timer is not None or SESSION.profiles:
+        found.append("a profile or the process's timer is still active")
+    if SESSION.hooks_installed():
         found.append("the capture hooks are still installed on wasmtime-py")
     if _capture._deferred:
         found.append("deferred signal handlers left")
@@ -102,9 +103,7 @@ def _leaks(before) -> list:
 
 def _restore(before) -> None:
     """Put everything back, so one leaking test does not fail the ones after it."""
-    if _timer._active is not None:
-        _timer._active.stop()
-    _capture.uninstall_hooks()
+    SESSION.reset()
     _capture._deferred.clear()
     for t in TIMERS:
         signal.setitimer(t, *before[("timer", t)])
@@ -185,9 +184,11 @@ def link_host(store, module, burn=busy_python, nap=lambda ms: None):
     return linker.instantiate(store, module)
 
 
-def stacks_by_name(rec):
-    """[(function names root first, weight ns)] of a recording."""
-    return [([f.name for f in funcs], w) for funcs, w in rec.iter_stacks()]
+def stacks_by_name(rec, python_frames: bool = False):
+    """[(function names root first, weight ns)] of a recording; the Python frames that
+    called the guest (pytest's own, mostly) only if asked for."""
+    return [([f.name for f in funcs if python_frames or f.kind != "py"], w)
+            for funcs, w in rec.iter_stacks()]
 
 
 def run_python(code: str, *args: str, timeout: float = 120, **kwargs) -> subprocess.CompletedProcess:

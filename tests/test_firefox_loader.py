@@ -53,7 +53,7 @@ def profiler_cli(tmp_path_factory):
 def _our_totals(rec):
     self_ms, total_ms = {}, {}
     for funcs, w in rec.iter_stacks():
-        names = [f"{f.module}!{f.name}" if f.kind == "wasm" else
+        names = [f"{f.module}!{f.name}" if f.kind in ("wasm", "py") else
                  f"Python host!{f.name}" if f.kind == "host" else f.name for f in funcs]
         if names:
             self_ms[names[-1]] = self_ms.get(names[-1], 0) + w / 1e6

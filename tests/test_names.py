@@ -9,6 +9,8 @@ import sigprof
 from sigprof._timer import ManualTicks
 from sigprof.wasmfile import read_names
 
+from conftest import stacks_by_name
+
 # Every function calls env.tick, so each is sampled once (at the host call's return),
 # with its own name on the stack.
 NAMED_WAT = """
@@ -41,10 +43,11 @@ def _profile(wat: str, **options):
     linker = wasmtime.Linker(engine)
     linker.define_func("env", "tick", wasmtime.FuncType([], []), lambda: ticks.tick())
     run = linker.instantiate(store, module).exports(store)["run"]
-    with sigprof.profile(store, modules=[("names", module)], ticks=ticks, **options) as prof:
+    with sigprof.profile(store, modules=[("names", module)], ticks=ticks, python_frames=False,
+                         **options) as prof:
         run(store)
     rec = prof.recording
-    return rec, [[f.name for f in funcs] for funcs, _ in rec.iter_stacks()]
+    return rec, [names for names, _ in stacks_by_name(rec)]
 
 
 def test_names_keep_spaces_and_mangled_names_are_shown_demangled(tmp_path):
@@ -58,7 +61,7 @@ def test_names_keep_spaces_and_mangled_names_are_shown_demangled(tmp_path):
             "_ZN9wikipedia7article8print_toERSo"} <= raw
     rec.save(tmp_path / "n.sigprof")
     again = sigprof.load(tmp_path / "n.sigprof")
-    assert [[f.name for f in funcs][-2] for funcs, _ in again.iter_stacks()] == callers
+    assert [names[-2] for names, _ in stacks_by_name(again)] == callers
     assert "mycrate::foo" in again.report() and "mycrate::foo" in again.to_collapsed()
 
 

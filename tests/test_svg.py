@@ -52,22 +52,24 @@ def test_the_flame_graph_is_self_contained_and_says_what_each_box_is(tmp_path):
     assert not re.search(r"(href|src)=\"https?:", text)           # nothing to fetch
     boxes = _boxes(text)
     tips = {g.find(f"{SVG}title").text for g in boxes.values()}
-    assert "main [app.wasm] -- 28.03 ms CPU, 70.00%" in tips      # function, module, time, %
-    assert "work [app.wasm] -- 24.03 ms CPU, 60.00%" in tips      # one box per path
-    assert "work [lib.wasm] -- 4.01 ms CPU, 10.01%" in tips
+    assert "main [app.wasm] -- 28.03 ms CPU, 58.32%" in tips      # function, module, time, %
+    assert "work [app.wasm] -- 24.03 ms CPU, 49.99%" in tips      # one box per path
+    assert "work [lib.wasm] -- 4.00 ms CPU, 8.32%" in tips
+    assert "Server.handle [server.py] -- 8.02 ms CPU, 16.69%" in tips      # Python code
     assert any(t.startswith("Plugin.log [env.log] [plugin]") for t in tips)
     fills = {g.get("data-n"): g.find(f"{SVG}rect").get("fill") for g in boxes.values()}
-    guest, host, python = (fills["main"], fills["Plugin.log [env.log]"],
-                           fills["(python, outside the guest)"])
+    guest, host, python, code = (fills["main"], fills["Plugin.log [env.log]"],
+                                 fills["(python, outside the guest)"], fills["Server.handle"])
     red = lambda c: int(c[4:-1].split(",")[0])                      # noqa: E731
     green = lambda c: int(c[4:-1].split(",")[1])                    # noqa: E731
     blue = lambda c: int(c[4:-1].split(",")[2])                     # noqa: E731
     assert red(guest) > green(guest) > blue(guest)                  # guest: warm
     assert green(host) > red(host) and green(host) > blue(host)     # host: green
-    assert blue(python) > red(python)                               # Python outside: blue
-    widths = {g.get("data-n"): float(g.get("data-w")) for g in boxes.values()}
-    # Widths by CPU time, over the 36 ms drawn (one sample has no stack).
-    assert widths["main"] == pytest.approx(1200 * 28.03 / 36.03, abs=0.5)
+    assert blue(python) > red(python) and blue(code) > red(code)    # Python: blue
+    widths = {g.get("data-n"): float(g.get("data-w")) for g in boxes.values()
+              if g.get("data-d") == "0"}
+    # Widths by CPU time, over the 44 ms drawn (one sample has no stack).
+    assert widths["main"] == pytest.approx(1200 * 28.03 / 44.06, abs=0.5)
 
 
 def test_zoom_and_search_work_in_a_browser(chromium, tmp_path):
@@ -80,11 +82,14 @@ def test_zoom_and_search_work_in_a_browser(chromium, tmp_path):
     dom = browser_dom(chromium, f"{path.as_uri()}#zoom={target[1:]}&search=work")
     after = _boxes(dom)
     assert float(after[target].find(f"{SVG}rect").get("width")) == pytest.approx(1200)
-    hidden = {after[i].get("data-n") for i in after if "h" in after[i].get("class").split()}
-    assert "(python, outside the guest)" in hidden and "main" not in hidden
+    hidden = {i for i in after if "h" in after[i].get("class").split()}
+    root_main = next(i for i, g in boxes.items()
+                     if g.get("data-n") == "main" and g.get("data-d") == "0")
+    assert "(python, outside the guest)" in {after[i].get("data-n") for i in hidden}
+    assert root_main not in hidden                                   # the zoomed box's parent
     matched = {after[i].get("data-n") for i in after if "m" in after[i].get("class").split()}
     assert matched == {"work"}
-    assert re.search(r"Matched: 88\.9%", dom)   # the `work`s cover 32 of the 36 ms drawn
+    assert re.search(r"Matched: 81\.8%", dom)   # the `work`s cover 36 of the 44 ms drawn
     reset = [t for t in ET.fromstring(dom).iter(f"{SVG}text") if t.get("id") == "reset"][0]
     assert "h" not in (reset.get("class") or "").split()             # "Reset zoom" shown
 

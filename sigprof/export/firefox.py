@@ -22,7 +22,9 @@ every profiler.firefox.com deployed since that version.
 Mapping: each guest module is a library and a library resource; a guest
 function is a func with a native symbol (its code range in the module's
 .text); a frame is one return address, nudged back by one byte as the format
-asks.  Host functions are funcs of a "Python host" resource.  Samples carry
+asks.  Host functions are funcs of a "Python host" resource; Python code on
+the caller's side is in its own category, one resource per source file.  Each
+OS thread that has samples is its own thread.  Samples carry
 ``weightType: "tracing-ms"`` weights -- CPU (or wall) milliseconds per
 sample, measured -- so the call tree shows time, not sample counts; and
 ``threadCPUDelta`` in µs drives the CPU graph.
@@ -34,8 +36,8 @@ import gzip
 import json
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
-from ..frames import (FRAME_GUEST, FRAME_HOST, FRAME_OPAQUE, FRAME_PYTHON, FRAME_TRUNCATED,
-                      FunctionRef)
+from ..frames import (FRAME_GUEST, FRAME_HOST, FRAME_OPAQUE, FRAME_PYCODE, FRAME_PYTHON,
+                      FRAME_TRUNCATED, FunctionRef)
 from .base import Exporter
 
 if TYPE_CHECKING:
@@ -53,8 +55,9 @@ CATEGORIES = [
     {"name": "WebAssembly", "color": "blue", "subcategories": ["Other"]},
     {"name": "Python host", "color": "yellow", "subcategories": ["Other"]},
     {"name": "Profiler", "color": "purple", "subcategories": ["Other"]},
+    {"name": "Python", "color": "green", "subcategories": ["Other"]},
 ]
-CAT_OTHER, CAT_WASM, CAT_HOST, CAT_PROFILER = 0, 1, 2, 3
+CAT_OTHER, CAT_WASM, CAT_HOST, CAT_PROFILER, CAT_PYTHON = 0, 1, 2, 3, 4
 
 
 class _Strings:
@@ -97,6 +100,7 @@ def convert(rec: "Recording") -> JSON:
         module_resource[i] = _append(resources, type=RESOURCE_LIBRARY, name=strings(module.name),
                                      host=None)
     host_resource: Optional[int] = None
+    file_resource: Dict[str, int] = {}          # Python source file -> its resource
 
     funcs = _table("name", "isJS", "relevantForJS", "resource", "source", "lineNumber",
                    "columnNumber", "originalLocation")
@@ -146,6 +150,18 @@ def convert(rec: "Recording") -> JSON:
                                      nativeSymbol=native, innerWindowID=0, line=None, column=None,
                                      originalLocation=None, lib=a))
             continue
+        if kind == FRAME_PYCODE:
+            code = rec.host_functions[a]
+            if code.file not in file_resource:
+                file_resource[code.file] = _append(resources, type=RESOURCE_UNKNOWN,
+                                                   name=strings(code.file or "(python)"),
+                                                   host=None)
+            f = func_for(ref.key, ref.name, file_resource[code.file], source_for(code.file),
+                         code.line or None)
+            frame_map.append(_append(frames, address=-1, inlineDepth=0, category=CAT_PYTHON,
+                                     subcategory=0, func=f, nativeSymbol=None, innerWindowID=0,
+                                     line=b or None, column=None, originalLocation=None, lib=-1))
+            continue
         if kind == FRAME_HOST:
             if host_resource is None:
                 host_resource = _append(resources, type=RESOURCE_UNKNOWN,
@@ -167,34 +183,7 @@ def convert(rec: "Recording") -> JSON:
     for i, (parent, frame) in enumerate(zip(rec.stack_parent, rec.stack_frame)):
         _append(stacks, frame=frame_map[frame], prefixOffset=0 if parent < 0 else i - parent)
 
-    weights = rec.weights_ns()
-    st = rec.sample_table
-    samples = {
-        "length": len(st),
-        "stack": [s if s >= 0 else None for s in st.stack],
-        "time": [_ms(t) for t in st.time_ns],
-        "weight": [_ms(w) for w in weights],
-        "weightType": "tracing-ms",
-        "threadCPUDelta": [round(c / 1000) for c in st.cpu_ns],
-    }
-
-    thread: JSON = {
-        "processType": "default",
-        "processStartupTime": 0,
-        "processShutdownTime": duration_ms,
-        "registerTime": 0,
-        "unregisterTime": duration_ms,
-        "pausedRanges": [],
-        "showMarkersInTimeline": False,
-        "name": title,
-        "isMainThread": True,
-        "processName": title,
-        "pid": "0",
-        "tid": 0,
-        "samples": samples,
-        "markers": _table("data", "name", "startTime", "endTime", "phase", "category"),
-    }
-
+    threads = _threads(rec, title, duration_ms)
     profile: JSON = {
         "meta": {
             "interval": float(meta.get("interval_s", 0.001)) * 1000,
@@ -219,7 +208,7 @@ def convert(rec: "Recording") -> JSON:
         "libs": libs,
         "pages": [],
         "counters": [],
-        "threads": [thread],
+        "threads": threads,
         "shared": {
             "stringArray": strings.array,
             "sources": sources,
@@ -235,10 +224,49 @@ def convert(rec: "Recording") -> JSON:
     if host_details:
         profile["meta"]["oscpu"] = host_details.get("platform", "")
         profile["meta"]["CPUName"] = host_details.get("cpu", "")
-        thread["pid"] = str(host_details.get("pid", 0))
-        thread["tid"] = host_details.get("tid", 0)
-    profile["counters"] = _memory_counters(rec, thread["pid"])
+        for thread in threads:
+            thread["pid"] = str(host_details.get("pid", 0))
+    profile["counters"] = _memory_counters(rec, threads[0]["pid"])
     return profile
+
+
+def _threads(rec: "Recording", title: str, duration_ms: float) -> List[JSON]:
+    """One profile thread per OS thread that has samples (at least one thread)."""
+    st = rec.sample_table
+    weights = rec.weights_ns()
+    rows = rec.meta.get("threads") or [{"name": title, "tid": 0}]
+    column = st.thread if len(st.thread) == len(st) else None
+    main = next((i for i, row in enumerate(rows) if row.get("name") == "MainThread"), 0)
+    out: List[JSON] = []
+    for t, row in enumerate(rows):
+        picked = range(len(st)) if column is None else [i for i, x in enumerate(column) if x == t]
+        if not picked and (out or t + 1 < len(rows)):
+            continue
+        samples = {
+            "length": len(picked),
+            "stack": [st.stack[i] if st.stack[i] >= 0 else None for i in picked],
+            "time": [_ms(st.time_ns[i]) for i in picked],
+            "weight": [_ms(weights[i]) for i in picked],
+            "weightType": "tracing-ms",
+            "threadCPUDelta": [round(st.cpu_ns[i] / 1000) for i in picked],
+        }
+        out.append({
+            "processType": "default",
+            "processStartupTime": 0,
+            "processShutdownTime": duration_ms,
+            "registerTime": 0,
+            "unregisterTime": duration_ms,
+            "pausedRanges": [],
+            "showMarkersInTimeline": False,
+            "name": str(row.get("name") or title),
+            "isMainThread": t == main,
+            "processName": title,
+            "pid": "0",
+            "tid": row.get("tid", t),
+            "samples": samples,
+            "markers": _table("data", "name", "startTime", "endTime", "phase", "category"),
+        })
+    return out
 
 
 def _memory_counters(rec: "Recording", pid: str) -> List[JSON]:
@@ -357,7 +385,11 @@ def stack_tree(profile: JSON) -> Tuple[List[int], List[FunctionRef], List[Tuple[
             if not isinstance(offset, int) or not 0 <= offset <= i:
                 raise NotAProfile(f"stack {i} has a bad prefix")
             parents.append(i - offset if offset else -1)
-            labels.append(func_label[frames["func"][stacks["frame"][i]]])
+            frame = stacks["frame"][i]
+            label = func_label[frames["func"][frame]]
+            if frames["category"][frame] == CAT_PYTHON:      # Python code: [its file]
+                label = FunctionRef("py", label.name, label.module, ("py",) + label.key[1:])
+            labels.append(label)
         samples: List[Tuple[int, float]] = []
         for thread in profile["threads"]:
             table = thread["samples"]

@@ -7,7 +7,8 @@ Layout (all integers little-endian)::
     section* tag (4 ASCII bytes), u64 payload length, payload, u32 CRC-32 of payload
     end      the section "END " with an empty payload
 
-Sections, each exactly once, in this order (1.0 had all but MEMS):
+Sections, each exactly once, in this order (1.0 had all but MEMS and THRD, 1.1
+all but THRD):
 
     META  JSON object: clock, interval, start time, counters, versions, warnings
     MODS  JSON list of modules: name, digest, text_size, functions
@@ -20,6 +21,10 @@ Sections, each exactly once, in this order (1.0 had all but MEMS):
           stack i32, ticks i32, flags u8
     MEMS  (1.1) u32 count (0, or as SMPL's), then columns: resident set i64,
           guest linear memory i64 (bytes; resident -1 where unknown)
+    THRD  (1.2) u32 count (0, or as SMPL's), then the thread column i32: an
+          index into META's "threads" list ({name, tid})
+
+Frame type 6 (1.2: Python code) refers to a HOST row and keeps its line as offset.
 
 The reader (``sigprof/rawfile.py``) accepts any 1.x file and skips sections
 it does not know (minor versions only add sections).
@@ -41,7 +46,7 @@ if TYPE_CHECKING:
 
 MAGIC = b"SIGPROF\x1a"
 VERSION_MAJOR = 1
-VERSION_MINOR = 1          # 1.1 added MEMS
+VERSION_MINOR = 2          # 1.1 added MEMS; 1.2 THRD and Python-code frames
 HEADER = struct.Struct("<8sHHI")
 SECTION = struct.Struct("<4sQ")
 CRC = struct.Struct("<I")
@@ -84,6 +89,7 @@ def dumps(rec: Recording) -> bytes:
                                                 ("i", st.ticks), ("B", st.flags))))
     section(b"MEMS", struct.pack("<I", len(st.rss_bytes)) + _le(array("q", st.rss_bytes))
             + _le(array("q", st.memory_bytes)))
+    section(b"THRD", struct.pack("<I", len(st.thread)) + _le(array("i", st.thread)))
     section(b"END ", b"")
     return b"".join(parts)
 

@@ -14,7 +14,8 @@ the same interactions in the file's own script, so it needs no network:
   shared (and tested in a browser).
 
 Colours: guest (wasm) functions warm, Python host functions green, Python
-outside the guest blue, everything else grey; the shade follows the name so
+code on the caller's side (and Python outside the guest) blue, everything else
+grey; the shade follows the name so
 neighbours differ.  Identical stacks are merged by the function tree
 (``analysis.function_tree``), and boxes narrower than a pixel are not drawn --
 the file says how many -- so 100 000 samples make a file of the tree's size.
@@ -42,6 +43,7 @@ _PALETTES = {           # kind -> (base RGB, how much the name's hash moves it)
     "wasm": ((230, 110, 40), (25, 80, 40)),
     "host": ((90, 170, 90), (40, 50, 40)),
     "python": ((90, 140, 210), (30, 40, 30)),
+    "py": ((90, 140, 210), (30, 40, 30)),
 }
 
 

@@ -1,0 +1,292 @@
+"""The one owner of sigprof's process-wide state.
+
+Several profiles may run at once -- on their own stores, in the same or other
+threads, and at most one store-less profile covering every store -- but the
+things they sample with exist once per process:
+
+* the interval timer and its signal handler (``_timer.ITimerTicks``), armed by
+  the first profile and disarmed by the last; every profile shares its clock;
+* the engines whose epoch each tick bumps, counted by the stores that need them;
+* the hooks into wasmtime-py: guest calls (``_GuestCall``), which find the
+  capture of the store being entered (adopting the store into a store-less
+  profile), and Python host functions (``_host_get``), which charge a tick to
+  the host function of the innermost guest call on the calling thread;
+* the registry of live profiles and of captures by store;
+* the signal-handler guard of the pure-Python capture;
+* one at-fork handler: a child inherits nothing armed and can profile on its own.
+
+``SESSION`` is that object.  The profiles themselves (``profiler.Profiler``)
+keep their own rings and captures and read them at stop.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import weakref
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
+
+import wasmtime
+
+from . import _capture, _native, _wasmtime as wt
+from ._capture import Capture, HostFunc
+from ._pyframes import python_segment
+from ._timer import ITimerTicks, Notes, TickSource
+
+if TYPE_CHECKING:
+    from .profiler import Profiler
+
+
+class _Calls(threading.local):
+    """Per thread: the captures of the guest calls in progress, innermost last
+    (None for a store no profile covers)."""
+
+    def __init__(self) -> None:
+        self.stack: List[Optional[Capture]] = []
+        named[threading.get_native_id()] = threading.current_thread().name
+
+
+named: Dict[int, str] = {}          # kernel thread id -> Python thread name, as first seen
+_calls = _Calls()
+
+
+class Session:
+    """See the module docstring."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.profiles: List["Profiler"] = []
+        self.captures: Dict[int, Tuple[Capture, "Profiler"]] = {}    # id(store) -> ...
+        self.storeless: Optional["Profiler"] = None
+        self.timer: Optional[ITimerTicks] = None
+        self._engine_users: Dict[int, List[Any]] = {}    # id(engine) -> [engine, stores]
+        self._retired_engines: List[wasmtime.Engine] = []
+        self.host_callables: List[HostFunc] = []         # host id -> the Python callable
+        self._host_wrappers: Dict[int, HostFunc] = {}    # slab handle -> sampling wrapper
+        self._original_get: Callable[[int], Any] = lambda idx: None
+        self._get_hook = self._host_get         # one bound method: uninstall compares it
+        self._guard: Optional[_capture.SignalGuard] = None
+        self.epoch_engines: "weakref.WeakSet[wasmtime.Engine]" = weakref.WeakSet()
+        self._plain_engines: "weakref.WeakSet[wasmtime.Engine]" = weakref.WeakSet()
+        self._probing: "weakref.WeakSet[wasmtime.Engine]" = weakref.WeakSet()
+        # Captures whose store was running on another thread when its profile
+        # stopped: the store cannot be touched from here, so the capture stays
+        # alive (disabled) as that store's epoch callback data.
+        self._orphans: List[object] = []
+
+    # -- profiles joining and leaving ------------------------------------------
+
+    def join(self, profile: "Profiler", own_ticks: Optional[TickSource]) -> TickSource:
+        """Register a starting profile; returns the tick source it samples on: its
+        own (tests) or the process's timer, armed here by the first profile."""
+        with self.lock:
+            if profile.store is None and self.storeless is not None:
+                raise RuntimeError("a store-less sigprof.profile() is already running; it "
+                                   "covers every store, so a second one has nothing to add")
+            if profile.store is not None and id(profile.store) in self.captures:
+                raise RuntimeError("this store is already being profiled (by another profile, "
+                                   "or by the running store-less one); stop that profile first")
+            ticks: TickSource
+            if own_ticks is not None:
+                own_ticks.start([])
+                ticks = own_ticks
+            elif self.timer is None:
+                timer = ITimerTicks(profile.clock, profile.interval_s)
+                timer.start([])
+                self.timer = ticks = timer
+            else:
+                if self.timer.clock != profile.clock:
+                    raise RuntimeError(
+                        f"a profile on the {self.timer.clock} clock is running; profiles that "
+                        f"overlap share the process's one interval timer, so this one must use "
+                        f"clock={self.timer.clock!r} too")
+                ticks = self.timer
+            if not self.profiles:
+                self._install_hooks()
+                if _native.available():
+                    # Per-thread tick records start afresh (a disabled capture left
+                    # behind never reads them again).
+                    _native.extension().reset_threads()
+            self.profiles.append(profile)
+            if profile.store is None:
+                self.storeless = profile
+            return ticks
+
+    def leave(self, profile: "Profiler") -> Notes:
+        """Unregister a stopping profile (its captures already detached); the last one
+        out disarms the timer and removes the hooks.  Returns the timer's notes."""
+        with self.lock:
+            if profile not in self.profiles:
+                return {}
+            self.profiles.remove(profile)
+            if self.storeless is profile:
+                self.storeless = None
+            notes: Notes = dict(self.timer.notes) if self.timer is not None else {}
+            if not self.profiles:
+                try:
+                    if self.timer is not None:
+                        notes = self.timer.stop()
+                finally:
+                    self.timer = None
+                    self._engine_users.clear()
+                    self._retired_engines.clear()
+                    self._uninstall_hooks()
+                    self.host_callables = []
+                    self._host_wrappers.clear()
+            return notes
+
+    # -- stores and engines -------------------------------------------------------
+
+    def add_capture(self, capture: Capture, profile: "Profiler", ticks: TickSource) -> None:
+        with self.lock:
+            self.captures[id(capture.store)] = (capture, profile)
+            engine = capture.store.engine
+            users = self._engine_users.get(id(engine))
+            if users is None:
+                self._engine_users[id(engine)] = [engine, 1]
+                ticks.add_engine(engine)
+            else:
+                users[1] += 1
+
+    def remove_capture(self, capture: Capture, ticks: TickSource, orphan: bool) -> None:
+        with self.lock:
+            self.captures.pop(id(capture.store), None)
+            if orphan:
+                self._orphans.append(capture.keep_alive())
+            engine = capture.store.engine
+            users = self._engine_users.get(id(engine))
+            if users is not None:
+                users[1] -= 1
+                if users[1] == 0:
+                    del self._engine_users[id(engine)]
+                    ticks.remove_engine(engine)
+                    # A tick handler running right now may still hold its address.
+                    self._retired_engines.append(engine)
+
+    def has_epoch_interruption(self, engine: wasmtime.Engine) -> Optional[bool]:
+        """Whether code of ``engine`` checks the epoch (probed once per engine); None
+        while that probe runs (its own throwaway store must not be adopted)."""
+        if engine in self.epoch_engines:
+            return True
+        if engine in self._plain_engines:
+            return False
+        if engine in self._probing:
+            return None
+        self._probing.add(engine)
+        try:
+            epoch = wt.engine_has_epoch_interruption(engine)
+        finally:
+            self._probing.discard(engine)
+        (self.epoch_engines if epoch else self._plain_engines).add(engine)
+        return epoch
+
+    # -- hooks into wasmtime-py ---------------------------------------------------
+
+    def capture_for(self, store: wasmtime.Store) -> Optional[Capture]:
+        """The capture sampling ``store``; a store-less profile adopts a new store here."""
+        found = self.captures.get(id(store))
+        if found is not None:
+            return found[0]
+        storeless = self.storeless
+        if storeless is None:
+            return None
+        return storeless.adopt(store)
+
+    def _host_get(self, idx: int) -> Any:
+        """``FUNCTIONS.get`` while profiling: hand wasmtime-py a sampling wrapper."""
+        entry = self._original_get(idx)
+        wrapped = self._host_wrappers.get(idx)
+        if wrapped is None:
+            with self.lock:
+                host_id = len(self.host_callables)
+                self.host_callables.append(entry[0])
+                wrapped = self._host_wrappers[idx] = _sampling_wrapper(entry[0], host_id)
+        return (wrapped,) + tuple(entry[1:])
+
+    def _install_hooks(self) -> None:
+        self._uninstall_hooks()         # a forked child may hold its parent's
+        self._original_get = wt.install_host_hook(self._get_hook)
+        wt.install_entry_hook(_GuestCall)
+        if not _native.available():
+            signum = self.timer.signum if self.timer is not None else None
+            self._guard = _capture.SignalGuard(skip=(signum,) if signum else ())
+            self._guard.install()
+
+    def _uninstall_hooks(self) -> None:
+        wt.uninstall_host_hook(self._get_hook)
+        wt.uninstall_entry_hook(_GuestCall)
+        if self._guard is not None:
+            self._guard.uninstall()
+            self._guard = None
+
+    def hooks_installed(self) -> bool:
+        return wt.host_hook_installed() or wt.entry_hook_installed()
+
+    # -- fork ----------------------------------------------------------------------
+
+    def reset(self) -> None:
+        """Forget everything, at once: in a forked child (which has one thread and no
+        interval timer), disable every capture it inherited, put the signal handler
+        and hooks back, and forget the parent's profiles (whose ``stop`` in the child
+        then only reads what they hold)."""
+        for capture, _ in self.captures.values():
+            capture.disable()
+        for profile in self.profiles:
+            profile.forked = True
+        if self.timer is not None:
+            self.timer.reset_after_fork()
+        epoch_engines = self.epoch_engines
+        self.__init__()         # type: ignore[misc]  # everything else starts afresh
+        self.epoch_engines = epoch_engines
+        self._uninstall_hooks()
+        if _native.available():
+            _native.extension().reset_threads()
+
+
+SESSION = Session()
+os.register_at_fork(after_in_child=SESSION.reset)
+
+
+def _sampling_wrapper(func: HostFunc, host_id: int) -> HostFunc:
+    def sigprof_host_call(*args: Any) -> Any:
+        stack = _calls.stack
+        capture = stack[-1] if stack else None
+        if capture is None or not capture.enabled:
+            return func(*args)
+        return capture.host_call(func, host_id, args)
+    return sigprof_host_call
+
+
+_HOST_CALL_CODE = _sampling_wrapper(print, 0).__code__
+
+
+class _GuestCall:
+    """Replaces wasmtime-py's ``enter_wasm`` while profiling: marks guest entry/exit
+    for the capture of the store entered, and records the Python frames that made a
+    call in which a sample was taken."""
+
+    __slots__ = ("_inner", "_capture")
+
+    def __init__(self, store: wasmtime.Store):
+        self._inner = wt.ORIGINAL_ENTER_WASM(store)
+        self._capture = SESSION.capture_for(store)
+
+    def __enter__(self) -> Any:
+        capture = self._capture
+        _calls.stack.append(capture)
+        if capture is not None:
+            capture.guest_enter()
+        return self._inner.__enter__()
+
+    def __exit__(self, *exc_info: Any) -> Any:
+        try:
+            return self._inner.__exit__(*exc_info)
+        finally:
+            _calls.stack.pop()
+            capture = self._capture
+            if capture is not None:
+                serial = capture.guest_exit()
+                if serial:
+                    capture.python_segments[serial] = python_segment(sys._getframe(1),
+                                                                     _HOST_CALL_CODE)

@@ -1,0 +1,244 @@
+"""Embedding applications: several threads and stores, store-less profiles, mixed
+Python and wasm stacks, per-thread CPU."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import wasmtime
+
+import sigprof
+from sigprof import _native
+
+from conftest import stacks_by_name
+
+needs_native = pytest.mark.skipif(
+    not _native.available(),
+    reason="per-thread ticks and Python frames need the native capture (the wakeup relay "
+           "cannot tell which thread a tick's CPU was)")
+
+
+def _functions(rec):
+    return {(f.module, f.name) for funcs, _ in rec.iter_stacks() for f in funcs}
+
+
+def _thread_names(rec):
+    """Names of the threads that have samples."""
+    names = [t["name"] for t in rec.meta["threads"]]
+    return {names[t] for t in rec.sample_table.thread}
+
+
+@pytest.mark.skipif(not _native.available(),
+                    reason="the wakeup relay (pure-Python path) must be started on the main thread")
+def test_two_threads_profile_their_own_stores_at_the_same_time(guest):
+    a, b = guest("twin_a"), guest("twin_b")
+    results, ready = {}, threading.Barrier(2)
+
+    def worker(g, label):
+        store, inst = g.instance()
+        run = inst.exports(store)["run"]
+        ready.wait()
+        with sigprof.profile(store, modules=[(label, g.module)]) as prof:
+            run(store, 150_000_000)
+        results[label] = prof.recording
+    threads = [threading.Thread(target=worker, args=(g, label), name=f"worker-{label}")
+               for g, label in ((a, "a.wasm"), (b, "b.wasm"))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert set(results) == {"a.wasm", "b.wasm"}
+    for label, rec in results.items():
+        assert rec.samples > 5
+        modules = {m for m, _ in _functions(rec) if m.endswith(".wasm")}
+        assert modules == {label}                      # only its own store's samples
+        assert _thread_names(rec) == {f"worker-{label}"}
+
+
+def test_a_store_run_on_a_thread_pool_worker_is_sampled_there(guest):
+    g = guest("demo")
+    store, inst = g.instance()
+    run = inst.exports(store)["run"]
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pool") as pool:
+        with sigprof.profile(store, modules=[("demo", g.module)]) as prof:
+            pool.submit(run, store, 4).result()      # the worker starts inside the profile
+    rec = prof.recording
+    assert rec.samples > 10
+    assert ("demo", "hot_loop") in _functions(rec)
+    assert _thread_names(rec) == {"pool_0"}
+    assert not [w for w in rec.meta["warnings"] if "thread" in w]
+
+
+def test_a_store_less_profile_covers_every_store_in_every_thread(guest, tmp_path):
+    a, b = guest("twin_a"), guest("twin_b")
+
+    def worker(g):
+        store, inst = g.instance()                     # made during the profile
+        inst.exports(store)["run"](store, 150_000_000)
+    with sigprof.profile() as prof:
+        threads = [threading.Thread(target=worker, args=(g,), name=f"t-{g.name}")
+                   for g in (a, b)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    rec = prof.recording
+    assert rec.meta["stores"] == 2
+    assert {"twin_a", "twin_b"} <= {m.name for m in rec.modules}
+    profile = rec.to_firefox()
+    by_name = {t["name"]: t for t in profile["threads"]}
+    assert {"t-twin_a", "t-twin_b"} <= set(by_name)
+    strings = profile["shared"]["stringArray"]
+    funcs, frames, stacks = (profile["shared"][k] for k in ("funcTable", "frameTable",
+                                                            "stackTable"))
+    for name in ("t-twin_a", "t-twin_b"):
+        leaves = {strings[funcs["name"][frames["func"][stacks["frame"][s]]]]
+                  for s in by_name[name]["samples"]["stack"] if s is not None}
+        assert "work" in leaves                         # guest frames in each thread
+    assert len({t["tid"] for t in profile["threads"]}) == len(profile["threads"])
+
+
+def test_a_store_less_profile_counts_guest_calls_it_cannot_sample():
+    engine = wasmtime.Engine()                         # no epoch interruption
+    module = wasmtime.Module(engine, '(module (func (export "f")))')
+    store = wasmtime.Store(engine)
+    f = wasmtime.Instance(store, module, []).exports(store)["f"]
+    with sigprof.profile() as prof:
+        for _ in range(3):
+            f(store)
+    assert prof.meta["unsampled_guest_calls"] == 3
+    assert any("without epoch interruption" in w for w in prof.meta["warnings"])
+
+
+@needs_native
+@pytest.mark.parametrize("busy", [1, 2, 4])
+def test_each_thread_is_charged_its_own_cpu_time(guest, busy):
+    g = guest("twin_a")
+    measured = {}
+
+    def worker(i):
+        store, inst = g.instance()
+        run = inst.exports(store)["run"]
+        start = time.thread_time_ns()
+        run(store, 900_000_000)                        # ~0.5 s of CPU each
+        measured[f"busy-{i}"] = time.thread_time_ns() - start
+    with sigprof.profile() as prof:
+        threads = [threading.Thread(target=worker, args=(i,), name=f"busy-{i}")
+                   for i in range(busy)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    rec = prof.recording
+    names = [t["name"] for t in rec.meta["threads"]]
+    sampled = dict.fromkeys(measured, 0)
+    for thread, cpu in zip(rec.sample_table.thread, rec.sample_table.cpu_ns):
+        sampled[names[thread]] += cpu
+    for name, cpu in measured.items():
+        # Each thread's samples add up to its own CPU time, less the tail after its
+        # last tick (a few ms: with several busy threads the process timer's ticks
+        # come less often than one per kernel tick per thread).
+        assert cpu * 0.95 <= sampled[name] <= cpu * 1.02, (name, sampled, measured)
+
+
+REENTRY_WAT = """
+(module $reentry
+  (import "env" "back" (func $back))
+  (func $inner (export "inner") (param $n i32)
+    (loop $l
+      (local.set $n (i32.sub (local.get $n) (i32.const 1)))
+      (br_if $l (local.get $n))))
+  (func $middle (call $back))
+  (func $outer (export "outer") (call $middle)))
+"""
+
+
+def _reentrant_profile(engine, **options):
+    module = wasmtime.Module(engine, REENTRY_WAT)
+    store = wasmtime.Store(engine)
+    exports = {}
+
+    def call_inner_again():
+        exports["inner"](store, 300_000_000)
+
+    def back():                     # the host function the guest imports
+        call_inner_again()
+    linker = wasmtime.Linker(engine)
+    linker.define_func("env", "back", wasmtime.FuncType([], []), back)
+    instance = linker.instantiate(store, module)
+    exports.update({n: instance.exports(store)[n] for n in ("outer", "inner")})
+
+    def drive():
+        exports["outer"](store)
+    with sigprof.profile(store, modules=[("reentry", module)], **options) as prof:
+        drive()
+    return prof.recording
+
+
+@needs_native
+def test_a_reentrant_stack_reads_python_wasm_python_wasm_in_order(engine):
+    rec = _reentrant_profile(engine)
+    inner = [names for names, _ in stacks_by_name(rec, python_frames=True)
+             if names[-1] == "inner"]
+    assert inner
+    for names in inner:
+        tail = names[names.index("_reentrant_profile"):]
+        assert tail == ["_reentrant_profile", "_reentrant_profile.<locals>.drive", "outer",
+                        "middle", "back [env.back]",
+                        "_reentrant_profile.<locals>.call_inner_again", "inner"], names
+        assert names[0] != "_reentrant_profile"        # the test's own callers are above it
+    kinds = {f.name: f.kind for funcs, _ in rec.iter_stacks() for f in funcs}
+    assert kinds["_reentrant_profile.<locals>.drive"] == "py"
+    assert kinds["back [env.back]"] == "host"
+    codes = {h.name: h for h in rec.host_functions}
+    assert codes["_reentrant_profile.<locals>.drive"].file == "test_threads.py"   # no dirs
+    profile = rec.to_firefox()
+    strings = profile["shared"]["stringArray"]
+    resources = profile["shared"]["resourceTable"]
+    assert "test_threads.py" in {strings[n] for n in resources["name"]}   # one per file
+    python = [c["name"] for c in profile["meta"]["categories"]].index("Python")
+    assert python in set(profile["shared"]["frameTable"]["category"])
+
+
+@needs_native
+def test_python_frames_can_be_turned_off(engine):
+    rec = _reentrant_profile(engine, python_frames=False)
+    stacks = [names for names, _ in stacks_by_name(rec, python_frames=True)
+              if names[-1] == "inner"]
+    assert stacks and all(names == ["outer", "middle", "back [env.back]", "inner"]
+                          for names in stacks)
+    assert rec.meta["python_frames"] is False
+
+
+def test_asyncio_runs_guests_in_executor_threads(guest):
+    g = guest("twin_a")
+
+    def job():
+        store, inst = g.instance()
+        return inst.exports(store)["run"](store, 80_000_000)
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        return await asyncio.gather(*(loop.run_in_executor(None, job) for _ in range(2)))
+    with sigprof.profile() as prof:
+        results = asyncio.run(main())
+    assert len(results) == 2
+    rec = prof.recording
+    assert rec.samples > 5
+    assert ("twin_a", "work") in _functions(rec)
+    assert all(name.startswith("asyncio_") for name in _thread_names(rec))
+
+
+def test_overlapping_profiles_must_share_the_clock(guest):
+    a = guest("twin_a")
+    store, _ = a.instance()
+    with sigprof.profile(store, clock="cpu"):
+        other, _ = a.instance()
+        with pytest.raises(RuntimeError, match="clock='cpu'"):
+            sigprof.profile(other, clock="wall").start()
+        with pytest.raises(RuntimeError, match="already being profiled"):
+            sigprof.profile(store).start()
