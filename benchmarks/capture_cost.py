@@ -97,14 +97,14 @@ def capture_alone(engine, module, depth: int, samples: int, repeat: int) -> dict
             keep = []
             if mode in ("c-empty", "sigprof"):
                 ring = Ring(samples + 8, sigprof.profiler.DEFAULT_MAX_DEPTH, pcs_per_sample=depth + 8)
-                capture = _capture.NativeCapture(store, ring)
+                capture = _capture.NativeCapture(store, ring, python_frames=False)
                 capture._c.deadline_delta = 0
                 capture.attach()
                 if mode == "sigprof":
                     memory = exports["memory"]
                     word = ctypes.c_uint64.from_address(
                         ctypes.addressof(memory.data_ptr(store).contents))
-                    capture.begin(word)
+                    capture.begin(word, None, time.monotonic_ns())
                 keep.append(capture)
             elif mode == "py-empty":
                 cb = _py_callback(lambda: None)

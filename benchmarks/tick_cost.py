@@ -25,7 +25,6 @@ import argparse
 import signal
 import statistics
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Dict, List
@@ -61,13 +60,13 @@ def one_run(mode: str, engine: wasmtime.Engine, module: wasmtime.Module, depth: 
     ext = _native.extension()
     capture = None
     if mode == "callback":
-        capture = _capture.NativeCapture(store, Ring(16, 1024))
+        capture = _capture.NativeCapture(store, Ring(16, 1024), python_frames=False)
         capture.attach()
         store.set_epoch_deadline(1)
-    engines = [wt.engine_address(engine)] if mode == "callback" else []
-    cpu_clock = time.pthread_getcpuclockid(threading.get_ident())
-    ext.install(signal.SIGALRM, cpu_clock, wt.INCREMENT_EPOCH_ADDRESS, engines)
-    before = ext.tick_count()
+    ext.install(signal.SIGALRM, wt.INCREMENT_EPOCH_ADDRESS)
+    if mode == "callback":
+        ext.add_engine(wt.engine_address(engine))
+    before = ext.tick_counts()[0]
     signal.setitimer(signal.ITIMER_REAL, INTERVAL_S, INTERVAL_S)
     try:
         t0 = time.perf_counter()
@@ -79,7 +78,7 @@ def one_run(mode: str, engine: wasmtime.Engine, module: wasmtime.Module, depth: 
         ext.uninstall(True)
         if capture is not None:
             capture.detach()
-    return elapsed, int(ext.tick_count() - before)
+    return elapsed, int(ext.tick_counts()[0] - before)
 
 
 def main() -> None:

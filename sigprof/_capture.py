@@ -57,8 +57,8 @@ import wasmtime
 from . import _native, _wasmtime as wt
 from ._ring import (FLAG_DEPTH_LIMITED, FULL_STOP, H_CPU, H_FLAGS, H_HASH, H_MEMORY, H_ORIGIN,
                     H_PC_COUNT, H_PC_START, H_RSS, H_TICK_PC, H_TICKS, H_TIME, H_WALL,
-                    H_TID, HEADER_FIELDS, ORIGIN_GUEST, ORIGIN_OUTSIDE, Ring)
-from ._pyframes import PythonSegment
+                    H_TID, H_ENTRY, HEADER_FIELDS, ORIGIN_GUEST, ORIGIN_OUTSIDE, Ring)
+from ._pyframes import EntryFrames
 from ._timer import FakeClock
 
 get_ident = threading.get_ident
@@ -76,8 +76,9 @@ class _CaptureBase:
         self.ring = ring
         self.store = store
         self.context = wt.context_address(store)
-        # entry serial -> the Python frames that made that guest call (native capture)
-        self.python_segments: Dict[int, PythonSegment] = {}
+        # entry serial -> (the serial of the entry it was made from, or 0; the Python
+        # frames that made that guest call), for entries a sample needs (native capture)
+        self.python_segments: Dict[int, EntryFrames] = {}
         self.errors = 0
         self._handle = 0
 
@@ -313,13 +314,13 @@ class PythonCapture(_CaptureBase):
             self.set_deadline(self.context, 1)
         self.guest_depth += 1
 
-    def guest_exit(self) -> int:
-        """The guest call returned; 0: no Python frames are needed (this capture's
+    def guest_exit(self) -> Optional[Tuple[int, int]]:
+        """The guest call returned; None: no Python frames are needed (this capture's
         stacks come from ``backtrace()``, which has no entry marks)."""
         self.guest_depth -= 1
         if _deferred:
             _run_deferred()
-        return 0
+        return None
 
     def finish(self) -> Tuple[int, int, int, int]:
         """At stop: sample a pending tick (we are in Python), then disable.
@@ -378,6 +379,7 @@ class PythonCapture(_CaptureBase):
         h[base + H_RSS] = _resident_bytes(self._statm_fd)
         h[base + H_MEMORY] = sum(m.data_len(self.store) for m in self._memories)
         h[base + H_TID] = self.native_tid
+        h[base + H_ENTRY] = 0
         ring.pc_end = end + count
         ring.count = number + 1           # commit last: a half-written record is never read
         self.consumed = total

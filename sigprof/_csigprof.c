@@ -319,16 +319,18 @@ static PyObject *py_disposition(PyObject *self, PyObject *args)
 
 /* Ring header record (see _ring.py). */
 enum { H_TIME, H_CPU, H_WALL, H_PC_START, H_PC_COUNT, H_ORIGIN, H_TICKS, H_TICK_PC, H_FLAGS,
-       H_HASH, H_RSS, H_MEMORY, H_TID, HEADER_FIELDS };
+       H_HASH, H_RSS, H_MEMORY, H_TID, H_ENTRY, HEADER_FIELDS };
 #define FLAG_DEPTH_LIMITED 1
 #define ORIGIN_GUEST 0
 #define ORIGIN_OUTSIDE (-1)
 #define MAX_ACTIVATIONS 256
 /* Words in a stack that are not return addresses (bit 63 is never set in a user
- * address): where the guest was entered from Python (the entry's serial, whose
- * Python frames the Python side keeps), and the Python host function a guest
- * activation called (its origin number).  Innermost first, a re-entered guest
- * reads: inner frames, ENTRY, HOST, outer frames, ENTRY. */
+ * address): where the guest was entered from Python, and the Python host function
+ * a guest activation called (its origin number).  Innermost first, a re-entered
+ * guest reads: inner frames, ENTRY, HOST, outer frames, ENTRY.  Which Python frames
+ * each ENTRY stands for is not in the stack (so a stack repeated by many calls stays
+ * one stack): the record holds the innermost entry's serial, and the Python side
+ * knows each entry's frames and the entry it was made from. */
 #define MARK_ENTRY 0x8000000000000000ULL
 #define MARK_HOST 0xC000000000000000ULL
 
@@ -462,7 +464,7 @@ static int bind(Capture *c)
 static inline int tick_due(Capture *c, uint64_t total)
 {
     uint64_t consumed = c->slot->consumed;
-    return total > (consumed > c->bound_ticks ? consumed : c->bound_ticks);
+    return total != (consumed > c->bound_ticks ? consumed : c->bound_ticks);
 }
 
 /* Walk one contiguous run of wasm frames: `pc`/`fp` of the newest, until the
@@ -549,7 +551,7 @@ static long long write_stack(Capture *c, int how, uint64_t *out, int *limited)
             n = walk(a.pc, a.fp, a.entry_fp, out, room, limited);
     }
     if ((how == WALK_CURRENT || how == WALK_ENTRY) && c->python_frames && entry_serial(c))
-        PUT(MARK_ENTRY | entry_serial(c));
+        PUT(MARK_ENTRY);
     if (how == WALK_CURRENT || how == WALK_PUSHED) {
         for (int i = c->act_count - 1; i >= 0 && !*limited; i--) {
             Activation *a = &c->act[i];
@@ -558,7 +560,7 @@ static long long write_stack(Capture *c, int how, uint64_t *out, int *limited)
             if (a->fp && !*limited)
                 n += walk(a->pc, a->fp, a->entry_fp, out + n, room - n, limited);
             if (c->python_frames && a->serial)
-                PUT(MARK_ENTRY | a->serial);
+                PUT(MARK_ENTRY);
         }
     }
 #undef PUT
@@ -647,6 +649,7 @@ static void record(Capture *c, long long origin, uint64_t total, int how)
         memory += (long long)c->memory_size(c->context, &c->memories[i]);
     h[H_MEMORY] = memory;
     h[H_TID] = (int64_t)c->native_tid;
+    h[H_ENTRY] = c->python_frames && how != WALK_NONE ? (int64_t)entry_serial(c) : 0;
     c->pc_end = new_end;
     c->count = number + 1;                /* commit last */
     s->consumed = total;
@@ -860,12 +863,13 @@ static PyObject *Capture_guest_enter(Capture *c, PyObject *unused)
     Py_RETURN_NONE;
 }
 
-/* The guest call returned: the entry's serial if a sample needs its Python frames
- * (the caller records them now: they are the frames that made the call), else 0. */
+/* The guest call returned: if a sample needs its Python frames (the caller records
+ * them now: they are the frames that made the call), (its serial, the serial of the
+ * entry it was made from or 0); else None. */
 static PyObject *Capture_guest_exit(Capture *c, PyObject *unused)
 {
     (void)unused;
-    uint64_t serial = 0;
+    uint64_t serial = 0, parent = 0;
     if (c->guest_depth > 0) {
         long long level = c->guest_depth - 1;
         if (c->sampled_depth > level) {
@@ -873,8 +877,11 @@ static PyObject *Capture_guest_exit(Capture *c, PyObject *unused)
             c->sampled_depth = level;
         }
         c->guest_depth--;
+        parent = entry_serial(c);
     }
-    return PyLong_FromUnsignedLongLong(serial);
+    if (!serial)
+        Py_RETURN_NONE;
+    return Py_BuildValue("KK", (unsigned long long)serial, (unsigned long long)parent);
 }
 
 /* finish() -> (unsampled cpu ns, unsampled wall ns, thread cpu ns, duration ns), for the
@@ -933,7 +940,8 @@ static PyMethodDef Capture_methods[] = {
     {"host_exit", (PyCFunction)Capture_host_exit, METH_O, "a Python host function returns"},
     {"guest_enter", (PyCFunction)Capture_guest_enter, METH_NOARGS, "Python calls the guest"},
     {"guest_exit", (PyCFunction)Capture_guest_exit, METH_NOARGS,
-     "the guest call returned: the serial whose Python frames a sample needs, or 0"},
+     "the guest call returned: (serial, parent serial) if a sample needs its Python "
+     "frames, else None"},
     {"finish", (PyCFunction)Capture_finish, METH_NOARGS, "sample a pending tick and stop"},
     {"set_memories", (PyCFunction)Capture_set_memories, METH_VARARGS,
      "the guest memories each sample measures"},

@@ -2,8 +2,10 @@
 
 The Python frames above a guest call do not change while it runs, so they are
 read once per call, when it returns, and only when a sample was taken during
-it: the native capture writes an entry mark into each sample's stack and says,
-as the call returns, whether one did (``Capture.guest_exit``).  The frames are
+it: the native capture writes an entry mark into each sample's stack and the
+innermost entry's serial into its record, and says, as the call returns,
+whether a sample needs the entry and which entry it was made from
+(``Capture.guest_exit``).  The frames are
 kept as code objects and line numbers until the profile stops, then become
 ``HostFunction`` rows in the recording (``frames.FRAME_PYCODE`` frames).
 
@@ -23,6 +25,7 @@ import wasmtime
 
 PythonFrame = Tuple[CodeType, int, str]      # code, line, the defining module's name
 PythonSegment = Tuple[PythonFrame, ...]      # outermost first
+EntryFrames = Tuple[int, PythonSegment]      # the enclosing entry's serial (0: none), frames
 
 _MACHINERY_DIRS = tuple(os.path.dirname(os.path.abspath(m.__file__ or "")) + os.sep
                         for m in (wasmtime, __import__("sigprof")))

@@ -42,7 +42,7 @@ from typing import (Any, Callable, Dict, Iterable, List, Mapping, NamedTuple, Op
 import wasmtime
 
 from . import _imports, _wasmtime as wt
-from ._pyframes import PythonSegment
+from ._pyframes import EntryFrames, PythonSegment
 from ._ring import MARK_ENTRY, MARK_HOST, MARK_PAYLOAD, ORIGIN_GUEST, ORIGIN_OUTSIDE, RawSample
 from .frames import (FRAME_GUEST, FRAME_HOST, FRAME_OPAQUE, FRAME_PYCODE, FRAME_PYTHON,
                      FRAME_TRUNCATED, FRAME_UNKNOWN, SAMPLE_AT_TICK, SAMPLE_TRUNCATED, Frame,
@@ -204,9 +204,8 @@ class _RawStack(NamedTuple):
     """One distinct raw stack, resolved once."""
 
     guest: List[GuestEntry]        # the innermost activation's guest frames, leaf first
+    outer: List[StackItem]         # the rest, from its first mark on, innermost first
     truncated: bool                # the walk stopped before the guest's entry
-    prefix: List[int]              # prefix[i]: node of the outermost i+1 frames of `guest`
-    base: int                      # node under the outermost frame of `guest`
 
 
 def python_function_info(code: CodeType, module: str, host_details: bool) -> HostFunction:
@@ -220,10 +219,11 @@ def resolve_recording(raw: Iterable[RawSample], *, modules: Sequence[ModuleRef],
                       discover_allowed: bool, host_callables: Sequence[Callable[..., object]],
                       meta: Dict[str, Any], host_details: bool = False,
                       use_tick_pc: bool = True,
-                      python_segments: Optional[Mapping[int, PythonSegment]] = None,
+                      python_segments: Optional[Mapping[int, EntryFrames]] = None,
                       thread_names: Optional[Mapping[int, str]] = None) -> Recording:
     """Resolve raw samples against the live module images into a ``Recording``;
-    ``python_segments``: entry serial -> the Python frames that made that guest call;
+    ``python_segments``: entry serial -> (the serial of the entry it was made from,
+    the Python frames that made that guest call);
     ``thread_names``: kernel thread id -> name."""
     warnings = list(meta.get("warnings", []))
     segments = python_segments or {}
@@ -289,11 +289,8 @@ def resolve_recording(raw: Iterable[RawSample], *, modules: Sequence[ModuleRef],
             hosts.append(host_function_info(host_callables[callable_index], host_details))
         return Frame(FRAME_HOST, h)
 
-    def add_mark(node: int, mark: int) -> int:
-        payload = mark & MARK_PAYLOAD
-        if mark >= MARK_HOST:
-            return tree.child(node, host_frame(payload - 1))
-        for code, line, module in segments.get(payload, ()):
+    def python_frames(node: int, segment: PythonSegment) -> int:
+        for code, line, module in segment:
             p = python_index.get(code)
             if p is None:
                 p = python_index[code] = len(hosts)
@@ -329,33 +326,77 @@ def resolve_recording(raw: Iterable[RawSample], *, modules: Sequence[ModuleRef],
             items.append(GuestFrame(img, offset, func))
         inner = next((i for i, item in enumerate(items) if isinstance(item, int)), len(items))
         guest: List[GuestEntry] = [item for item in items[:inner] if not isinstance(item, int)]
-        truncated = not complete and bool(items)
-        node = tree.child(-1, Frame(FRAME_TRUNCATED)) if truncated else -1
-        for item in reversed(items[inner:]):
-            node = add_mark(node, item) if isinstance(item, int) else tree.child(node,
-                                                                                frame_key(item))
+        resolved.append(_RawStack(guest, items[inner:], not complete and bool(items)))
+
+    # The Python frames of a sample's entry marks: its entry's, then those of the
+    # entries it was made from.  Equal chains are one chain, so a stack repeated by
+    # many calls from the same place is placed in the tree once.
+    chain_of_serial: Dict[int, int] = {0: 0}
+    chain_index: Dict[Tuple[PythonSegment, ...], int] = {(): 0}
+    chains: List[Tuple[PythonSegment, ...]] = [()]
+
+    def chain_id(serial: int) -> int:
+        found = chain_of_serial.get(serial)
+        if found is None:
+            links: List[PythonSegment] = []
+            link = serial
+            while link and len(links) < 1024:
+                link, frames = segments.get(link, (0, ()))
+                links.append(frames)
+            key = tuple(links)
+            found = chain_index.get(key)
+            if found is None:
+                found = chain_index[key] = len(chains)
+                chains.append(key)
+            chain_of_serial[serial] = found
+        return found
+
+    placed: Dict[Tuple[int, int], Tuple[List[int], int]] = {}
+
+    def place(raw_id: int, chain: int) -> Tuple[List[int], int]:
+        """Tree nodes of a raw stack with a chain of Python frames: the innermost
+        activation's guest frames (outermost first), and the node under them."""
+        r = resolved[raw_id]
+        links = chains[chain]
+        node = tree.child(-1, Frame(FRAME_TRUNCATED)) if r.truncated else -1
+        entry = sum(1 for item in r.outer if isinstance(item, int) and item < MARK_HOST)
+        for item in reversed(r.outer):
+            if not isinstance(item, int):
+                node = tree.child(node, frame_key(item))
+            elif item >= MARK_HOST:
+                node = tree.child(node, host_frame((item & MARK_PAYLOAD) - 1))
+            else:
+                entry -= 1
+                node = python_frames(node, links[entry] if entry < len(links) else ())
         base = node
         prefix: List[int] = []
-        for entry in reversed(guest):
-            node = tree.child(node, frame_key(entry))
+        for item in reversed(r.guest):
+            node = tree.child(node, frame_key(item))
             prefix.append(node)
-        resolved.append(_RawStack(guest, truncated, prefix, base))
+        return prefix, base
 
     table = SampleTable.empty()
     names = thread_names or {}
     threads: List[Dict[str, Any]] = []
     thread_index: Dict[int, int] = {}
-    final: Dict[Tuple[int, int, int], Tuple[int, int]] = {}       # -> (stack, flags)
+    final: Dict[Tuple[int, int, int, int], Tuple[int, int]] = {}       # -> (stack, flags)
     tick_frames: Dict[int, Optional[GuestFrame]] = {}
     kept_under: Dict[Tuple[int, int, int], Optional[int]] = {}
     for s, raw_id in zip(samples, sample_raw):
         tick_pc = s.tick_pc if use_tick_pc and s.origin == ORIGIN_GUEST else 0
-        sample_key = (raw_id, s.origin, tick_pc)
+        chain = chain_of_serial.get(s.entry)
+        if chain is None:
+            chain = chain_id(s.entry)
+        sample_key = (raw_id, chain, s.origin, tick_pc)
         stack_flags = final.get(sample_key)
         if stack_flags is None:
             r = resolved[raw_id]
+            nodes = placed.get((raw_id, chain))
+            if nodes is None:
+                nodes = placed[(raw_id, chain)] = place(raw_id, chain)
+            prefix, base = nodes
             flags = SAMPLE_TRUNCATED if r.truncated else 0
-            node = r.prefix[-1] if r.prefix else r.base
+            node = prefix[-1] if prefix else base
             if tick_pc and r.guest:
                 if tick_pc not in tick_frames:
                     tick_frames[tick_pc] = tick_function(resolver, tick_pc)
@@ -366,7 +407,7 @@ def resolve_recording(raw: Iterable[RawSample], *, modules: Sequence[ModuleRef],
                         kept_under[function_key] = tick_attribution(r.guest, tick_frame)
                     kept = kept_under[function_key]
                     if kept is not None:
-                        node = tree.child(r.prefix[kept - 1] if kept else r.base,
+                        node = tree.child(prefix[kept - 1] if kept else base,
                                           frame_key(tick_frame))
                         flags |= SAMPLE_AT_TICK
             if s.origin > ORIGIN_GUEST:

@@ -42,7 +42,8 @@ H_HASH = 9        # FNV-1a of the raw PCs (native capture), 0 if not computed
 H_RSS = 10        # the process's resident set, bytes (-1 unknown)
 H_MEMORY = 11     # the guest's linear memories (the profile's ``memories``), bytes
 H_TID = 12        # the thread the sample was taken on (kernel thread id)
-HEADER_FIELDS = 13
+H_ENTRY = 13      # serial of the innermost guest entry its stack's ENTRY marks stand for
+HEADER_FIELDS = 14
 
 FLAG_DEPTH_LIMITED = 1  # the walk stopped at max_depth (or at a frame chain it did not trust)
 
@@ -50,8 +51,8 @@ ORIGIN_GUEST = 0         # the guest reached an epoch check; >0: host function i
 ORIGIN_OUTSIDE = -1      # the thread was running Python outside any guest call
 
 # Stack words that are not return addresses (bit 63, never set in a user address),
-# written by the native capture: MARK_ENTRY | serial where Python called the guest
-# (the serial names the Python frames that made the call), MARK_HOST | origin for
+# written by the native capture: MARK_ENTRY where Python called the guest (the
+# innermost such entry's serial is the record's H_ENTRY), MARK_HOST | origin for
 # the Python host function an outer guest activation called.
 MARK_ENTRY = 0x8000000000000000
 MARK_HOST = 0xC000000000000000
@@ -97,20 +98,20 @@ class Ring:
         hdr = self.header
         pc_words = self.pcs
         cap = self.pc_capacity
+        oldest_intact = self.pc_end - cap
         for n in self.retained():
             base = (n % self.capacity) * HEADER_FIELDS
-            rec = hdr[base:base + HEADER_FIELDS]
-            start, count = rec[H_PC_START], rec[H_PC_COUNT]
-            if not self.intact(start):
+            # One record, unpacked in H_* order.
+            (time_ns, cpu_ns, wall_ns, start, count, origin, ticks, tick_pc, flags, stack_hash,
+             rss, memory, tid, entry) = hdr[base:base + HEADER_FIELDS].tolist()
+            if start < oldest_intact:           # written over (see ``intact``)
                 continue
             pos = start % cap
             pcs = pc_words[pos:pos + count]
-            yield RawSample(time_ns=rec[H_TIME], cpu_ns=rec[H_CPU], wall_ns=rec[H_WALL],
-                            origin=rec[H_ORIGIN], ticks=rec[H_TICKS], pcs=pcs,
-                            stack_hash=rec[H_HASH] or hash(pcs.tobytes()),
-                            depth_limited=bool(rec[H_FLAGS] & FLAG_DEPTH_LIMITED),
-                            tick_pc=rec[H_TICK_PC] & 0xFFFFFFFFFFFFFFFF,
-                            rss_bytes=rec[H_RSS], memory_bytes=rec[H_MEMORY], tid=rec[H_TID])
+            yield RawSample(time_ns, cpu_ns, wall_ns, origin, ticks, pcs,
+                            stack_hash or hash(pcs.tobytes()),
+                            bool(flags & FLAG_DEPTH_LIMITED), tick_pc & 0xFFFFFFFFFFFFFFFF,
+                            rss, memory, tid, entry)
 
     def dropped(self) -> int:
         """Samples lost: written but no longer readable, plus refused (stop mode)."""
@@ -138,3 +139,4 @@ class RawSample(NamedTuple):
     rss_bytes: int = -1        # the process's resident set at the sample (-1 unknown)
     memory_bytes: int = 0      # the guest's linear memories at the sample
     tid: int = 0               # the thread it was taken on (kernel thread id)
+    entry: int = 0             # the innermost guest entry's serial (0: no Python frames)

@@ -286,7 +286,8 @@ class _GuestCall:
             _calls.stack.pop()
             capture = self._capture
             if capture is not None:
-                serial = capture.guest_exit()
-                if serial:
-                    capture.python_segments[serial] = python_segment(sys._getframe(1),
-                                                                     _HOST_CALL_CODE)
+                sampled = capture.guest_exit()
+                if sampled is not None:
+                    serial, parent = sampled
+                    capture.python_segments[serial] = (
+                        parent, python_segment(sys._getframe(1), _HOST_CALL_CODE))
