@@ -5,9 +5,10 @@ read once per call, when it returns, and only when a sample was taken during
 it: the native capture writes an entry mark into each sample's stack and the
 innermost entry's serial into its record, and says, as the call returns,
 whether a sample needs the entry and which entry it was made from
-(``Capture.guest_exit``).  The frames are
-kept as code objects and line numbers until the profile stops, then become
-``HostFunction`` rows in the recording (``frames.FRAME_PYCODE`` frames).
+(``Capture.guest_exit``).  Then ``read_entry`` takes the raw frames -- code
+objects and instruction offsets, walked in C (``_csigprof.python_stack``) --
+and the rest waits for the profile to stop: ``PythonFrames`` turns them into
+frames with lines, once per distinct code and offset.
 
 A segment reaches from the frame that made the guest call up to, not
 including, the host function the guest had called (which its host mark already
@@ -19,36 +20,60 @@ from __future__ import annotations
 
 import os
 from types import CodeType, FrameType
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple, cast
 
 import wasmtime
 
-PythonFrame = Tuple[CodeType, int, str]      # code, line, the defining module's name
+from . import _native
+
+RawEntry = Tuple[Tuple[object, ...], bool]   # (code, offset, ...) innermost first; reached
+                                             # the host-call wrapper
+EntryFrames = Tuple[int, RawEntry]           # the enclosing entry's serial (0: none), frames
+PythonFrame = Tuple[CodeType, int]           # code, line
 PythonSegment = Tuple[PythonFrame, ...]      # outermost first
-EntryFrames = Tuple[int, PythonSegment]      # the enclosing entry's serial (0: none), frames
 
 _MACHINERY_DIRS = tuple(os.path.dirname(os.path.abspath(m.__file__ or "")) + os.sep
                         for m in (wasmtime, __import__("sigprof")))
-_is_machinery: Dict[CodeType, bool] = {}
 
 
-def python_segment(frame: Optional[FrameType], host_call_code: CodeType) -> PythonSegment:
-    """The Python frames from ``frame`` outwards, outermost first (see the module doc);
-    ``host_call_code`` is the code of sigprof's host-function wrapper."""
-    out: List[PythonFrame] = []
-    while frame is not None:
-        code = frame.f_code
-        if code is host_call_code:
-            if out:
-                out.pop()       # the host function itself (the outermost frame kept below
-            break               # the wrapper): its host mark shows it
-        machinery = _is_machinery.get(code)
-        if machinery is None:
-            machinery = _is_machinery[code] = os.path.abspath(
+def read_entry(frame: Optional[FrameType], host_call_code: CodeType) -> RawEntry:
+    """The raw Python frames from ``frame`` out to sigprof's host-function wrapper
+    (``host_call_code``) or the thread's outermost frame."""
+    return cast(RawEntry, _native.extension().python_stack(frame, host_call_code))
+
+
+class PythonFrames:
+    """Raw entries -> segments of (code, line), with the machinery left out."""
+
+    def __init__(self) -> None:
+        self._machinery: Dict[int, bool] = {}      # id(code) -> wasmtime's or sigprof's
+        self._lines: Dict[Tuple[int, int], int] = {}
+
+    def segment(self, raw: RawEntry) -> PythonSegment:
+        flat, reached_wrapper = raw
+        kept: List[PythonFrame] = []
+        for i in range(0, len(flat), 2):
+            code, offset = flat[i], flat[i + 1]
+            assert isinstance(code, CodeType) and isinstance(offset, int)
+            if not self._is_machinery(code):
+                kept.append((code, self._line(code, offset)))
+        if reached_wrapper and kept:
+            kept.pop()          # the host function itself: its host mark shows it
+        kept.reverse()
+        return tuple(kept)
+
+    def _is_machinery(self, code: CodeType) -> bool:
+        found = self._machinery.get(id(code))
+        if found is None:
+            found = self._machinery[id(code)] = os.path.abspath(
                 code.co_filename).startswith(_MACHINERY_DIRS)
-        if not machinery:
-            out.append((code, frame.f_lineno or code.co_firstlineno,
-                        str(frame.f_globals.get("__name__", ""))))
-        frame = frame.f_back
-    out.reverse()
-    return tuple(out)
+        return found
+
+    def _line(self, code: CodeType, offset: int) -> int:
+        key = (id(code), offset)
+        line = self._lines.get(key)
+        if line is None:
+            line = next((n for start, end, n in code.co_lines()
+                         if start <= offset < end and n is not None), code.co_firstlineno)
+            self._lines[key] = line
+        return line

@@ -42,7 +42,7 @@ from typing import (Any, Callable, Dict, Iterable, List, Mapping, NamedTuple, Op
 import wasmtime
 
 from . import _imports, _wasmtime as wt
-from ._pyframes import EntryFrames, PythonSegment
+from ._pyframes import EntryFrames, PythonFrames, PythonSegment
 from ._ring import MARK_ENTRY, MARK_HOST, MARK_PAYLOAD, ORIGIN_GUEST, ORIGIN_OUTSIDE, RawSample
 from .frames import (FRAME_GUEST, FRAME_HOST, FRAME_OPAQUE, FRAME_PYCODE, FRAME_PYTHON,
                      FRAME_TRUNCATED, FRAME_UNKNOWN, SAMPLE_AT_TICK, SAMPLE_TRUNCATED, Frame,
@@ -208,8 +208,8 @@ class _RawStack(NamedTuple):
     truncated: bool                # the walk stopped before the guest's entry
 
 
-def python_function_info(code: CodeType, module: str, host_details: bool) -> HostFunction:
-    return HostFunction(name=code.co_qualname, module=module,
+def python_function_info(code: CodeType, host_details: bool) -> HostFunction:
+    return HostFunction(name=code.co_qualname,
                         file=code.co_filename if host_details
                         else os.path.basename(code.co_filename),
                         line=code.co_firstlineno)
@@ -280,7 +280,7 @@ def resolve_recording(raw: Iterable[RawSample], *, modules: Sequence[ModuleRef],
     tree = _Stacks()
     hosts: List[HostFunction] = []
     host_index: Dict[int, int] = {}
-    python_index: Dict[CodeType, int] = {}
+    python_index: Dict[int, int] = {}           # id(code) -> host function table row
 
     def host_frame(callable_index: int) -> Frame:
         h = host_index.get(callable_index)
@@ -290,11 +290,11 @@ def resolve_recording(raw: Iterable[RawSample], *, modules: Sequence[ModuleRef],
         return Frame(FRAME_HOST, h)
 
     def python_frames(node: int, segment: PythonSegment) -> int:
-        for code, line, module in segment:
-            p = python_index.get(code)
+        for code, line in segment:
+            p = python_index.get(id(code))
             if p is None:
-                p = python_index[code] = len(hosts)
-                hosts.append(python_function_info(code, module, host_details))
+                p = python_index[id(code)] = len(hosts)
+                hosts.append(python_function_info(code, host_details))
             node = tree.child(node, Frame(FRAME_PYCODE, p, line))
         return node
 
@@ -332,22 +332,27 @@ def resolve_recording(raw: Iterable[RawSample], *, modules: Sequence[ModuleRef],
     # entries it was made from.  Equal chains are one chain, so a stack repeated by
     # many calls from the same place is placed in the tree once.
     chain_of_serial: Dict[int, int] = {0: 0}
-    chain_index: Dict[Tuple[PythonSegment, ...], int] = {(): 0}
+    chain_index: Dict[Tuple[object, ...], int] = {(): 0}
     chains: List[Tuple[PythonSegment, ...]] = [()]
+    reader = PythonFrames()
+    no_entry: EntryFrames = (0, ((), False))
 
     def chain_id(serial: int) -> int:
         found = chain_of_serial.get(serial)
         if found is None:
-            links: List[PythonSegment] = []
+            entries: List[EntryFrames] = []
             link = serial
-            while link and len(links) < 1024:
-                link, frames = segments.get(link, (0, ()))
-                links.append(frames)
-            key = tuple(links)
+            while link and len(entries) < 1024:
+                entries.append(segments.get(link, no_entry))
+                link = entries[-1][0]
+            # Code objects compare by value, slowly; the entries keep them alive, so
+            # their identities (with the offsets) make the key.
+            key = tuple((tuple(map(id, flat[0::2])), flat[1::2], reached)
+                        for _, (flat, reached) in entries)
             found = chain_index.get(key)
             if found is None:
                 found = chain_index[key] = len(chains)
-                chains.append(key)
+                chains.append(tuple(reader.segment(raw) for _, raw in entries))
             chain_of_serial[serial] = found
         return found
 

@@ -31,7 +31,7 @@ import wasmtime
 
 from . import _capture, _native, _wasmtime as wt
 from ._capture import Capture, HostFunc
-from ._pyframes import python_segment
+from ._pyframes import read_entry
 from ._timer import ITimerTicks, Notes, TickSource
 
 if TYPE_CHECKING:
@@ -290,4 +290,4 @@ class _GuestCall:
                 if sampled is not None:
                     serial, parent = sampled
                     capture.python_segments[serial] = (
-                        parent, python_segment(sys._getframe(1), _HOST_CALL_CODE))
+                        parent, read_entry(sys._getframe(1), _HOST_CALL_CODE))
