@@ -74,11 +74,7 @@ def cpu_accounting(engine: wasmtime.Engine, module: wasmtime.Module, busy: int,
             t.join()
     rec = prof.recording
     assert rec is not None
-    names = [t["name"] for t in rec.meta["threads"]]
-    sampled = dict.fromkeys(measured, 0)
-    for thread, cpu in zip(rec.sample_table.thread, rec.sample_table.cpu_ns):
-        if names[thread] in sampled:
-            sampled[names[thread]] += cpu
+    sampled = rec.cpu_ns_by_thread()
     errors = [100 * (sampled[n] - measured[n]) / measured[n] for n in measured]
     return {"worst_error_pct": max(errors, key=abs), "median_error_pct": statistics.median(errors),
             "ticks_per_cpu_s": rec.meta["ticks"] / (sum(measured.values()) / 1e9)}

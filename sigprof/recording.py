@@ -110,6 +110,15 @@ class Recording:
     def total_cpu_ns(self) -> int:
         return sum(self.sample_table.cpu_ns)
 
+    def cpu_ns_by_thread(self) -> Dict[str, int]:
+        """Sampled CPU time per thread, by thread name."""
+        names = [str(t.get("name", "")) for t in self.meta.get("threads") or []] or [""]
+        column = self.sample_table.thread or array("i", [0] * len(self.sample_table))
+        out: Dict[str, int] = {}
+        for thread, cpu in zip(column, self.sample_table.cpu_ns):
+            out[names[thread]] = out.get(names[thread], 0) + cpu
+        return out
+
     # -- stacks and frames -------------------------------------------------------
 
     def stack_frames(self, stack: int) -> List[int]:

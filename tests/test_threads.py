@@ -133,11 +133,7 @@ def test_each_thread_is_charged_its_own_cpu_time(guest, busy):
             t.start()
         for t in threads:
             t.join()
-    rec = prof.recording
-    names = [t["name"] for t in rec.meta["threads"]]
-    sampled = dict.fromkeys(measured, 0)
-    for thread, cpu in zip(rec.sample_table.thread, rec.sample_table.cpu_ns):
-        sampled[names[thread]] += cpu
+    sampled = prof.recording.cpu_ns_by_thread()
     for name, cpu in measured.items():
         # Each thread's samples add up to its own CPU time, less the tail after its
         # last tick (a few ms: with several busy threads the process timer's ticks
