@@ -1,6 +1,7 @@
 """The ``sigprof`` command line: argument parsing and wiring only.
 
-    sigprof record [-o OUT] [--clock cpu|prof|wall] [--interval 1ms] [--capacity N]
+    sigprof record [-o OUT] [--clock cpu|prof|wall] [--interval 1ms] [--source auto|perf|itimer]
+                   [--capacity N]
                    [--invoke NAME [--arg VALUE]...] [--dir HOST::GUEST]... [--env KEY=VALUE]...
                    MODULE.wasm|MODULE.wat [ARGS...]
     sigprof convert IN.sigprof -o OUT [--format firefox|raw|collapsed|text]
@@ -75,6 +76,11 @@ def _parser() -> argparse.ArgumentParser:
                      help="time between samples: 250us, 1ms, 0.004 (seconds); when not given, "
                           "1 ms, or one kernel tick (4 ms at HZ=250) for the CPU clocks, which "
                           "cannot tick faster")
+    rec.add_argument("--source", choices=("auto", "perf", "itimer"), default="auto",
+                     help="what makes CPU-time ticks: auto uses the interval timer at the "
+                          "kernel tick and above and perf events (per-thread task clocks) for "
+                          "a finer --interval, falling back to the timer where perf events "
+                          "are refused; perf or itimer insists on one")
     rec.add_argument("--capacity", type=int, default=DEFAULT_CAPACITY,
                      help="samples the ring buffer holds")
     rec.add_argument("--max-depth", type=int, default=DEFAULT_MAX_DEPTH,
@@ -196,7 +202,10 @@ def cmd_record(a: argparse.Namespace) -> int:
         parent = os.path.dirname(os.path.abspath(path))
         if path != STDOUT and not os.path.isdir(parent):
             raise CliError(f"{path}: directory {parent} does not exist")
+    if a.source == "perf" and a.clock == "wall":
+        raise CliError("--source perf samples CPU time: use it with --clock cpu or prof")
     options = {"interval": interval, "clock": a.clock, "when_full": a.when_full,
+               "source": a.source,
                "host_details": a.host_details,
                "capacity": _positive(a.capacity, "--capacity"),
                "max_depth": _positive(a.max_depth, "--max-depth")}
@@ -272,7 +281,10 @@ def _summary(rec: Recording, written: List[Tuple[str, str]], top: int,
     for warning in rec.meta.get("warnings", []):
         print(f"sigprof: warning: {warning}", file=err)
     what = "wall time" if rec.clock == "wall" else "CPU"
+    source = {"perf": " (perf events)", "itimer": " (interval timer)"}.get(
+        str(rec.meta.get("tick_source")), "")
     print(f"sigprof: {rec.samples} samples, {sampled_ms:.1f} ms {what} sampled, clock {rec.clock}"
+          + source
           + (f", {rec.dropped} dropped" if rec.dropped else "")
           + (f", {rec.truncated} truncated" if rec.truncated else ""), file=err)
     summary = summarise_recording(rec)

@@ -31,8 +31,11 @@
 #include <Python.h>
 #include <structmember.h>
 
+#define _GNU_SOURCE 1          /* F_SETSIG, F_SETOWN_EX */
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/perf_event.h>
+#include <sys/ioctl.h>
 #include <stdlib.h>
 #include <pthread.h>
 #include <signal.h>
@@ -67,6 +70,7 @@ typedef struct {
     uint64_t consumed;            /* ticks already charged to a sample */
     int64_t cpu_prev, wall_prev;  /* where the last sample's interval ended */
     int64_t pending_ns;           /* profiler time to leave out of the next interval */
+    int perf_fd;                  /* this thread's perf event + 1 (0: none) */
 } ThreadSlot;
 
 typedef struct {                  /* a consistent copy of a slot's latest tick */
@@ -234,11 +238,131 @@ static PyObject *py_remove_engine(PyObject *self, PyObject *arg)
     Py_RETURN_NONE;
 }
 
-/* reset_threads(): forget every thread's record (no capture may be live). */
+/* ---- perf events: per-thread CPU-time ticks finer than the kernel tick ---------- */
+
+/* The CPU-time itimers fire from the scheduler tick (at most CONFIG_HZ times a
+ * CPU-second).  A perf software task-clock event per thread runs on a
+ * high-resolution timer instead: every `perf_period_ns` of the thread's own CPU
+ * time it overflows and, with O_ASYNC and F_SETSIG, sends `perf_signum` to that
+ * very thread (F_SETOWN_EX), whose handler is on_tick as for the itimer.  User mode
+ * only (exclude_kernel), which perf_event_paranoid=2 allows for one's own threads.
+ * Each thread gets its event the first time a capture binds to it. */
+static long long perf_period_ns;        /* 0: perf events off */
+static int perf_signum;
+static long long perf_failures;         /* threads whose event could not be opened */
+static int perf_last_errno;
+
+/* Open and start a task-clock event for the calling thread; -1 and errno on failure. */
+static int perf_open_thread(uint64_t tid)
+{
+    struct perf_event_attr attr;
+    memset(&attr, 0, sizeof attr);
+    attr.size = sizeof attr;
+    attr.type = PERF_TYPE_SOFTWARE;
+    attr.config = PERF_COUNT_SW_TASK_CLOCK;
+    attr.sample_period = (uint64_t)perf_period_ns;
+    attr.disabled = 1;
+    attr.exclude_kernel = 1;
+    attr.exclude_hv = 1;
+    attr.wakeup_events = 1;
+    int fd = (int)syscall(SYS_perf_event_open, &attr, 0, -1, -1, PERF_FLAG_FD_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    struct f_owner_ex owner = {F_OWNER_TID, (pid_t)tid};
+    if (fcntl(fd, F_SETFL, O_ASYNC) < 0 || fcntl(fd, F_SETSIG, perf_signum) < 0
+        || fcntl(fd, F_SETOWN_EX, &owner) < 0 || ioctl(fd, PERF_EVENT_IOC_RESET, 0) < 0
+        || ioctl(fd, PERF_EVENT_IOC_ENABLE, 0) < 0) {
+        int saved = errno;
+        close(fd);
+        errno = saved;
+        return -1;
+    }
+    return fd;
+}
+
+/* The calling thread's slot gets its event if perf events are on and it has none. */
+static void perf_cover(ThreadSlot *s, uint64_t tid)
+{
+    if (!perf_period_ns || s->perf_fd)
+        return;
+    int fd = perf_open_thread(tid);
+    if (fd < 0) {
+        perf_failures++;
+        perf_last_errno = errno;
+        s->perf_fd = -1;              /* tried: do not try again for this thread */
+        return;
+    }
+    s->perf_fd = fd + 1;
+}
+
+/* perf_start(period_ns, signum) -> None: perf events on, and the calling thread covered
+ * now (OSError if the system refuses them: the caller falls back to the itimer). */
+static PyObject *py_perf_start(PyObject *self, PyObject *args)
+{
+    long long period;
+    int signum;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "Li", &period, &signum))
+        return NULL;
+    if (period < 1000) {
+        PyErr_SetString(PyExc_ValueError, "perf period below 1 us");
+        return NULL;
+    }
+    uint64_t tid = current_tid();
+    ThreadSlot *s = slot_for(tid);
+    if (s == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "thread table full");
+        return NULL;
+    }
+    perf_period_ns = period;
+    perf_signum = signum;
+    perf_failures = 0;
+    s->perf_fd = 0;
+    perf_cover(s, tid);
+    if (s->perf_fd < 0) {
+        perf_period_ns = 0;
+        s->perf_fd = 0;
+        errno = perf_last_errno;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    Py_RETURN_NONE;
+}
+
+/* perf_stop(disable=True) -> threads whose event could not be opened: every event
+ * closed.  A forked child passes disable=False: its descriptors share the parent's
+ * open events, which must keep running; it only closes its copies. */
+static PyObject *py_perf_stop(PyObject *self, PyObject *args)
+{
+    int disable = 1;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "|p", &disable))
+        return NULL;
+    perf_period_ns = 0;
+    for (int i = 0; i < THREAD_SLOTS; i++) {
+        if (slots[i].perf_fd > 0 && !disable) {
+            close(slots[i].perf_fd - 1);
+        } else if (slots[i].perf_fd > 0) {
+            /* Off, and no longer O_ASYNC, so that an overflow still in flight sends no
+             * signal once our handler is gone. */
+            ioctl(slots[i].perf_fd - 1, PERF_EVENT_IOC_DISABLE, 0);
+            fcntl(slots[i].perf_fd - 1, F_SETFL, 0);
+            close(slots[i].perf_fd - 1);
+        }
+        slots[i].perf_fd = 0;
+    }
+    return PyLong_FromLongLong(perf_failures);
+}
+
+/* reset_threads(): forget every thread's record (no capture may be live, no perf
+ * event open). */
 static PyObject *py_reset_threads(PyObject *self, PyObject *unused)
 {
     (void)self;
     (void)unused;
+    if (perf_period_ns) {
+        PyErr_SetString(PyExc_RuntimeError, "perf events are open: stop them first");
+        return NULL;
+    }
     memset((void *)slots, 0, sizeof slots);
     Py_RETURN_NONE;
 }
@@ -445,6 +569,7 @@ static int bind(Capture *c)
         return 0;
     }
     ThreadSlot *s = c->slot;
+    perf_cover(s, tid);
     int64_t cpu = thread_cpu_ns(c), wall = mono_ns(c);
     if (!s->ready) {
         s->consumed = ticks_now(c);
@@ -1043,6 +1168,10 @@ static PyMethodDef module_methods[] = {
     {"add_engine", py_add_engine, METH_O, "bump this engine's epoch at every tick"},
     {"remove_engine", py_remove_engine, METH_O, "stop bumping this engine's epoch"},
     {"reset_threads", py_reset_threads, METH_NOARGS, "forget every thread's tick record"},
+    {"perf_start", py_perf_start, METH_VARARGS,
+     "perf_start(period_ns, signum): per-thread task-clock events from now on"},
+    {"perf_stop", py_perf_stop, METH_VARARGS,
+     "close every thread's event; returns threads whose event could not be opened"},
     {"uninstall", py_uninstall, METH_VARARGS, "uninstall(restore=True)"},
     {"handler_is_ours", py_handler_is_ours, METH_NOARGS, "is our handler still installed?"},
     {"tick_counts", py_tick_counts, METH_NOARGS, "(ticks so far, ticks lost)"},

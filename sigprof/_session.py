@@ -4,8 +4,9 @@ Several profiles may run at once -- on their own stores, in the same or other
 threads, and at most one store-less profile covering every store -- but the
 things they sample with exist once per process:
 
-* the interval timer and its signal handler (``_timer.ITimerTicks``), armed by
-  the first profile and disarmed by the last; every profile shares its clock;
+* the tick source -- the interval timer, or per-thread perf events -- and its
+  signal handler (``_timer.start_ticks``), started by the first profile and
+  stopped by the last; every profile shares its clock;
 * the engines whose epoch each tick bumps, counted by the stores that need them;
 * the hooks into wasmtime-py: guest calls (``_GuestCall``), which find the
   capture of the store being entered (adopting the store into a store-less
@@ -25,14 +26,14 @@ import os
 import sys
 import threading
 import weakref
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple, Union
 
 import wasmtime
 
 from . import _capture, _native, _wasmtime as wt
 from ._capture import Capture, HostFunc
 from ._pyframes import read_entry
-from ._timer import ITimerTicks, Notes, TickSource
+from ._timer import ITimerTicks, Notes, PerfTicks, TickSource, start_ticks
 
 if TYPE_CHECKING:
     from .profiler import Profiler
@@ -59,7 +60,7 @@ class Session:
         self.profiles: List["Profiler"] = []
         self.captures: Dict[int, Tuple[Capture, "Profiler"]] = {}    # id(store) -> ...
         self.storeless: Optional["Profiler"] = None
-        self.timer: Optional[ITimerTicks] = None
+        self.timer: Optional[Union[ITimerTicks, PerfTicks]] = None
         self._engine_users: Dict[int, List[Any]] = {}    # id(engine) -> [engine, stores]
         self._retired_engines: List[wasmtime.Engine] = []
         self.host_callables: List[HostFunc] = []         # host id -> the Python callable
@@ -87,13 +88,17 @@ class Session:
             if profile.store is not None and id(profile.store) in self.captures:
                 raise RuntimeError("this store is already being profiled (by another profile, "
                                    "or by the running store-less one); stop that profile first")
+            if not self.profiles and _native.available():
+                # Per-thread tick records start afresh (a disabled capture left behind
+                # never reads them again), before any tick source opens per-thread events.
+                _native.extension().reset_threads()
             ticks: TickSource
             if own_ticks is not None:
                 own_ticks.start([])
                 ticks = own_ticks
             elif self.timer is None:
-                timer = ITimerTicks(profile.clock, profile.interval_s)
-                timer.start([])
+                timer = start_ticks(profile.clock, profile.interval_s, profile.source, [])
+                assert isinstance(timer, (ITimerTicks, PerfTicks))
                 self.timer = ticks = timer
             else:
                 if self.timer.clock != profile.clock:
@@ -104,10 +109,6 @@ class Session:
                 ticks = self.timer
             if not self.profiles:
                 self._install_hooks()
-                if _native.available():
-                    # Per-thread tick records start afresh (a disabled capture left
-                    # behind never reads them again).
-                    _native.extension().reset_threads()
             self.profiles.append(profile)
             if profile.store is None:
                 self.storeless = profile

@@ -132,6 +132,7 @@ class TickSource:
 
     clock = "manual"
     relay = "manual"
+    source = "manual"           # what makes the ticks: "itimer", "perf" or "manual"
     signum: Optional[int] = None
     interval_s: float = 0.0     # the interval armed (0: not a timer)
     fake_clock: Optional[FakeClock] = None
@@ -348,8 +349,41 @@ def _ignore_tick(signum: int, frame: Optional[FrameType]) -> None:
     """The Python-level handler of the wakeup relay: the C handler did the work."""
 
 
-class ITimerTicks(TickSource):
+def _drain_pending(signum: int) -> None:
+    # A tick generated just before the timer was disarmed may still be
+    # pending; let it arrive while our handler is installed, or restoring
+    # the default disposition (terminate) could kill the process.
+    deadline = time.monotonic() + 0.2
+    while signum in signal.sigpending() and time.monotonic() < deadline:
+        time.sleep(0.001)
+
+
+def _native_last_tick() -> Optional[Tick]:
+    recorded = _native.extension().last_tick()
+    return Tick(*recorded) if recorded is not None else None
+
+
+class _SignalTicks(TickSource):
+    """A tick source whose ticks are signals a relay turns into epoch bumps."""
+
+    _relay: "Optional[NativeRelay | WakeupRelay]" = None
+
+    def add_engine(self, engine: wasmtime.Engine) -> None:
+        assert self._relay is not None
+        self._relay.add_engine(engine)
+
+    def remove_engine(self, engine: wasmtime.Engine) -> None:
+        if self._relay is not None:
+            self._relay.remove_engine(engine)
+
+    def last_tick(self) -> Optional[Tick]:
+        return _native_last_tick() if self.relay == "native" else None
+
+
+class ITimerTicks(_SignalTicks):
     """setitimer + a relay (native handler or wakeup fd); see the module docstring."""
+
+    source = "itimer"
 
     def __init__(self, clock: str, interval_s: float, relay: str = "auto"):
         super().__init__()
@@ -360,7 +394,6 @@ class ITimerTicks(TickSource):
         self.which, self._signal, _ = CLOCKS[clock]
         self.signum = self._signal
         self._requested_relay = relay
-        self._relay: "Optional[NativeRelay | WakeupRelay]" = None
         self._armed = False
         self.notes: Notes = {}
 
@@ -394,19 +427,6 @@ class ITimerTicks(TickSource):
             self._uninstall()
             raise
 
-    def add_engine(self, engine: wasmtime.Engine) -> None:
-        assert self._relay is not None
-        self._relay.add_engine(engine)
-
-    def remove_engine(self, engine: wasmtime.Engine) -> None:
-        if self._relay is not None:
-            self._relay.remove_engine(engine)
-
-    def last_tick(self) -> Optional[Tick]:
-        if self.relay != "native":
-            return None
-        recorded = _native.extension().last_tick()
-        return Tick(*recorded) if recorded is not None else None
 
     def stop(self) -> Notes:
         self._uninstall()
@@ -426,12 +446,7 @@ class ITimerTicks(TickSource):
             self._relay = None
 
     def _drain_pending(self) -> None:
-        # A tick generated just before the timer was disarmed may still be
-        # pending; let it arrive while our handler is installed, or restoring
-        # the default disposition (terminate) could kill the process.
-        deadline = time.monotonic() + 0.2
-        while self._signal in signal.sigpending() and time.monotonic() < deadline:
-            time.sleep(0.001)
+        _drain_pending(self._signal)
 
     def reset_after_fork(self) -> None:
         """In a forked child: no timer was inherited and no relay thread exists."""
@@ -443,3 +458,103 @@ class ITimerTicks(TickSource):
         if self._relay is not None:
             self._relay.reset_after_fork()
             self._relay = None
+
+
+class PerfUnavailable(RuntimeError):
+    """Perf events cannot drive the ticks here (the message says why)."""
+
+
+class PerfTicks(_SignalTicks):
+    """Per-thread perf task-clock events driving the native handler (``_csigprof.c``):
+    CPU-time ticks on a high-resolution timer, each to the thread whose CPU time
+    it was, at any interval -- not capped at the kernel tick like the itimers.
+    The interrupted PC the handler records is exact: the signal is delivered where
+    the thread was when its timer expired."""
+
+    source = "perf"
+    relay = "native"
+
+    def __init__(self, clock: str, interval_s: float):
+        super().__init__()
+        if clock not in ("cpu", "prof"):
+            raise ValueError("perf events measure CPU time: use clock='cpu' or 'prof' with them")
+        self.clock = clock
+        self.interval_s = float(interval_s)
+        self._signal = CLOCKS[clock][1]
+        self.signum = self._signal
+        self.tick_word = None
+        self.notes: Notes = {}
+
+    def start(self, engines: List[wasmtime.Engine]) -> None:
+        why_not = _native.unavailable_reason()
+        if why_not:
+            raise PerfUnavailable(f"perf events need the native tick handler ({why_not})")
+        relay = NativeRelay(self._signal)
+        relay.install(engines)
+        try:
+            _native.extension().perf_start(round(self.interval_s * 1e9), self._signal)
+        except OSError as exc:
+            relay.uninstall()
+            raise PerfUnavailable(f"perf_event_open refused a task-clock event "
+                                  f"({os.strerror(exc.errno or 0)}; perf_event_paranoid "
+                                  f"{_paranoid()})") from None
+        self._relay = relay
+
+
+    def stop(self) -> Notes:
+        if self._relay is not None:
+            failures = _native.extension().perf_stop()
+            if failures:
+                self.notes["perf_thread_failures"] = failures
+            _drain_pending(self._signal)
+            self._relay.uninstall()
+            self.notes.update(self._relay.notes)
+            self._relay = None
+            self.tick_word = ctypes.c_uint64(self.ticks)     # readable after the handler
+        return dict(self.notes)
+
+    def reset_after_fork(self) -> None:
+        """In a forked child: the events were the parent's threads'; put the handler back."""
+        if self._relay is not None:
+            _native.extension().perf_stop(False)
+            self._relay.reset_after_fork()
+            self._relay = None
+
+
+def _paranoid() -> str:
+    try:
+        with open("/proc/sys/kernel/perf_event_paranoid") as f:
+            return f.read().strip()
+    except OSError:
+        return "unknown"
+
+
+SOURCES = ("auto", "perf", "itimer")
+
+
+def start_ticks(clock: str, interval_s: float, source: str,
+                engines: List[wasmtime.Engine]) -> TickSource:
+    """The process's tick source, started: perf events when asked, or by default for
+    a CPU clock at an interval below the kernel tick (where the itimer cannot go);
+    the itimer otherwise, or when perf events are refused (noted as
+    ``perf_unavailable``; an explicit ``source="perf"`` raises instead)."""
+    if source not in SOURCES:
+        raise ValueError(f"source must be one of {', '.join(SOURCES)}, not {source!r}")
+    tick = kernel_tick()
+    fine = clock in ("cpu", "prof") and tick > 0 and interval_s < tick * 0.999
+    if source == "perf" or (source == "auto" and fine):
+        perf = PerfTicks(clock, interval_s)
+        try:
+            perf.start(engines)
+            return perf
+        except PerfUnavailable as exc:
+            if source == "perf":
+                raise
+            refused = str(exc)
+    else:
+        refused = ""
+    timer = ITimerTicks(clock, interval_s)
+    timer.start(engines)
+    if refused:
+        timer.notes["perf_unavailable"] = refused
+    return timer

@@ -52,7 +52,7 @@ from . import __version__
 from . import _capture, _imports, _native, _resolve, _session, _wasmtime as wt
 from ._ring import FULL_KEEP_NEWEST, FULL_STOP, RawSample, Ring
 from ._session import SESSION
-from ._timer import CLOCKS, Notes, TickSource, effective_interval, kernel_tick
+from ._timer import CLOCKS, SOURCES, Notes, TickSource, effective_interval, kernel_tick
 from .recording import Recording
 from .wasmfile import WasmFormatError, WasmInfo, read_names
 
@@ -150,7 +150,8 @@ class Profiler:
                  when_full: str = FULL_KEEP_NEWEST, host_details: bool = False,
                  ticks: Optional[TickSource] = None, name: Optional[str] = None,
                  use_tick_pc: bool = True, names: Optional[NamesSpec] = None,
-                 memories: Sequence[wasmtime.Memory] = (), python_frames: bool = True):
+                 memories: Sequence[wasmtime.Memory] = (), python_frames: bool = True,
+                 source: str = "auto"):
         if store is not None and not isinstance(store, wasmtime.Store):
             raise TypeError(f"store must be a wasmtime.Store (or None: every store), "
                             f"not {type(store).__name__}")
@@ -163,6 +164,10 @@ class Profiler:
         for label, value in (("capacity", capacity), ("max_depth", max_depth)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{label} must be a positive integer, not {value!r}")
+        if source not in SOURCES:
+            raise ValueError(f"source must be one of {', '.join(SOURCES)}, not {source!r}")
+        if source == "perf" and clock not in ("cpu", "prof"):
+            raise ValueError("source='perf' samples CPU time: use it with clock='cpu' or 'prof'")
         if when_full not in (FULL_KEEP_NEWEST, FULL_STOP):
             raise ValueError(f"when_full must be {FULL_KEEP_NEWEST!r} or {FULL_STOP!r}, "
                              f"not {when_full!r}")
@@ -183,6 +188,7 @@ class Profiler:
         self.name = name
         self.use_tick_pc = use_tick_pc
         self.python_frames = python_frames
+        self.source = source
         self.forked = False             # set in a forked child: the profile is its parent's
         self._own_ticks = ticks
         self._ticks: Optional[TickSource] = None
@@ -211,8 +217,9 @@ class Profiler:
         self._ticks = ticks
         try:
             armed = ticks.interval_s or self.interval_s
-            if ticks is SESSION.timer and armed != effective_interval(self.clock,
-                                                                      self.interval_s):
+            alone = effective_interval(self.clock, self.interval_s)
+            if ticks is SESSION.timer and abs(armed - alone) > 1e-9 and abs(
+                    armed - self.interval_s) > 1e-9:
                 self._join_warnings.append(
                     f"interval {armed * 1e3:g} ms, not {self.interval_s * 1e3:g} ms: a profile "
                     f"already running set the process's one timer")
@@ -372,6 +379,7 @@ class Profiler:
             "unsampled_wall_ns": unsampled_wall,
             "ticks": ticks_taken,
             "relay": ticks.relay,
+            "tick_source": ticks.source,
             "use_tick_pc": self.use_tick_pc,
             "python_frames": self.python_frames and native,
             "stores": len(captures),
@@ -387,10 +395,16 @@ class Profiler:
         }
         armed = ticks.interval_s if ticks.interval_s else self.interval_s
         if armed > self.interval_s * 1.001 and not self._join_warnings:
+            refused = notes.get("perf_unavailable")
             meta["warnings"].append(
-                f"interval raised from {self.interval_s * 1e3:g} ms to {armed * 1e3:g} ms: the "
-                f"{ticks.clock} clock's timer ticks at most once per kernel tick; use "
-                f"clock='wall' (--clock wall) for finer sampling")
+                f"interval raised from {self.interval_s * 1e3:g} ms to {armed * 1e3:g} ms: "
+                + (f"perf events were refused ({refused}), and " if refused else "")
+                + f"the {ticks.clock} clock's itimer ticks at most once per kernel tick"
+                + ("" if refused else "; use clock='wall' (--clock wall) for finer sampling"))
+        if notes.get("perf_thread_failures"):
+            meta["warnings"].append(
+                f"{notes['perf_thread_failures']} threads could not get a perf event; their "
+                f"CPU time was not sampled")
         if notes.get("native_unavailable"):
             meta["warnings"].append(f"pure-Python capture (slower, epoch-biased): "
                                     f"{notes['native_unavailable']}")
@@ -485,7 +499,8 @@ def profile(store: Optional[wasmtime.Store] = None,
             when_full: str = FULL_KEEP_NEWEST, host_details: bool = False,
             ticks: Optional[TickSource] = None, name: Optional[str] = None,
             use_tick_pc: bool = True, names: Optional[NamesSpec] = None,
-            memories: Sequence[wasmtime.Memory] = (), python_frames: bool = True) -> Profiler:
+            memories: Sequence[wasmtime.Memory] = (), python_frames: bool = True,
+            source: str = "auto") -> Profiler:
     """Profile the guest code run on ``store`` inside a ``with`` block, on whichever
     threads run it; with no store, every store (of engines with epoch
     interruption) that Python enters during the block, in every thread.
@@ -518,10 +533,16 @@ def profile(store: Optional[wasmtime.Store] = None,
     guest (and, between re-entries, those a host function ran before calling
     the guest again); off, stacks hold guest and host-function frames only.
     ``capacity`` is per store.
+    ``source``: what makes CPU-time ticks.  "auto" (the default) uses the
+    interval timer at the kernel tick and above, and per-thread perf events
+    (``perf_event_open`` task clocks on high-resolution timers) for a finer
+    interval, falling back to the timer, with a warning, where they are refused;
+    "perf" or "itimer" insists on one.
     ``ticks``: a custom tick source (tests).
     """
     return Profiler(store, modules, interval, clock, capacity, max_depth, when_full,
-                    host_details, ticks, name, use_tick_pc, names, memories, python_frames)
+                    host_details, ticks, name, use_tick_pc, names, memories, python_frames,
+                    source)
 
 
 def _cpu_name() -> str:

@@ -116,8 +116,8 @@ def test_arguments_out_of_range_are_refused_not_wrapped(tmp_path):
 
 def test_a_short_run_a_raised_interval_and_the_wall_clock_are_said_plainly(tmp_path):
     _module(tmp_path)
-    short = sigprof_cli(tmp_path, "record", "-o", "x.json", "--interval", "250us", "--invoke",
-                        "leaf", "--arg", "1", "mine.wat")
+    short = sigprof_cli(tmp_path, "record", "-o", "x.json", "--interval", "250us",
+                        "--source", "itimer", "--invoke", "leaf", "--arg", "1", "mine.wat")
     assert short.returncode == 0, short.stderr
     assert "warning: no samples: the run used less than one tick" in short.stderr
     assert "warning: interval raised from 0.25 ms to 4 ms" in short.stderr

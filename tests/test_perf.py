@@ -1,0 +1,115 @@
+"""CPU-time sampling finer than the kernel tick: per-thread perf events."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import wasmtime
+
+import sigprof
+from sigprof import _native
+from sigprof._timer import PerfTicks, PerfUnavailable
+
+from conftest import stacks_by_name
+
+
+def _perf_reason() -> str:
+    """Why perf events cannot be used here, or ""."""
+    if not _native.available():
+        return f"perf events need the native tick handler ({_native.unavailable_reason()})"
+    probe = PerfTicks("cpu", 0.001)
+    try:
+        probe.start([])
+    except PerfUnavailable as exc:
+        return str(exc)
+    probe.stop()
+    return ""
+
+
+PERF_REASON = _perf_reason()
+needs_perf = pytest.mark.skipif(bool(PERF_REASON), reason=PERF_REASON or "perf events work")
+
+
+def _run_cpu(guest, seconds_of_loop: int = 900_000_000, **options):
+    g = guest("twin_a")
+    store, inst = g.instance()
+    run = inst.exports(store)["run"]
+    with sigprof.profile(store, modules=[("twin_a", g.module)], **options) as prof:
+        start = time.thread_time_ns()
+        run(store, seconds_of_loop)
+        cpu_ns = time.thread_time_ns() - start
+    return prof, cpu_ns
+
+
+@needs_perf
+@pytest.mark.parametrize("interval", [0.001, 0.00025])
+def test_perf_events_deliver_the_requested_rate(guest, interval):
+    prof, cpu_ns = _run_cpu(guest, interval=interval)
+    assert prof.meta["tick_source"] == "perf"
+    assert prof.meta["interval_s"] == interval
+    rate = prof.meta["ticks"] / (cpu_ns / 1e9)
+    assert rate >= 0.9 / interval, rate
+    assert not prof.meta["warnings"]
+    # Each sample is charged the thread CPU time since the one before.
+    assert sum(prof.recording.sample_table.cpu_ns) == pytest.approx(cpu_ns, rel=0.05)
+    work = sum(w for names, w in stacks_by_name(prof.recording) if names[-1] == "work")
+    assert work >= 0.97 * prof.recording.total_cpu_ns
+
+
+def test_the_itimer_fallback_raises_the_interval_and_says_so(guest):
+    prof, _ = _run_cpu(guest, 300_000_000, interval=0.00025, source="itimer")
+    assert prof.meta["tick_source"] == "itimer"
+    assert prof.meta["interval_s"] > 0.00025
+    assert any("interval raised from 0.25 ms" in w for w in prof.meta["warnings"])
+
+
+def test_refused_perf_events_fall_back_to_the_itimer_with_the_reason(guest, monkeypatch):
+    def refuse(self, engines):
+        raise PerfUnavailable("perf_event_open refused a task-clock event (Permission denied; "
+                              "perf_event_paranoid 3)")
+    monkeypatch.setattr(PerfTicks, "start", refuse)
+    prof, _ = _run_cpu(guest, 300_000_000, interval=0.001)
+    assert prof.meta["tick_source"] == "itimer"
+    warning = [w for w in prof.meta["warnings"] if "interval raised" in w]
+    assert warning and "perf events were refused (perf_event_open refused" in warning[0]
+    with pytest.raises(PerfUnavailable):
+        _run_cpu(guest, 1000, interval=0.001, source="perf")
+
+
+def test_the_default_settings_keep_the_itimer(guest):
+    prof, _ = _run_cpu(guest, 300_000_000)
+    assert prof.meta["tick_source"] == "itimer"
+
+
+@needs_perf
+def test_each_thread_gets_its_own_perf_event(guest):
+    g = guest("twin_a")
+    measured = {}
+
+    def worker(i):
+        store, inst = g.instance()
+        start = time.thread_time_ns()
+        inst.exports(store)["run"](store, 600_000_000)
+        measured[f"w{i}"] = time.thread_time_ns() - start
+    with sigprof.profile(interval=0.001) as prof:               # threads start inside it
+        threads = [threading.Thread(target=worker, args=(i,), name=f"w{i}") for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert prof.meta["tick_source"] == "perf"
+    sampled = prof.recording.cpu_ns_by_thread()
+    ticks = {}
+    names = [t["name"] for t in prof.meta["threads"]]
+    for thread, n in zip(prof.recording.sample_table.thread, prof.recording.sample_table.ticks):
+        ticks[names[thread]] = ticks.get(names[thread], 0) + n
+    for name, cpu in measured.items():
+        assert ticks[name] >= 0.9 * cpu / 1e6          # ~1 per ms of this thread's CPU
+        assert sampled[name] == pytest.approx(cpu, rel=0.05)
+
+
+def test_perf_with_the_wall_clock_is_refused():
+    with pytest.raises(ValueError, match="CPU time"):
+        sigprof.profile(wasmtime.Store(sigprof.engine()), clock="wall", source="perf")
