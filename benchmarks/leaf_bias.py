@@ -1,6 +1,6 @@
 """The loop-free-leaf bias of epoch sampling, measured against timing truth.
 
-    python benchmarks/leaf_bias.py [--repeat 5] [--json out.json]
+    python benchmarks/leaf_bias.py [--repeat 5] [--runs 5] [--json out.json]
 
 bias.wat has two loops that call a loop-free leaf (no loop -> its only epoch
 check is at its entry):
@@ -16,7 +16,12 @@ Measured: the leaf's self share in a profile of the loop, by
   charged where the first epoch check after the tick happened);
 * sigprof with ``use_tick_pc=True`` (the default) -- re-attributed to the
   function the tick landed in;
+* the same on perf events at 0.25 ms (``source="perf"``): 16 times the
+  samples, each at the exact PC where the thread's CPU timer expired;
 * wasmtime's GuestProfiler (wall-clock 1 ms epoch thread, sample counts).
+
+Each profiler runs ``--runs`` times (interleaved); the table shows the median
+and the spread (min-max), so a figure can be checked by running it again.
 """
 
 from __future__ import annotations
@@ -56,9 +61,11 @@ def truth(engine, module, case: str, n: int, repeat: int) -> float:
     return 100.0 * (statistics.median(t) - statistics.median(base)) / statistics.median(t)
 
 
-def leaf_share_sigprof(engine, module, case: str, leaf: str, n: int, use_tick_pc: bool):
+def leaf_share_sigprof(engine, module, case: str, leaf: str, n: int, use_tick_pc: bool,
+                       **options):
     store, ex = _instance(engine, module)
-    with sigprof.profile(store, modules=[("bias", module)], use_tick_pc=use_tick_pc) as prof:
+    with sigprof.profile(store, modules=[("bias", module)], use_tick_pc=use_tick_pc,
+                         **options) as prof:
         ex[case](store, n)
     total = leaf_w = 0
     for funcs, w in prof.recording.iter_stacks():
@@ -80,9 +87,19 @@ def leaf_share_guestprofiler(engine, module, case: str, leaf: str, n: int):
     return 100.0 * leaf_count / max(1, t0["samples"]["length"]), t0["samples"]["length"]
 
 
+MODES = {
+    "epoch check": lambda e, m, c, leaf, n: leaf_share_sigprof(e, m, c, leaf, n, False),
+    "tick PC": lambda e, m, c, leaf, n: leaf_share_sigprof(e, m, c, leaf, n, True),
+    "perf 0.25 ms": lambda e, m, c, leaf, n: leaf_share_sigprof(
+        e, m, c, leaf, n, True, interval=0.00025, source="perf"),
+    "GuestProfiler": leaf_share_guestprofiler,
+}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--repeat", type=int, default=5, help="truth batches")
+    ap.add_argument("--runs", type=int, default=5, help="profiles per profiler")
     ap.add_argument("--json")
     a = ap.parse_args()
     engine = sigprof.engine()
@@ -90,21 +107,21 @@ def main() -> None:
     rows = {}
     for case, (leaf, n) in CASES.items():
         true_share = truth(engine, module, case, n, a.repeat)
-        raw = [leaf_share_sigprof(engine, module, case, leaf, n, False) for _ in range(3)]
-        fixed = [leaf_share_sigprof(engine, module, case, leaf, n, True) for _ in range(3)]
-        gp = leaf_share_guestprofiler(engine, module, case, leaf, n)
+        runs = {mode: [] for mode in MODES}
+        for _ in range(a.runs):
+            for mode, measure in MODES.items():
+                runs[mode].append(measure(engine, module, case, leaf, n))
         rows[case] = {"leaf": leaf, "truth": true_share,
-                      "epoch_check": statistics.mean(s for s, _ in raw),
-                      "tick_pc": statistics.mean(s for s, _ in fixed),
-                      "guestprofiler": gp[0],
-                      "samples": {"epoch_check": raw[0][1], "tick_pc": fixed[0][1],
-                                  "guestprofiler": gp[1]}}
-    print("self share of the loop-free leaf, % (sigprof: mean of 3 profiles)")
-    print(f"{'case':<6}{'leaf':<12}{'truth':>7}{'epoch check':>13}{'tick PC':>9}"
-          f"{'GuestProfiler':>15}")
+                      "shares": {m: [share for share, _ in r] for m, r in runs.items()},
+                      "samples": {m: statistics.median(k for _, k in r) for m, r in runs.items()}}
+    print(f"self share of the loop-free leaf, %: median (min-max) of {a.runs} profiles each")
+    print(f"{'case':<6}{'leaf':<12}{'truth':>7}" + "".join(f"{m:>20}" for m in MODES))
     for case, r in rows.items():
-        print(f"{case:<6}{r['leaf']:<12}{r['truth']:>7.1f}{r['epoch_check']:>13.1f}"
-              f"{r['tick_pc']:>9.1f}{r['guestprofiler']:>15.1f}")
+        cells = [f"{statistics.median(v):.1f} ({min(v):.1f}-{max(v):.1f})"
+                 for v in r["shares"].values()]
+        print(f"{case:<6}{r['leaf']:<12}{r['truth']:>7.1f}" + "".join(f"{c:>20}" for c in cells))
+    print(f"{'samples per profile (median)':<25}" + "".join(
+        f"{rows['hot']['samples'][m]:>20.0f}" for m in MODES))
     if a.json:
         Path(a.json).write_text(json.dumps(rows, indent=2))
 
