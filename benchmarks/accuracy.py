@@ -143,13 +143,18 @@ def worst(measured: dict, truth: dict) -> float:
     return max(abs(measured[p] - truth[p]) for p in PARTS)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--rounds", type=int, default=200)
-    ap.add_argument("--trials", type=int, default=3)
+def arguments(doc: str, rounds: int = 200, trials: int = 3) -> argparse.Namespace:
+    """The options of this benchmark and of those that run its guest."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    ap.add_argument("--rounds", type=int, default=rounds)
+    ap.add_argument("--trials", type=int, default=trials)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--json")
-    a = ap.parse_args()
+    return ap.parse_args()
+
+
+def main() -> None:
+    a = arguments(__doc__)
     guest = Guest()
     truth = ground_truth(guest, a.repeat)
     truth_cpu, truth_wall = shares(truth["cpu_ns"]), shares(truth["wall_ns"])

@@ -1,10 +1,10 @@
 """Finer CPU-time sampling: the itimer vs per-thread perf events at 4, 1 and 0.25 ms.
 
-    python benchmarks/fine_rate.py [--rounds 200] [--trials 3] [--repeat 5] [--json out.json]
+    python benchmarks/fine_rate.py [--rounds 36] [--trials 5] [--repeat 5] [--json out.json]
 
 The mixed guest of ``accuracy.py`` (two wasm loops, a 60-deep chain, a Python
 host function that burns CPU, one that sleeps; ~1 s per run at the default
-rounds), profiled with ``clock="cpu"`` by each tick source at each interval:
+36 rounds), profiled with ``clock="cpu"`` by each tick source at each interval:
 
 * delivered rate: ticks per CPU-second of the run (the itimer is capped at the
   kernel tick, so it is asked for 1 and 0.25 ms and raises them to 4 ms);
@@ -18,7 +18,6 @@ spread (min-max).
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
@@ -28,7 +27,8 @@ from typing import Dict, List
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import sigprof  # noqa: E402  (accuracy puts the checkout first on sys.path)
-from accuracy import Guest, PARTS, ground_truth, inclusive, shares, worst  # noqa: E402
+from accuracy import (Guest, PARTS, arguments, ground_truth, inclusive, shares,  # noqa: E402
+                      worst)
 
 MODES = [(source, interval) for interval in (0.004, 0.001, 0.00025)
          for source in ("itimer", "perf")]
@@ -58,12 +58,7 @@ def _cell(values: List[float], fmt: str = ".1f") -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--rounds", type=int, default=200)
-    ap.add_argument("--trials", type=int, default=3)
-    ap.add_argument("--repeat", type=int, default=5)
-    ap.add_argument("--json")
-    a = ap.parse_args()
+    a = arguments(__doc__, rounds=36, trials=5)
     guest = Guest()
     truth = shares(ground_truth(guest, a.repeat)["cpu_ns"])
     results: Dict[str, List[Dict[str, float]]] = {f"{s} {i}": [] for s, i in MODES}
