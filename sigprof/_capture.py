@@ -118,8 +118,13 @@ class NativeCapture(_CaptureBase):
                              b"".join(wt.memory_handle(m) for m in memories))
 
     def attach(self) -> None:
-        wt.install_native_epoch_callback(self.store, self._ext.EPOCH_CALLBACK,
-                                         self._ext.NOOP_FINALIZER, self._ext.address(self._c))
+        data = self._ext.store_reference(self._c)     # the store's own reference
+        try:
+            wt.install_native_epoch_callback(self.store, self._ext.EPOCH_CALLBACK,
+                                             self._ext.RELEASE_CAPTURE, data)
+        except BaseException:
+            ctypes.pythonapi.Py_DecRef(ctypes.py_object(self._c))    # never registered
+            raise
 
     def begin(self, tick_word: Optional[ctypes.c_uint64], fake_clock: Optional[FakeClock],
               t0_ns: int) -> None:
@@ -141,11 +146,11 @@ class NativeCapture(_CaptureBase):
         """The calling thread is the one this store last ran on."""
         return bool(self._c.bound_here())
 
-    def keep_alive(self) -> object:
-        """What must outlive the profile if the store cannot be detached (its epoch
-        callback's data), with the ring released."""
+    def abandon(self) -> None:
+        """Stop for good without touching the store (it may be running on another
+        thread): the C object lives on as its callback's data, which the store holds
+        a reference to, and lets the ring go."""
         self._c.release()
-        return self._c
 
     @property
     def samples_taken(self) -> int:
@@ -260,9 +265,13 @@ class PythonCapture(_CaptureBase):
     def bound_here(self) -> bool:
         return self.thread_id == get_ident()
 
-    def keep_alive(self) -> object:
+    def abandon(self) -> None:
+        """Stop for good without touching the store: the trampoline finds no target
+        under the handle and just re-arms."""
         self.enabled = False
-        return self          # registered in the trampoline's table under its handle
+        if self._handle:
+            wt.unregister_target(self._handle)
+            self._handle = 0
 
     def _bind(self) -> None:
         """Follow the store to the calling thread.  Unlike the native handler, the

@@ -825,9 +825,22 @@ static size_t epoch_callback(void *context, void *data, uint64_t *next_delta, ui
     return error;
 }
 
-static void noop_finalizer(void *data)
+/* The store holds a reference to its capture for as long as the callback is
+ * registered: a store still running on another thread when its profile stops keeps
+ * a live (disabled) capture, and wasmtime drops the reference when the callback is
+ * replaced or the store is dropped -- on any thread, so the GIL is taken here.  At
+ * interpreter shutdown the reference is left. */
+static void release_capture(void *data)
 {
-    (void)data;
+#if PY_VERSION_HEX >= 0x030D0000
+    if (Py_IsFinalizing() || !Py_IsInitialized())
+#else
+    if (_Py_IsFinalizing() || !Py_IsInitialized())
+#endif
+        return;
+    PyGILState_STATE gil = PyGILState_Ensure();
+    Py_DECREF((PyObject *)data);
+    PyGILState_Release(gil);
 }
 
 /* -- Python methods ---------------------------------------------------------------- */
@@ -1038,8 +1051,8 @@ static PyObject *Capture_finish(Capture *c, PyObject *unused)
 }
 
 /* release(): stop sampling for good and let the ring go (it has been read).  The
- * object itself may have to outlive its profile, as the epoch-callback data of a
- * store still running on another thread. */
+ * object itself may outlive its profile, as the epoch-callback data of a store
+ * still running on another thread (which holds a reference to it). */
 static PyObject *Capture_release(Capture *c, PyObject *unused)
 {
     (void)unused;
@@ -1102,13 +1115,16 @@ static PyTypeObject CaptureType = {
     .tp_members = Capture_members,
 };
 
-static PyObject *py_address(PyObject *self, PyObject *obj)
+/* store_reference(capture) -> its address, with a new reference the store will own
+ * (released by RELEASE_CAPTURE, the callback's finalizer). */
+static PyObject *py_store_reference(PyObject *self, PyObject *obj)
 {
     (void)self;
     if (!PyObject_TypeCheck(obj, &CaptureType)) {
         PyErr_SetString(PyExc_TypeError, "expected a Capture");
         return NULL;
     }
+    Py_INCREF(obj);
     return PyLong_FromVoidPtr(obj);
 }
 
@@ -1178,7 +1194,8 @@ static PyMethodDef module_methods[] = {
     {"last_tick", py_last_tick, METH_NOARGS,
      "the calling thread's latest tick: (count, cpu_ns, wall_ns, pc, tid) or None"},
     {"disposition", py_disposition, METH_VARARGS, "raw handler address for a signal"},
-    {"address", py_address, METH_O, "the C address of a Capture (the callback's data)"},
+    {"store_reference", py_store_reference, METH_O,
+     "a new reference to a Capture, as the address the store's callback holds"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1197,7 +1214,7 @@ PyMODINIT_FUNC PyInit__csigprof(void)
     Py_INCREF(&CaptureType);
     if (PyModule_AddObject(m, "Capture", (PyObject *)&CaptureType) < 0
         || PyModule_AddObject(m, "EPOCH_CALLBACK", PyLong_FromVoidPtr((void *)(uintptr_t)epoch_callback)) < 0
-        || PyModule_AddObject(m, "NOOP_FINALIZER", PyLong_FromVoidPtr((void *)(uintptr_t)noop_finalizer)) < 0
+        || PyModule_AddObject(m, "RELEASE_CAPTURE", PyLong_FromVoidPtr((void *)(uintptr_t)release_capture)) < 0
         || PyModule_AddIntConstant(m, "HEADER_FIELDS", HEADER_FIELDS) < 0
         || PyModule_AddIntConstant(m, "VM_EXIT_TRAMPOLINE_FP", VM_EXIT_TRAMPOLINE_FP) < 0
         || PyModule_AddIntConstant(m, "VM_EXIT_PC", VM_EXIT_PC) < 0

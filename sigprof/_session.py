@@ -71,10 +71,6 @@ class Session:
         self.epoch_engines: "weakref.WeakSet[wasmtime.Engine]" = weakref.WeakSet()
         self._plain_engines: "weakref.WeakSet[wasmtime.Engine]" = weakref.WeakSet()
         self._probing: "weakref.WeakSet[wasmtime.Engine]" = weakref.WeakSet()
-        # Captures whose store was running on another thread when its profile
-        # stopped: the store cannot be touched from here, so the capture stays
-        # alive (disabled) as that store's epoch callback data.
-        self._orphans: List[object] = []
 
     # -- profiles joining and leaving ------------------------------------------
 
@@ -151,10 +147,12 @@ class Session:
                 users[1] += 1
 
     def remove_capture(self, capture: Capture, ticks: TickSource, orphan: bool) -> None:
+        """Forget a capture (detached already, unless ``orphan``: its store may be
+        running on another thread, so it is only abandoned)."""
         with self.lock:
             self.captures.pop(id(capture.store), None)
             if orphan:
-                self._orphans.append(capture.keep_alive())
+                capture.abandon()
             engine = capture.store.engine
             users = self._engine_users.get(id(engine))
             if users is not None:

@@ -238,3 +238,25 @@ def test_overlapping_profiles_must_share_the_clock(guest):
             sigprof.profile(other, clock="wall").start()
         with pytest.raises(RuntimeError, match="already being profiled"):
             sigprof.profile(store).start()
+
+
+def test_a_profile_stopped_while_its_store_runs_elsewhere_leaves_it_working(guest):
+    g = guest("twin_a")
+    store, inst = g.instance()
+    run = inst.exports(store)["run"]
+    started, results = threading.Event(), []
+
+    def worker():
+        started.set()
+        results.append(run(store, 600_000_000))         # still running at stop()
+        results.append(run(store, 1000))                # and called again after it
+    with sigprof.profile() as prof:
+        t = threading.Thread(target=worker)
+        t.start()
+        started.wait()
+        time.sleep(0.05)
+    t.join()
+    assert len(results) == 2 and prof.samples > 0
+    with sigprof.profile() as again:                    # the store is taken over afresh
+        run(store, 300_000_000)
+    assert again.samples > 0 and again.meta["stores"] == 1
