@@ -18,6 +18,12 @@ a sample), with ``python_frames`` on and off, and unprofiled:
   each sampled call);
 * conversion: ``stop()`` and ``to_firefox()``, µs per sample.
 
+Host-function callees.  A guest calling a Python host function that spends its
+time in a Python callee, ~1 s, at the same 4 kHz, ``python_frames`` on and off:
+on, each tick that lands in the host function on the main thread is sampled
+by a Python-level handler that reads the callee frames.  Cost per sample =
+(profiled - plain wall time) / samples.
+
 Every figure is the median over ``--repeat`` runs, the modes interleaved so
 machine noise hits them alike, with the spread (min-max).
 """
@@ -115,6 +121,50 @@ def python_frames_run(engine: wasmtime.Engine, module: wasmtime.Module, mode: st
             "py_frames": sum(1 for f in rec.frames if f.type == 6)}
 
 
+HOST_WAT = """
+(module
+  (import "env" "work" (func $work (param i32)))
+  (func (export "run") (param $n i32)
+    (loop $l
+      (call $work (i32.const 2000))
+      (local.set $n (i32.sub (local.get $n) (i32.const 1)))
+      (br_if $l (local.get $n)))))
+"""
+
+
+def _callee(n: int) -> int:
+    x = 0
+    for i in range(n):
+        x += i * i
+    return x
+
+
+def _work(n: int) -> None:          # the host function: its time is in its callee
+    _callee(n)
+
+
+def host_callees_run(engine: wasmtime.Engine, module: wasmtime.Module, mode: str,
+                     calls: int) -> Dict[str, float]:
+    store = wasmtime.Store(engine)
+    store.set_epoch_deadline(sigprof.FAR_DEADLINE)
+    linker = wasmtime.Linker(engine)
+    linker.define_func("env", "work", wasmtime.FuncType([wasmtime.ValType.i32()], []),
+                       _work)
+    run = linker.instantiate(store, module).exports(store)["run"]
+    assert isinstance(run, wasmtime.Func)
+    if mode == "plain":
+        t0 = time.perf_counter_ns()
+        run(store, calls)
+        return {"run_ns": time.perf_counter_ns() - t0}
+    with sigprof.profile(store, clock="wall", interval=0.00025,
+                         python_frames=(mode == "on")) as prof:
+        t0 = time.perf_counter_ns()
+        run(store, calls)
+        run_ns = time.perf_counter_ns() - t0
+    assert prof.recording is not None
+    return {"run_ns": run_ns, "samples": prof.recording.samples}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeat", type=int, default=5)
@@ -153,6 +203,23 @@ def main() -> None:
               f"{_spread(per_call):23s}  {_spread([r['stop_us'] for r in rs]):17s}  "
               f"{_spread([r['firefox_us'] for r in rs])}")
     out["python_frames"] = runs
+
+    host_module = wasmtime.Module(engine, HOST_WAT)
+    host_runs: Dict[str, List[Dict[str, float]]] = {"plain": [], "off": [], "on": []}
+    for _ in range(a.repeat):
+        for mode in host_runs:
+            host_runs[mode].append(host_callees_run(engine, host_module, mode, 6000))
+    plain = [r["run_ns"] for r in host_runs["plain"]]
+    print(f"\nHost-function callees: a host function spending its time in a Python callee, "
+          f"~{statistics.median(plain) / 1e9:.1f} s, 4 kHz wall clock "
+          f"(median (min-max) over {a.repeat} runs)")
+    print(" mode  samples  µs per sample over plain")
+    for mode in ("off", "on"):
+        rs = host_runs[mode]
+        per_sample = [(r["run_ns"] - p) / 1e3 / r["samples"] for r, p in zip(rs, plain)]
+        print(f" {mode:4s}  {statistics.median(r['samples'] for r in rs):7.0f}  "
+              f"{_spread(per_sample)}")
+    out["host_callees"] = host_runs
     if a.json:
         a.json.write_text(json.dumps(out, indent=1))
 

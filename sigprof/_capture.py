@@ -57,7 +57,7 @@ import wasmtime
 from . import _native, _wasmtime as wt
 from ._ring import (FLAG_DEPTH_LIMITED, FULL_STOP, H_CPU, H_FLAGS, H_HASH, H_MEMORY, H_ORIGIN,
                     H_PC_COUNT, H_PC_START, H_RSS, H_TICK_PC, H_TICKS, H_TIME, H_WALL,
-                    H_TID, H_ENTRY, HEADER_FIELDS, ORIGIN_GUEST, ORIGIN_OUTSIDE, Ring)
+                    H_TID, H_ENTRY, H_CALLEE, HEADER_FIELDS, ORIGIN_GUEST, ORIGIN_OUTSIDE, Ring)
 from ._pyframes import EntryFrames
 from ._timer import FakeClock
 
@@ -111,6 +111,7 @@ class NativeCapture(_CaptureBase):
             last_exception_module=wt.LAST_EXCEPTION_HOLDER, python_frames=python_frames)
         self.guest_enter = self._c.guest_enter
         self.guest_exit = self._c.guest_exit
+        self.host_tick = self._c.host_tick
 
     def measure_memories(self, memories: List[wasmtime.Memory]) -> None:
         """Each sample also records these linear memories' total size."""
@@ -388,7 +389,7 @@ class PythonCapture(_CaptureBase):
         h[base + H_RSS] = _resident_bytes(self._statm_fd)
         h[base + H_MEMORY] = sum(m.data_len(self.store) for m in self._memories)
         h[base + H_TID] = self.native_tid
-        h[base + H_ENTRY] = 0
+        h[base + H_ENTRY] = h[base + H_CALLEE] = 0
         ring.pc_end = end + count
         ring.count = number + 1           # commit last: a half-written record is never read
         self.consumed = total

@@ -71,6 +71,7 @@ typedef struct {
     int64_t cpu_prev, wall_prev;  /* where the last sample's interval ended */
     int64_t pending_ns;           /* profiler time to leave out of the next interval */
     int perf_fd;                  /* this thread's perf event + 1 (0: none) */
+    int in_host;                  /* Python host calls in progress (read by the handler) */
 } ThreadSlot;
 
 typedef struct {                  /* a consistent copy of a slot's latest tick */
@@ -89,6 +90,12 @@ static void *volatile engines[MAX_ENGINES];   /* NULL: a free place */
 static volatile int engine_high;              /* places in use are below this */
 static struct sigaction previous_action;
 static int installed_signum;
+/* Ticks landing in a Python host function on the main thread are also handed to a
+ * Python-level handler for this signal (PyErr_SetInterruptEx, async-signal-safe): it
+ * runs at the next bytecode boundary, inside the host function, and reads the Python
+ * frames it was running.  0: off.  Other threads have no such hook in CPython. */
+static int host_tick_signum;
+static uint64_t main_tid;
 
 static inline int64_t ns_of(const struct timespec *ts)
 {
@@ -139,7 +146,8 @@ static void on_tick(int signum, siginfo_t *info, void *ucv)
     (void)signum;
     (void)info;
     __atomic_add_fetch(&total_ticks, 1, __ATOMIC_RELAXED);
-    ThreadSlot *s = slot_for(current_tid());
+    uint64_t tid = current_tid();
+    ThreadSlot *s = slot_for(tid);
     if (s) {
         __atomic_add_fetch(&s->begin, 1, __ATOMIC_ACQ_REL);
         s->pc = interrupted_pc(ucv);
@@ -148,6 +156,8 @@ static void on_tick(int signum, siginfo_t *info, void *ucv)
         if (clock_gettime(CLOCK_MONOTONIC, &ts) == 0)
             s->wall_ns = ns_of(&ts);
         __atomic_add_fetch(&s->count, 1, __ATOMIC_RELEASE);
+        if (host_tick_signum && s->in_host > 0 && tid == main_tid)
+            PyErr_SetInterruptEx(host_tick_signum);
     } else {
         __atomic_add_fetch(&lost_ticks, 1, __ATOMIC_RELAXED);
     }
@@ -353,6 +363,19 @@ static PyObject *py_perf_stop(PyObject *self, PyObject *args)
     return PyLong_FromLongLong(perf_failures);
 }
 
+/* set_host_ticks(signum): hand ticks in main-thread host calls to the Python handler
+ * of `signum` (0: stop). */
+static PyObject *py_set_host_ticks(PyObject *self, PyObject *arg)
+{
+    (void)self;
+    long signum = PyLong_AsLong(arg);
+    if (signum == -1 && PyErr_Occurred())
+        return NULL;
+    main_tid = (uint64_t)getpid();
+    __atomic_store_n(&host_tick_signum, (int)signum, __ATOMIC_RELEASE);
+    Py_RETURN_NONE;
+}
+
 /* reset_threads(): forget every thread's record (no capture may be live, no perf
  * event open). */
 static PyObject *py_reset_threads(PyObject *self, PyObject *unused)
@@ -443,7 +466,7 @@ static PyObject *py_disposition(PyObject *self, PyObject *args)
 
 /* Ring header record (see _ring.py). */
 enum { H_TIME, H_CPU, H_WALL, H_PC_START, H_PC_COUNT, H_ORIGIN, H_TICKS, H_TICK_PC, H_FLAGS,
-       H_HASH, H_RSS, H_MEMORY, H_TID, H_ENTRY, HEADER_FIELDS };
+       H_HASH, H_RSS, H_MEMORY, H_TID, H_ENTRY, H_CALLEE, HEADER_FIELDS };
 #define FLAG_DEPTH_LIMITED 1
 #define ORIGIN_GUEST 0
 #define ORIGIN_OUTSIDE (-1)
@@ -512,6 +535,7 @@ typedef struct {
     long long guest_depth;
     uint64_t entries[MAX_ACTIVATIONS];
     long long sampled_depth;      /* entries below this depth are in some sample */
+    uint64_t callee_serial;       /* while host_tick records: its Python frames' serial */
     /* memory counters: the process's resident set, the guest's linear memories */
     int statm_fd;
     int statm_open;             /* statm_fd is ours to close (zero-filled objects: not) */
@@ -775,6 +799,7 @@ static void record(Capture *c, long long origin, uint64_t total, int how)
     h[H_MEMORY] = memory;
     h[H_TID] = (int64_t)c->native_tid;
     h[H_ENTRY] = c->python_frames && how != WALK_NONE ? (int64_t)entry_serial(c) : 0;
+    h[H_CALLEE] = (int64_t)c->callee_serial;
     c->pc_end = new_end;
     c->count = number + 1;                /* commit last */
     s->consumed = total;
@@ -955,9 +980,10 @@ static PyObject *Capture_host_enter(Capture *c, PyObject *origin)
     } else {
         c->act_overflow++;
     }
-    if (c->enabled && bind(c)) {
+    if (bind(c)) {
+        c->slot->in_host++;
         uint64_t total = ticks_now(c);
-        if (tick_due(c, total))
+        if (c->enabled && tick_due(c, total))
             record(c, k, total, WALK_PUSHED);
     }
     Py_RETURN_NONE;
@@ -968,9 +994,11 @@ static PyObject *Capture_host_exit(Capture *c, PyObject *origin)
     long long k = PyLong_AsLongLong(origin);
     if (k == -1 && PyErr_Occurred())
         return NULL;
-    if (c->enabled && bind(c)) {
+    if (bind(c)) {
+        if (c->slot->in_host > 0)
+            c->slot->in_host--;
         uint64_t total = ticks_now(c);
-        if (tick_due(c, total)) {
+        if (c->enabled && tick_due(c, total)) {
             record(c, k, total, WALK_PUSHED);
             /* The tick also bumped the epoch: move the deadline past it. */
             c->set_deadline(c->context, 1);
@@ -983,10 +1011,34 @@ static PyObject *Capture_host_exit(Capture *c, PyObject *origin)
     Py_RETURN_NONE;
 }
 
+/* host_tick() -> serial or 0: from the Python handler set_host_ticks names, inside a
+ * host function on the main thread: sample the due tick now, charged to the host
+ * function, with a serial under which the caller keeps the Python frames it was
+ * running (its callees). */
+static PyObject *Capture_host_tick(Capture *c, PyObject *unused)
+{
+    (void)unused;
+    uint64_t serial = 0;
+    if (c->enabled && c->python_frames && c->act_count > 0 && !c->act_overflow && bind(c)
+        && c->slot->in_host > 0) {
+        uint64_t total = ticks_now(c);
+        if (tick_due(c, total)) {
+            serial = __atomic_add_fetch(&next_entry_serial, 1, __ATOMIC_RELAXED);
+            c->callee_serial = serial;
+            record(c, c->act[c->act_count - 1].origin, total, WALK_PUSHED);
+            c->callee_serial = 0;
+        }
+    }
+    return PyLong_FromUnsignedLongLong(serial);
+}
+
 /* Python calls the guest: a new entry (its serial names its Python frames). */
 static PyObject *Capture_guest_enter(Capture *c, PyObject *unused)
 {
     (void)unused;
+    if (c->guest_depth > 0 && c->slot && c->slot->in_host > 0
+        && pthread_equal(pthread_self(), c->thread))
+        c->slot->in_host--;           /* a host function re-enters: Python pauses */
     if (c->guest_depth < MAX_ACTIVATIONS)
         c->entries[c->guest_depth] = __atomic_add_fetch(&next_entry_serial, 1, __ATOMIC_RELAXED);
     c->guest_depth++;
@@ -1016,6 +1068,8 @@ static PyObject *Capture_guest_exit(Capture *c, PyObject *unused)
         }
         c->guest_depth--;
         parent = entry_serial(c);
+        if (c->guest_depth > 0 && c->slot && pthread_equal(pthread_self(), c->thread))
+            c->slot->in_host++;       /* back in the host function that re-entered */
     }
     if (!serial)
         Py_RETURN_NONE;
@@ -1076,6 +1130,8 @@ static PyMethodDef Capture_methods[] = {
     {"begin", (PyCFunction)Capture_begin, METH_VARARGS, "start sampling"},
     {"host_enter", (PyCFunction)Capture_host_enter, METH_O, "a Python host function starts"},
     {"host_exit", (PyCFunction)Capture_host_exit, METH_O, "a Python host function returns"},
+    {"host_tick", (PyCFunction)Capture_host_tick, METH_NOARGS,
+     "a tick landed in the running host function: sample it; serial for its callees or 0"},
     {"guest_enter", (PyCFunction)Capture_guest_enter, METH_NOARGS, "Python calls the guest"},
     {"guest_exit", (PyCFunction)Capture_guest_exit, METH_NOARGS,
      "the guest call returned: (serial, parent serial) if a sample needs its Python "
@@ -1184,6 +1240,8 @@ static PyMethodDef module_methods[] = {
     {"add_engine", py_add_engine, METH_O, "bump this engine's epoch at every tick"},
     {"remove_engine", py_remove_engine, METH_O, "stop bumping this engine's epoch"},
     {"reset_threads", py_reset_threads, METH_NOARGS, "forget every thread's tick record"},
+    {"set_host_ticks", py_set_host_ticks, METH_O,
+     "set_host_ticks(signum): main-thread ticks in host calls go to that signal's Python handler"},
     {"perf_start", py_perf_start, METH_VARARGS,
      "perf_start(period_ns, signum): per-thread task-clock events from now on"},
     {"perf_stop", py_perf_stop, METH_VARARGS,

@@ -27,7 +27,8 @@ first: Python, guest, host function, Python, guest.
 
 Then each sample gets its stack node: the raw stack's, moved to where the
 tick landed (``tick_attribution``, within the innermost guest activation),
-with a host or Python frame on top; and its thread.
+with a host or Python frame on top -- and under a host function, the Python
+frames it was running, where they were read -- and its thread.
 """
 
 from __future__ import annotations
@@ -356,6 +357,24 @@ def resolve_recording(raw: Iterable[RawSample], *, modules: Sequence[ModuleRef],
             chain_of_serial[serial] = found
         return found
 
+    # The Python frames a host function was running when a tick landed in it (main
+    # thread, ``_session._host_tick``): its callees, under its frame.
+    callee_of_serial: Dict[int, int] = {0: 0}
+    callee_index: Dict[Tuple[object, ...], int] = {(): 0}
+    callees: List[PythonSegment] = [()]
+
+    def callee_id(serial: int) -> int:
+        found = callee_of_serial.get(serial)
+        if found is None:
+            flat, reached = segments.get(serial, no_entry)[1]
+            key = (tuple(map(id, flat[0::2])), flat[1::2], reached)
+            found = callee_index.get(key)
+            if found is None:
+                found = callee_index[key] = len(callees)
+                callees.append(reader.segment((flat, reached)))
+            callee_of_serial[serial] = found
+        return found
+
     placed: Dict[Tuple[int, int], Tuple[List[int], int]] = {}
 
     def place(raw_id: int, chain: int) -> Tuple[List[int], int]:
@@ -384,7 +403,7 @@ def resolve_recording(raw: Iterable[RawSample], *, modules: Sequence[ModuleRef],
     names = thread_names or {}
     threads: List[Dict[str, Any]] = []
     thread_index: Dict[int, int] = {}
-    final: Dict[Tuple[int, int, int, int], Tuple[int, int]] = {}       # -> (stack, flags)
+    final: Dict[Tuple[int, int, int, int, int], Tuple[int, int]] = {}  # -> (stack, flags)
     tick_frames: Dict[int, Optional[GuestFrame]] = {}
     kept_under: Dict[Tuple[int, int, int], Optional[int]] = {}
     for s, raw_id in zip(samples, sample_raw):
@@ -392,7 +411,8 @@ def resolve_recording(raw: Iterable[RawSample], *, modules: Sequence[ModuleRef],
         chain = chain_of_serial.get(s.entry)
         if chain is None:
             chain = chain_id(s.entry)
-        sample_key = (raw_id, chain, s.origin, tick_pc)
+        callee = callee_id(s.callee) if s.callee else 0
+        sample_key = (raw_id, chain, s.origin, tick_pc, callee)
         stack_flags = final.get(sample_key)
         if stack_flags is None:
             r = resolved[raw_id]
@@ -416,7 +436,8 @@ def resolve_recording(raw: Iterable[RawSample], *, modules: Sequence[ModuleRef],
                                           frame_key(tick_frame))
                         flags |= SAMPLE_AT_TICK
             if s.origin > ORIGIN_GUEST:
-                node = tree.child(node, host_frame(s.origin - 1))
+                node = python_frames(tree.child(node, host_frame(s.origin - 1)),
+                                     callees[callee])
             elif s.origin == ORIGIN_OUTSIDE:
                 node = tree.child(node, Frame(FRAME_PYTHON))
             elif node < 0:

@@ -43,7 +43,8 @@ H_RSS = 10        # the process's resident set, bytes (-1 unknown)
 H_MEMORY = 11     # the guest's linear memories (the profile's ``memories``), bytes
 H_TID = 12        # the thread the sample was taken on (kernel thread id)
 H_ENTRY = 13      # serial of the innermost guest entry its stack's ENTRY marks stand for
-HEADER_FIELDS = 14
+H_CALLEE = 14     # serial of the Python frames a host function was running (0: none)
+HEADER_FIELDS = 15
 
 FLAG_DEPTH_LIMITED = 1  # the walk stopped at max_depth (or at a frame chain it did not trust)
 
@@ -103,7 +104,7 @@ class Ring:
             base = (n % self.capacity) * HEADER_FIELDS
             # One record, unpacked in H_* order.
             (time_ns, cpu_ns, wall_ns, start, count, origin, ticks, tick_pc, flags, stack_hash,
-             rss, memory, tid, entry) = hdr[base:base + HEADER_FIELDS].tolist()
+             rss, memory, tid, entry, callee) = hdr[base:base + HEADER_FIELDS].tolist()
             if start < oldest_intact:           # written over (see ``intact``)
                 continue
             pos = start % cap
@@ -111,7 +112,7 @@ class Ring:
             yield RawSample(time_ns, cpu_ns, wall_ns, origin, ticks, pcs,
                             stack_hash or hash(pcs.tobytes()),
                             bool(flags & FLAG_DEPTH_LIMITED), tick_pc & 0xFFFFFFFFFFFFFFFF,
-                            rss, memory, tid, entry)
+                            rss, memory, tid, entry, callee)
 
     def dropped(self) -> int:
         """Samples lost: written but no longer readable, plus refused (stop mode)."""
@@ -140,3 +141,4 @@ class RawSample(NamedTuple):
     memory_bytes: int = 0      # the guest's linear memories at the sample
     tid: int = 0               # the thread it was taken on (kernel thread id)
     entry: int = 0             # the innermost guest entry's serial (0: no Python frames)
+    callee: int = 0            # serial of the Python frames a host function was running

@@ -26,12 +26,13 @@ import os
 import sys
 import threading
 import weakref
+from types import FrameType
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple, Union
 
 import wasmtime
 
 from . import _capture, _native, _wasmtime as wt
-from ._capture import Capture, HostFunc
+from ._capture import Capture, HostFunc, NativeCapture
 from ._pyframes import read_entry
 from ._timer import ITimerTicks, Notes, PerfTicks, TickSource, start_ticks
 
@@ -93,7 +94,8 @@ class Session:
                 own_ticks.start([])
                 ticks = own_ticks
             elif self.timer is None:
-                timer = start_ticks(profile.clock, profile.interval_s, profile.source, [])
+                timer = start_ticks(profile.clock, profile.interval_s, profile.source, [],
+                                    host_ticks=_host_tick)
                 assert isinstance(timer, (ITimerTicks, PerfTicks))
                 self.timer = ticks = timer
             else:
@@ -258,6 +260,18 @@ def _sampling_wrapper(func: HostFunc, host_id: int) -> HostFunc:
 
 
 _HOST_CALL_CODE = _sampling_wrapper(print, 0).__code__
+
+
+def _host_tick(signum: int, frame: Optional[FrameType]) -> None:
+    """A tick landed in a Python host function on the main thread (the C handler
+    passed it on, see ``_timer.NativeRelay``): sample it here, with the Python
+    frames the host function is running -- its callees."""
+    stack = _calls.stack
+    capture = stack[-1] if stack else None
+    if isinstance(capture, NativeCapture):
+        serial = capture.host_tick()
+        if serial:
+            capture.python_segments[serial] = (0, read_entry(frame, _HOST_CALL_CODE))
 
 
 class _GuestCall:

@@ -195,20 +195,46 @@ class ManualTicks(TickSource):
         return {}
 
 
+SignalHandler = Callable[[int, Optional[FrameType]], Any]
+
+
 class NativeRelay:
-    """The C signal handler (see the module docstring)."""
+    """The C signal handler (see the module docstring).
+
+    ``host_ticks``: a Python function the C handler hands each tick that lands in
+    a Python host function on the main thread (``_csigprof.set_host_ticks``): it is
+    registered as the signal's Python-level handler, under the C one, and runs at
+    the next bytecode boundary.  Only from the main thread (where Python signal
+    handlers can be set)."""
 
     name = "native"
 
-    def __init__(self, signum: int):
+    def __init__(self, signum: int, host_ticks: Optional[SignalHandler] = None):
         self.signum = signum
         self._ext = _native.extension()
         self.notes: Notes = {}
+        if threading.current_thread() is not threading.main_thread():
+            host_ticks = None
+        self._host_ticks = host_ticks
+        self._previous_python: Union[SignalHandler, int, None] = None
 
     def install(self, engines: List[wasmtime.Engine]) -> None:
-        self._ext.install(self.signum, wt.INCREMENT_EPOCH_ADDRESS)
+        if self._host_ticks is not None:
+            self._previous_python = signal.signal(self.signum, self._host_ticks)
+        try:
+            self._ext.install(self.signum, wt.INCREMENT_EPOCH_ADDRESS)
+        except BaseException:
+            self._restore_python_handler()
+            raise
+        if self._host_ticks is not None:
+            self._ext.set_host_ticks(self.signum)
         for engine in engines:
             self.add_engine(engine)
+
+    def _restore_python_handler(self) -> None:
+        if self._host_ticks is not None and signal.getsignal(self.signum) is self._host_ticks:
+            previous = self._previous_python
+            signal.signal(self.signum, previous if previous is not None else signal.SIG_DFL)
 
     def add_engine(self, engine: wasmtime.Engine) -> None:
         self._ext.add_engine(wt.engine_address(engine))
@@ -217,15 +243,22 @@ class NativeRelay:
         self._ext.remove_engine(wt.engine_address(engine))
 
     def uninstall(self) -> None:
+        self._ext.set_host_ticks(0)
         if self._ext.handler_is_ours():
             self._ext.uninstall(True)
+            self._restore_python_handler()
         else:
             # Someone installed their own handler while we ran: theirs stays.
             self.notes["handler_replaced"] = True
             self._ext.uninstall(False)
 
     def reset_after_fork(self) -> None:
+        self._ext.set_host_ticks(0)
         self._ext.uninstall(True)
+        try:
+            self._restore_python_handler()
+        except ValueError:  # pragma: no cover - fork from a non-main thread
+            pass
 
 
 class WakeupRelay:
@@ -385,8 +418,10 @@ class ITimerTicks(_SignalTicks):
 
     source = "itimer"
 
-    def __init__(self, clock: str, interval_s: float, relay: str = "auto"):
+    def __init__(self, clock: str, interval_s: float, relay: str = "auto",
+                 host_ticks: Optional[SignalHandler] = None):
         super().__init__()
+        self._host_ticks = host_ticks
         if relay not in RELAYS:
             raise ValueError(f"relay must be one of {', '.join(RELAYS)}, not {relay!r}")
         self.clock = clock
@@ -414,7 +449,7 @@ class ITimerTicks(_SignalTicks):
                 if why_not:
                     self.notes["native_unavailable"] = why_not
             if relay == "native":
-                self._relay = NativeRelay(self._signal)
+                self._relay = NativeRelay(self._signal, self._host_ticks)
                 self.tick_word = None
             else:
                 assert self.tick_word is not None
@@ -474,8 +509,10 @@ class PerfTicks(_SignalTicks):
     source = "perf"
     relay = "native"
 
-    def __init__(self, clock: str, interval_s: float):
+    def __init__(self, clock: str, interval_s: float,
+                 host_ticks: Optional[SignalHandler] = None):
         super().__init__()
+        self._host_ticks = host_ticks
         if clock not in ("cpu", "prof"):
             raise ValueError("perf events measure CPU time: use clock='cpu' or 'prof' with them")
         self.clock = clock
@@ -489,7 +526,7 @@ class PerfTicks(_SignalTicks):
         why_not = _native.unavailable_reason()
         if why_not:
             raise PerfUnavailable(f"perf events need the native tick handler ({why_not})")
-        relay = NativeRelay(self._signal)
+        relay = NativeRelay(self._signal, self._host_ticks)
         relay.install(engines)
         try:
             _native.extension().perf_start(round(self.interval_s * 1e9), self._signal)
@@ -532,18 +569,19 @@ def _paranoid() -> str:
 SOURCES = ("auto", "perf", "itimer")
 
 
-def start_ticks(clock: str, interval_s: float, source: str,
-                engines: List[wasmtime.Engine]) -> TickSource:
+def start_ticks(clock: str, interval_s: float, source: str, engines: List[wasmtime.Engine],
+                host_ticks: Optional[SignalHandler] = None) -> TickSource:
     """The process's tick source, started: perf events when asked, or by default for
     a CPU clock at an interval below the kernel tick (where the itimer cannot go);
     the itimer otherwise, or when perf events are refused (noted as
-    ``perf_unavailable``; an explicit ``source="perf"`` raises instead)."""
+    ``perf_unavailable``; an explicit ``source="perf"`` raises instead).
+    ``host_ticks``: see ``NativeRelay``."""
     if source not in SOURCES:
         raise ValueError(f"source must be one of {', '.join(SOURCES)}, not {source!r}")
     tick = kernel_tick()
     fine = clock in ("cpu", "prof") and tick > 0 and interval_s < tick * 0.999
     if source == "perf" or (source == "auto" and fine):
-        perf = PerfTicks(clock, interval_s)
+        perf = PerfTicks(clock, interval_s, host_ticks)
         try:
             perf.start(engines)
             return perf
@@ -553,7 +591,7 @@ def start_ticks(clock: str, interval_s: float, source: str,
             refused = str(exc)
     else:
         refused = ""
-    timer = ITimerTicks(clock, interval_s)
+    timer = ITimerTicks(clock, interval_s, host_ticks=host_ticks)
     timer.start(engines)
     if refused:
         timer.notes["perf_unavailable"] = refused

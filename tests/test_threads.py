@@ -14,7 +14,7 @@ import wasmtime
 import sigprof
 from sigprof import _native
 
-from conftest import stacks_by_name
+from conftest import link_host, stacks_by_name
 
 needs_native = pytest.mark.skipif(
     not _native.available(),
@@ -260,3 +260,39 @@ def test_a_profile_stopped_while_its_store_runs_elsewhere_leaves_it_working(gues
     with sigprof.profile() as again:                    # the store is taken over afresh
         run(store, 300_000_000)
     assert again.samples > 0 and again.meta["stores"] == 1
+
+
+@needs_native
+def test_a_python_host_functions_own_callees_are_under_it(guest):
+    g = guest("host")
+    store = wasmtime.Store(g.engine)
+
+    def inner_work(n):                      # what the host function spends its time in
+        x = 0
+        for i in range(n):
+            x += i * i
+        return x
+
+    def burn(n):
+        inner_work(n)
+    inst = link_host(store, g.module, burn=burn)
+    with sigprof.profile(store, modules=[("host", g.module)]) as prof:
+        inst.exports(store)["run"](store, 10, 1_000_000, 2_000_000, 0)
+    stacks = stacks_by_name(prof.recording, python_frames=True)
+    under_host = [names for names, _ in stacks if "burn [env.burn]" in names]
+    with_callee = [names for names in under_host
+                   if names[names.index("burn [env.burn]") + 1:][-1:] == [
+                       "test_a_python_host_functions_own_callees_are_under_it.<locals>"
+                       ".inner_work"]]
+    assert with_callee, under_host
+    for names in with_callee:
+        i = names.index("burn [env.burn]")
+        assert names[i - 1] == "caller"                     # the guest frame that called it
+        assert names[i + 1:] == [
+            "test_a_python_host_functions_own_callees_are_under_it.<locals>.inner_work"]
+    weight = {}
+    for names, w in stacks:
+        if "burn [env.burn]" in names:
+            key = "callee" if names[-1].endswith("inner_work") else "host"
+            weight[key] = weight.get(key, 0) + w
+    assert weight["callee"] > 0.8 * (weight["callee"] + weight.get("host", 0))
