@@ -609,6 +609,17 @@ static int bind(Capture *c)
     return 1;
 }
 
+/* The calling thread's slot if the capture is bound to it (and the slot was not
+ * cleared and claimed again since), else NULL: for bookkeeping that must not bind. */
+static inline ThreadSlot *own_slot(Capture *c)
+{
+    ThreadSlot *s = c->slot;
+    if (s && pthread_equal(pthread_self(), c->thread)
+        && __atomic_load_n(&s->tid, __ATOMIC_ACQUIRE) == c->native_tid)
+        return s;
+    return NULL;
+}
+
 /* Ticks on the bound thread that no sample has charged yet. */
 static inline int tick_due(Capture *c, uint64_t total)
 {
@@ -980,10 +991,10 @@ static PyObject *Capture_host_enter(Capture *c, PyObject *origin)
     } else {
         c->act_overflow++;
     }
-    if (bind(c)) {
+    if (c->enabled && bind(c)) {
         c->slot->in_host++;
         uint64_t total = ticks_now(c);
-        if (c->enabled && tick_due(c, total))
+        if (tick_due(c, total))
             record(c, k, total, WALK_PUSHED);
     }
     Py_RETURN_NONE;
@@ -994,11 +1005,12 @@ static PyObject *Capture_host_exit(Capture *c, PyObject *origin)
     long long k = PyLong_AsLongLong(origin);
     if (k == -1 && PyErr_Occurred())
         return NULL;
-    if (bind(c)) {
-        if (c->slot->in_host > 0)
-            c->slot->in_host--;
+    ThreadSlot *s = own_slot(c);
+    if (s && s->in_host > 0)
+        s->in_host--;               /* also when sampling stopped during the call */
+    if (c->enabled && bind(c)) {
         uint64_t total = ticks_now(c);
-        if (c->enabled && tick_due(c, total)) {
+        if (tick_due(c, total)) {
             record(c, k, total, WALK_PUSHED);
             /* The tick also bumped the epoch: move the deadline past it. */
             c->set_deadline(c->context, 1);
@@ -1036,9 +1048,9 @@ static PyObject *Capture_host_tick(Capture *c, PyObject *unused)
 static PyObject *Capture_guest_enter(Capture *c, PyObject *unused)
 {
     (void)unused;
-    if (c->guest_depth > 0 && c->slot && c->slot->in_host > 0
-        && pthread_equal(pthread_self(), c->thread))
-        c->slot->in_host--;           /* a host function re-enters: Python pauses */
+    ThreadSlot *s = own_slot(c);
+    if (c->guest_depth > 0 && s && s->in_host > 0 && c->enabled)
+        s->in_host--;                 /* a host function re-enters: Python pauses */
     if (c->guest_depth < MAX_ACTIVATIONS)
         c->entries[c->guest_depth] = __atomic_add_fetch(&next_entry_serial, 1, __ATOMIC_RELAXED);
     c->guest_depth++;
@@ -1068,8 +1080,9 @@ static PyObject *Capture_guest_exit(Capture *c, PyObject *unused)
         }
         c->guest_depth--;
         parent = entry_serial(c);
-        if (c->guest_depth > 0 && c->slot && pthread_equal(pthread_self(), c->thread))
-            c->slot->in_host++;       /* back in the host function that re-entered */
+        ThreadSlot *s = own_slot(c);
+        if (c->guest_depth > 0 && s && c->enabled)
+            s->in_host++;             /* back in the host function that re-entered */
     }
     if (!serial)
         Py_RETURN_NONE;
