@@ -216,10 +216,11 @@ class Profiler:
         self._started = True
         self._ticks = ticks
         try:
+            # A running profile armed the timer: say so if this one would have
+            # armed another interval (the itimer's whole ticks, or perf's exact one).
             armed = ticks.interval_s or self.interval_s
-            alone = effective_interval(self.clock, self.interval_s)
-            if ticks is SESSION.timer and abs(armed - alone) > 1e-9 and abs(
-                    armed - self.interval_s) > 1e-9:
+            alone = (effective_interval(self.clock, self.interval_s), self.interval_s)
+            if ticks is SESSION.timer and all(abs(armed - a) > 1e-9 for a in alone):
                 self._join_warnings.append(
                     f"interval {armed * 1e3:g} ms, not {self.interval_s * 1e3:g} ms: a profile "
                     f"already running set the process's one timer")
@@ -232,7 +233,7 @@ class Profiler:
                     self._attach(self.store, self.memories)
         except BaseException:
             self._running = False
-            self._release([False] * len(self._captures))
+            self._release()
             self._leave()
             raise
         return self
@@ -274,16 +275,16 @@ class Profiler:
                 self._adopt_errors.append(repr(exc))
                 return None
 
-    def _release(self, read: List[bool]) -> None:
-        """Detach every capture; a store that may be running on another thread is not
-        touched (its capture stays alive, disabled)."""
-        assert self._ticks is not None or not self._captures
-        for capture, done in zip(self._captures, read):
-            orphan = capture.guest_depth > 0 and not capture.bound_here() or (
-                self.store is None and not capture.bound_here())
+    def _release(self) -> None:
+        """Detach every capture; a store that may be running on another thread -- in
+        a guest call there now, or adopted there by a store-less profile -- is not
+        touched (its capture is abandoned: disabled, held by the store)."""
+        for capture in self._captures:
+            assert self._ticks is not None
+            orphan = not capture.bound_here() and (capture.guest_depth > 0
+                                                   or self.store is None)
             if not orphan:
                 capture.detach()
-            assert self._ticks is not None
             SESSION.remove_capture(capture, self._ticks, orphan)
 
     def _leave(self) -> Notes:
@@ -315,7 +316,7 @@ class Profiler:
                 raw = self._read_rings(captures)
             finally:
                 try:
-                    self._release([True] * len(captures))
+                    self._release()
                 finally:
                     notes = self._leave()
         here = next((f for c, f in zip(captures, finished) if c.bound_here()), None)
