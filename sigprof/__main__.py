@@ -74,8 +74,9 @@ def _parser() -> argparse.ArgumentParser:
                           "wall-clock time")
     rec.add_argument("--interval",
                      help="time between samples: 250us, 1ms, 0.004 (seconds); when not given, "
-                          "1 ms, or one kernel tick (4 ms at HZ=250) for the CPU clocks, which "
-                          "cannot tick faster")
+                          "1 ms, or one kernel tick (4 ms at HZ=250) for the CPU clocks, whose "
+                          "interval timer cannot tick faster (a finer one uses perf events: "
+                          "see --source)")
     rec.add_argument("--source", choices=("auto", "perf", "itimer"), default="auto",
                      help="what makes CPU-time ticks: auto uses the interval timer at the "
                           "kernel tick and above and perf events (per-thread task clocks) for "

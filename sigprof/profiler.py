@@ -513,8 +513,9 @@ def profile(store: Optional[wasmtime.Store] = None,
     modules are named in the profile (others become one opaque frame); left
     out, every module seen in samples is discovered and named.
     ``interval``: seconds of the clock between ticks; by default 1 ms, or one
-    kernel tick (4 ms at HZ=250) for the CPU clocks, whose timers cannot tick
-    faster -- a finer interval asked of them is raised, with a warning.  ``clock``: "cpu" (user CPU time,
+    kernel tick (4 ms at HZ=250) for the CPU clocks, whose interval timers cannot
+    tick faster -- a finer CPU interval uses perf events (``source``), or is
+    raised, with a warning, where they are refused.  ``clock``: "cpu" (user CPU time,
     ITIMER_VIRTUAL), "prof" (user+system, ITIMER_PROF) or "wall"
     (ITIMER_REAL).  ``capacity``: samples the ring holds; ``when_full``:
     "newest" keeps the newest, "stop" stops recording.  ``max_depth``:
