@@ -1,15 +1,20 @@
-"""What a C-level profile function costs Python code (why host-function callees are not
-sampled that way).
+"""What the per-thread hooks CPython 3.11 offers cost Python code (why the callees of
+host functions on worker threads are not sampled with them).
 
     python benchmarks/profile_hook_cost.py [--repeat 5]
 
-A pure-Python workload (the test suite's ``busy_python``: a loop of
-multiply-adds, plus a small function called per iteration) runs plain, then
-with a profile function installed by ``PyEval_SetProfile`` that is C and
-returns at once -- the cheapest hook a host call could arm to catch a tick
-inside its Python callees.  The function is compiled here with the system's C
-compiler.  Slowdown = hooked / plain CPU time; median (min-max) of
-``--repeat``, interleaved.
+Two pure-Python workloads -- a loop calling a small function per iteration,
+and recursive fib -- run plain, then with, in turn:
+
+* ``profile``: a profile function installed by ``PyEval_SetProfile`` that is C
+  and returns at once -- the cheapest hook a host call could arm (for its own
+  thread) to catch a tick inside its Python callees;
+* ``eval-frame``: a PEP 523 frame-evaluation function (interpreter-wide) that
+  checks a thread-local flag and calls the default evaluator -- what would
+  catch the tick at the thread's next Python call.
+
+Both are compiled here with the system's C compiler.  Slowdown = hooked /
+plain CPU time; median (min-max) of ``--repeat``, interleaved.
 """
 
 from __future__ import annotations
@@ -18,11 +23,28 @@ import argparse
 import ctypes
 import statistics
 import subprocess
+import sysconfig
 import tempfile
 import time
 from pathlib import Path
 
-NOOP_C = "int sigprof_noop(void *obj, void *frame, int what, void *arg) { return 0; }\n"
+HOOKS_C = """
+#include <Python.h>
+struct _PyInterpreterFrame;
+typedef PyObject *(*evalfn)(PyThreadState *, struct _PyInterpreterFrame *, int);
+extern PyObject *_PyEval_EvalFrameDefault(PyThreadState *, struct _PyInterpreterFrame *, int);
+extern void _PyInterpreterState_SetEvalFrameFunc(PyInterpreterState *, evalfn);
+static __thread volatile int pending;
+int sigprof_noop(void *obj, void *frame, int what, void *arg) { return 0; }
+static PyObject *checking(PyThreadState *ts, struct _PyInterpreterFrame *f, int t) {
+    if (pending) pending = 0;
+    return _PyEval_EvalFrameDefault(ts, f, t);
+}
+void sigprof_eval_hook(int on) {
+    _PyInterpreterState_SetEvalFrameFunc(PyInterpreterState_Get(),
+                                         on ? checking : _PyEval_EvalFrameDefault);
+}
+"""
 
 
 def work(n: int) -> int:
@@ -34,37 +56,50 @@ def work(n: int) -> int:
     return x
 
 
-def timed(n: int) -> int:
+def fib(n: int) -> int:
+    return n if n < 2 else fib(n - 1) + fib(n - 2)
+
+
+def timed(workload: str) -> int:
     t0 = time.thread_time_ns()
-    work(n)
+    if workload == "call per iteration":
+        work(2_000_000)
+    else:
+        fib(25)
     return time.thread_time_ns() - t0
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeat", type=int, default=5)
-    ap.add_argument("--n", type=int, default=2_000_000)
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        src, lib = Path(tmp) / "noop.c", Path(tmp) / "noop.so"
-        src.write_text(NOOP_C)
-        subprocess.run(["cc", "-O2", "-shared", "-fPIC", "-o", str(lib), str(src)], check=True)
-        noop = ctypes.CDLL(str(lib)).sigprof_noop
+        src, lib_path = Path(tmp) / "hooks.c", Path(tmp) / "hooks.so"
+        src.write_text(HOOKS_C)
+        include = sysconfig.get_paths()["include"]
+        subprocess.run(["cc", "-O2", "-shared", "-fPIC", f"-I{include}", "-o", str(lib_path),
+                        str(src)], check=True)
+        lib = ctypes.PyDLL(str(lib_path))
         set_profile = ctypes.pythonapi.PyEval_SetProfile
         set_profile.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
-        address = ctypes.cast(noop, ctypes.c_void_p).value
-        ratios = []
-        for _ in range(a.repeat):
-            plain = timed(a.n)
-            set_profile(address, None)
-            try:
-                hooked = timed(a.n)
-            finally:
-                set_profile(None, None)
-            ratios.append(hooked / plain)
-    print(f"Python loop with a call per iteration, {a.n} iterations: hooked / plain CPU time "
-          f"{statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f}), "
-          f"median (min-max) of {a.repeat}")
+        noop = ctypes.cast(lib.sigprof_noop, ctypes.c_void_p).value
+        hooks = {"profile": (lambda: set_profile(noop, None), lambda: set_profile(None, None)),
+                 "eval-frame": (lambda: lib.sigprof_eval_hook(1),
+                                lambda: lib.sigprof_eval_hook(0))}
+        print(f"hooked / plain CPU time, median (min-max) of {a.repeat}")
+        for workload in ("call per iteration", "fib(25)"):
+            for name, (on, off) in hooks.items():
+                ratios = []
+                for _ in range(a.repeat):
+                    plain = timed(workload)
+                    on()
+                    try:
+                        hooked = timed(workload)
+                    finally:
+                        off()
+                    ratios.append(hooked / plain)
+                print(f"  {workload:20s} {name:11s} {statistics.median(ratios):.2f} "
+                      f"({min(ratios):.2f}-{max(ratios):.2f})")
 
 
 if __name__ == "__main__":
