@@ -40,13 +40,18 @@ def profiler_cli(tmp_path_factory):
         assert out.returncode == 0, out.stderr + out.stdout
         return out.stdout
 
-    def functions(path: Path) -> dict:
+    def query(path: Path, *command: str) -> dict:
         run("load", str(path))
         try:
-            data = json.loads(run("thread", "functions", "--json", "--limit", "0"))
+            return json.loads(run(*command, "--json"))
         finally:
             run("stop", "--all")
+
+    def functions(path: Path) -> dict:
+        """The selected thread's functions, by name with library."""
+        data = query(path, "thread", "functions", "--limit", "0")
         return {f["nameWithLibrary"]: f for f in data["functions"]}
+    functions.threads = lambda path: query(path, "thread", "list")["threads"]  # type: ignore
     return functions
 
 
@@ -114,3 +119,32 @@ def test_the_firefox_loader_accepts_a_profile_with_no_samples(profiler_cli, gues
     path = tmp_path / "empty.json"
     prof.save(path)
     assert profiler_cli(path) == {}
+
+
+def test_the_firefox_loader_sees_one_thread_per_os_thread_with_its_cpu(profiler_cli, guest,
+                                                                       tmp_path):
+    g = guest("twin_a")
+
+    def worker():
+        store, inst = g.instance()
+        inst.exports(store)["run"](store, 150_000_000)
+    import threading
+    with sigprof.profile() as prof:
+        threads = [threading.Thread(target=worker, name=f"w{i}") for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    path = tmp_path / "threads.json"
+    prof.save(path)
+    theirs = {t["name"]: t["cpuMs"] for t in profiler_cli.threads(path)}
+    ours = prof.recording.cpu_ns_by_thread()
+    assert set(theirs) == {"w0", "w1"} == set(ours)
+    # The profiler counts a thread's CPU from its second sample on (the first
+    # sample's delta reaches back before the thread's first sample).
+    names = [t["name"] for t in prof.meta["threads"]]
+    first = {}
+    for thread, cpu in zip(prof.recording.sample_table.thread, prof.recording.sample_table.cpu_ns):
+        first.setdefault(names[thread], cpu)
+    for name, cpu_ms in theirs.items():
+        assert cpu_ms == pytest.approx((ours[name] - first[name]) / 1e6, abs=0.1)
