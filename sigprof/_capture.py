@@ -1,6 +1,7 @@
 """The hot path: turning a due tick into one raw sample in the ring.
 
-Samples are taken at four places, all on the profiled thread:
+One capture per profiled store, following the store to whichever thread runs
+it.  Samples are taken at these places, on that thread:
 
 1. the epoch-deadline callback: the guest reached a function entry or loop
    header after a tick -- capture its stack;
@@ -11,7 +12,10 @@ Samples are taken at four places, all on the profiled thread:
 3. return from that host function, if a tick arrived during it: charge the host
    function (stack = the guest's frames + a host frame);
 4. entry into the guest from Python, if a tick is pending: the tick landed in
-   Python outside the guest, so charge that.
+   Python outside the guest, so charge that;
+5. (native, main thread) inside a Python host function, when the tick handler
+   passed a tick there to ``_session._host_tick``: charge the host function,
+   with the Python frames it is running.
 
 A sample is taken only when the tick counter has moved since the previous
 sample.  Each sample's interval ends at its tick when the tick handler
@@ -23,8 +27,8 @@ Two implementations with one interface:
 
 * ``NativeCapture`` (the default): the C extension's epoch callback does all of
   (1) with no Python on the path, walking exactly the guest frames by frame
-  pointer from wasmtime's record of the last exit (``_csigprof.c``); (2)-(4)
-  are C methods called from the thin Python hooks below.
+  pointer from wasmtime's record of the last exit (``_csigprof.c``); (2)-(5)
+  are C methods called from the thin Python hooks in ``_session``.
 * ``PythonCapture`` (the fallback where the extension cannot be used): a
   Python epoch callback and glibc ``backtrace()``, which unwinds the whole
   native stack (the guest frames are picked out after the run).  Intervals
