@@ -4,7 +4,8 @@
  * relay thread needs the GIL before it can bump the epoch, so the handler is C:
  * per tick it stores, in the interrupted thread's own record, the PC, that
  * thread's CPU clock and CLOCK_MONOTONIC, then calls wasmtime_engine_increment_epoch
- * (one atomic add) for every profiled engine.
+ * (one atomic add) for every profiled engine.  The signal comes from an interval
+ * timer or from the thread's own perf task-clock event (finer than the kernel tick).
  *
  * Capture.  One `Capture` object per profiled store; it follows the store to
  * whichever thread runs it and samples that thread's ticks.  Its epoch callback is a C
@@ -26,6 +27,8 @@
  * The only Python the callback touches: in the main thread, PyErr_CheckSignals,
  * so Ctrl-C raised by a Python handler stops the guest (the exception is handed to
  * wasmtime-py through wasmtime._func.LAST_EXCEPTION, which re-raises it).
+ *
+ * The `_GNU_SOURCE` below comes after Python.h, which defines it first (pyconfig.h).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>

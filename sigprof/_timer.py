@@ -4,9 +4,11 @@ A tick source counts ticks and makes each tick increment the epoch of the
 profiled engines, so the guest reaches its epoch-deadline callback at its next
 function entry or loop header.
 
-``ITimerTicks`` is the real one: ``setitimer`` delivers a signal per interval
+``ITimerTicks`` is the usual one: ``setitimer`` delivers a signal per interval
 of the chosen clock, and a relay turns the signal into a counted tick plus an
-epoch bump.  Two relays exist:
+epoch bump.  ``PerfTicks`` (below) sends the same handler per-thread perf
+events instead, for CPU-time intervals finer than the kernel tick;
+``start_ticks`` chooses.  Two relays exist:
 
 * ``NativeRelay`` (the default where the C extension can be used): the signal
   handler is C (``_csigprof.c``); it records the tick's clocks and PC in the
