@@ -72,6 +72,9 @@ class Session:
         self.epoch_engines: "weakref.WeakSet[wasmtime.Engine]" = weakref.WeakSet()
         self._plain_engines: "weakref.WeakSet[wasmtime.Engine]" = weakref.WeakSet()
         self._probing: "weakref.WeakSet[wasmtime.Engine]" = weakref.WeakSet()
+        # Guest calls Python made into stores no profile covers, while one ran
+        # (profiles report the count over their own span).
+        self.uncovered_calls = 0
 
     # -- profiles joining and leaving ------------------------------------------
 
@@ -191,6 +194,8 @@ class Session:
             return found[0]
         storeless = self.storeless
         if storeless is None:
+            if store.engine not in self._probing:
+                self.uncovered_calls += 1
             return None
         return storeless.adopt(store)
 

@@ -200,6 +200,7 @@ class Profiler:
         self._join_warnings: List[str] = []
         self._t0_ns = 0
         self._ticks_at_start = 0
+        self._uncovered_at_start = 0
         self._start_unix_ns = 0
         self.recording: Optional[Recording] = None
 
@@ -225,6 +226,7 @@ class Profiler:
                     f"interval {armed * 1e3:g} ms, not {self.interval_s * 1e3:g} ms: a profile "
                     f"already running set the process's one timer")
             self._ticks_at_start = ticks.ticks
+            self._uncovered_at_start = SESSION.uncovered_calls
             self._t0_ns = time.monotonic_ns()
             self._start_unix_ns = time.time_ns()
             with SESSION.lock:
@@ -306,6 +308,7 @@ class Profiler:
         notes: Notes = {}
         finished: List[Tuple[int, int, int, int]] = []
         host_callables = SESSION.host_callables      # the last profile out resets it
+        uncovered = SESSION.uncovered_calls - self._uncovered_at_start
         try:
             for capture in captures:
                 finished.append(capture.finish())
@@ -323,7 +326,7 @@ class Profiler:
         unsampled_cpu, unsampled_wall, thread_cpu, duration = (
             here or (0, 0, 0, time.monotonic_ns() - self._t0_ns))
         meta = self._meta(captures, ticks, notes, unsampled_cpu, unsampled_wall, thread_cpu,
-                          duration, ticks_taken)
+                          duration, ticks_taken, uncovered)
         segments: Dict[int, Any] = {}
         for capture in captures:
             segments.update(capture.python_segments)
@@ -359,7 +362,7 @@ class Profiler:
 
     def _meta(self, captures: List[_capture.Capture], ticks: TickSource, notes: Notes,
               unsampled_cpu: int, unsampled_wall: int, thread_cpu: int,
-              duration: int, ticks_taken: int) -> Dict[str, Any]:
+              duration: int, ticks_taken: int, uncovered: int) -> Dict[str, Any]:
         native = all(c.native for c in captures) if captures else _native.available()
         meta: Dict[str, Any] = {
             "format": "sigprof",
@@ -389,6 +392,7 @@ class Profiler:
             "shared_stacks": sum(c.shared_stacks for c in captures),
             "callback_errors": sum(c.errors for c in captures),
             "unsampled_guest_calls": self._plain_engine_calls,
+            "uncovered_guest_calls": uncovered,
             "versions": {"sigprof": __version__, "wasmtime": wt.WASMTIME_VERSION,
                          "python": platform.python_version()},
             "arch": platform.machine(),          # what the compiled code offsets are in
@@ -420,6 +424,10 @@ class Profiler:
                 f"{self._plain_engine_calls} guest calls ran on engines without epoch "
                 f"interruption, which sigprof cannot sample: create those engines with "
                 f"sigprof.engine()")
+        if uncovered:
+            meta["warnings"].append(
+                f"{uncovered} guest calls into stores no profile covers ran meanwhile and were "
+                f"not sampled; sigprof.profile() with no store covers every store")
         for error in self._adopt_errors[:3]:
             meta["warnings"].append(f"a store could not be profiled: {error}")
         unslotted = sum(c.unslotted for c in captures)

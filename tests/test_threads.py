@@ -296,3 +296,17 @@ def test_a_python_host_functions_own_callees_are_under_it(guest):
             key = "callee" if names[-1].endswith("inner_work") else "host"
             weight[key] = weight.get(key, 0) + w
     assert weight["callee"] > 0.8 * (weight["callee"] + weight.get("host", 0))
+
+
+def test_guest_calls_into_stores_no_profile_covers_are_counted(guest):
+    a = guest("twin_a")
+    covered, _ = a.instance()
+    other, inst = a.instance()
+    run_other = inst.exports(other)["run"]
+    other.set_epoch_deadline(sigprof.FAR_DEADLINE)
+    with sigprof.profile(covered) as prof:
+        for _ in range(4):
+            run_other(other, 1000)
+    assert prof.meta["uncovered_guest_calls"] == 4
+    assert any("4 guest calls into stores no profile covers" in w
+               for w in prof.meta["warnings"])
