@@ -464,7 +464,6 @@ class ITimerTicks(_SignalTicks):
             self._uninstall()
             raise
 
-
     def stop(self) -> Notes:
         self._uninstall()
         return dict(self.notes)
@@ -473,7 +472,7 @@ class ITimerTicks(_SignalTicks):
         if self._armed:
             signal.setitimer(self.which, 0.0, 0.0)
             self._armed = False
-            self._drain_pending()
+            _drain_pending(self._signal)
         if self._relay is not None:
             self._relay.uninstall()
             # Read the count once the relay has stopped (the wakeup thread may count a
@@ -481,9 +480,6 @@ class ITimerTicks(_SignalTicks):
             self.tick_word = ctypes.c_uint64(self.ticks)
             self.notes.update(self._relay.notes)
             self._relay = None
-
-    def _drain_pending(self) -> None:
-        _drain_pending(self._signal)
 
     def reset_after_fork(self) -> None:
         """In a forked child: no timer was inherited and no relay thread exists."""
@@ -538,7 +534,6 @@ class PerfTicks(_SignalTicks):
                                   f"({os.strerror(exc.errno or 0)}; perf_event_paranoid "
                                   f"{_paranoid()})") from None
         self._relay = relay
-
 
     def stop(self) -> Notes:
         if self._relay is not None:
