@@ -242,13 +242,18 @@ def _threads(rec: "Recording", title: str, duration_ms: float) -> List[JSON]:
         picked = range(len(st)) if column is None else [i for i, x in enumerate(column) if x == t]
         if not picked and (out or t + 1 < len(rows)):
             continue
+        # The profiler reads a sample's CPU delta as the time since the sample
+        # before it, and so ignores the first one's: an empty, weightless sample
+        # where the first interval began keeps that interval's CPU in the thread.
+        first = max(0, st.time_ns[picked[0]] - st.wall_ns[picked[0]]) if picked else 0
         samples = {
-            "length": len(picked),
-            "stack": [st.stack[i] if st.stack[i] >= 0 else None for i in picked],
-            "time": [_ms(st.time_ns[i]) for i in picked],
-            "weight": [_ms(weights[i]) for i in picked],
+            "length": len(picked) + bool(picked),
+            "stack": [None] * bool(picked) + [st.stack[i] if st.stack[i] >= 0 else None
+                                              for i in picked],
+            "time": [_ms(first)] * bool(picked) + [_ms(st.time_ns[i]) for i in picked],
+            "weight": [0.0] * bool(picked) + [_ms(weights[i]) for i in picked],
             "weightType": "tracing-ms",
-            "threadCPUDelta": [round(st.cpu_ns[i] / 1000) for i in picked],
+            "threadCPUDelta": [0] * bool(picked) + [round(st.cpu_ns[i] / 1000) for i in picked],
         }
         out.append({
             "processType": "default",
@@ -395,6 +400,8 @@ def stack_tree(profile: JSON) -> Tuple[List[int], List[FunctionRef], List[Tuple[
             table = thread["samples"]
             weights = table.get("weight") or [1] * table["length"]
             for stack, weight in zip(table["stack"], weights):
+                if stack is None and not weight:
+                    continue                # a thread's opening mark (see ``_threads``)
                 if stack is not None and not 0 <= stack < len(parents):
                     raise NotAProfile(f"a sample refers to stack {stack}, which does not exist")
                 samples.append((stack if stack is not None else -1, weight))
