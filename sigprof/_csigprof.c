@@ -86,6 +86,11 @@ typedef struct {                  /* a consistent copy of a slot's latest tick *
 #define MAX_ENGINES 256
 typedef void (*increment_epoch_fn)(void *engine);
 
+/* /proc/self/statm, opened once for every capture (a store-less profile may have
+ * hundreds) and closed by reset_threads -- which a forked child runs, since the
+ * parent's descriptor would read the parent's memory.  -1: not open. */
+static int statm_fd = -1;
+
 static ThreadSlot slots[THREAD_SLOTS];
 static volatile uint64_t total_ticks, lost_ticks;
 static increment_epoch_fn increment_epoch;
@@ -264,6 +269,16 @@ static long long perf_period_ns;        /* 0: perf events off */
 static int perf_signum;
 static long long perf_failures;         /* threads whose event could not be opened */
 static int perf_last_errno;
+/* One descriptor per covered thread: in a program that keeps starting threads they
+ * would pile up, and the descriptors are the application's too.  Past
+ * PERF_SWEEP_AT open events, opening another first closes those of threads that
+ * have exited; never more than PERF_MAX_OPEN (a thread beyond is counted as not
+ * covered).  Binds run on many threads at once: the lock keeps a descriptor from
+ * being closed twice. */
+#define PERF_SWEEP_AT 64
+#define PERF_MAX_OPEN 512
+static pthread_mutex_t perf_lock = PTHREAD_MUTEX_INITIALIZER;
+static int perf_open_count;
 
 /* Open and start a task-clock event for the calling thread; -1 and errno on failure. */
 static int perf_open_thread(uint64_t tid)
@@ -293,19 +308,52 @@ static int perf_open_thread(uint64_t tid)
     return fd;
 }
 
+/* Off, and no longer O_ASYNC, so that an overflow still in flight sends no signal
+ * once it is closed (or once our handler is gone). */
+static void perf_close(ThreadSlot *s)
+{
+    int fd = s->perf_fd - 1;
+    ioctl(fd, PERF_EVENT_IOC_DISABLE, 0);
+    fcntl(fd, F_SETFL, 0);
+    close(fd);
+    s->perf_fd = 0;
+}
+
+/* Close the events of threads that have exited (caller holds perf_lock). */
+static void perf_sweep_exited(void)
+{
+    pid_t pid = getpid();
+    for (int i = 0; i < THREAD_SLOTS; i++) {
+        ThreadSlot *s = &slots[i];
+        if (s->perf_fd > 0 && syscall(SYS_tgkill, pid, (pid_t)s->tid, 0) < 0 && errno == ESRCH) {
+            perf_close(s);
+            perf_open_count--;
+        }
+    }
+}
+
 /* The calling thread's slot gets its event if perf events are on and it has none. */
 static void perf_cover(ThreadSlot *s, uint64_t tid)
 {
     if (!perf_period_ns || s->perf_fd)
         return;
-    int fd = perf_open_thread(tid);
+    pthread_mutex_lock(&perf_lock);
+    if (perf_open_count >= PERF_SWEEP_AT)
+        perf_sweep_exited();
+    int fd = -1;
+    if (perf_open_count < PERF_MAX_OPEN)
+        fd = perf_open_thread(tid);
+    else
+        errno = EMFILE;
     if (fd < 0) {
         perf_failures++;
         perf_last_errno = errno;
         s->perf_fd = -1;              /* tried: do not try again for this thread */
-        return;
+    } else {
+        s->perf_fd = fd + 1;
+        perf_open_count++;
     }
-    s->perf_fd = fd + 1;
+    pthread_mutex_unlock(&perf_lock);
 }
 
 /* perf_start(period_ns, signum) -> None: perf events on, and the calling thread covered
@@ -330,6 +378,7 @@ static PyObject *py_perf_start(PyObject *self, PyObject *args)
     perf_period_ns = period;
     perf_signum = signum;
     perf_failures = 0;
+    perf_open_count = 0;
     s->perf_fd = 0;
     perf_cover(s, tid);
     if (s->perf_fd < 0) {
@@ -350,19 +399,23 @@ static PyObject *py_perf_stop(PyObject *self, PyObject *args)
     (void)self;
     if (!PyArg_ParseTuple(args, "|p", &disable))
         return NULL;
+    if (disable) {
+        pthread_mutex_lock(&perf_lock);
+    } else {
+        /* A forked child has one thread; a lock held at the fork stays held here. */
+        pthread_mutex_init(&perf_lock, NULL);
+        pthread_mutex_lock(&perf_lock);
+    }
     perf_period_ns = 0;
     for (int i = 0; i < THREAD_SLOTS; i++) {
-        if (slots[i].perf_fd > 0 && !disable) {
+        if (slots[i].perf_fd > 0 && !disable)
             close(slots[i].perf_fd - 1);
-        } else if (slots[i].perf_fd > 0) {
-            /* Off, and no longer O_ASYNC, so that an overflow still in flight sends no
-             * signal once our handler is gone. */
-            ioctl(slots[i].perf_fd - 1, PERF_EVENT_IOC_DISABLE, 0);
-            fcntl(slots[i].perf_fd - 1, F_SETFL, 0);
-            close(slots[i].perf_fd - 1);
-        }
+        else if (slots[i].perf_fd > 0)
+            perf_close(&slots[i]);
         slots[i].perf_fd = 0;
     }
+    perf_open_count = 0;
+    pthread_mutex_unlock(&perf_lock);
     return PyLong_FromLongLong(perf_failures);
 }
 
@@ -380,7 +433,7 @@ static PyObject *py_set_host_ticks(PyObject *self, PyObject *arg)
 }
 
 /* reset_threads(): forget every thread's record (no capture may be live, no perf
- * event open). */
+ * event open), and close /proc/self/statm. */
 static PyObject *py_reset_threads(PyObject *self, PyObject *unused)
 {
     (void)self;
@@ -388,6 +441,10 @@ static PyObject *py_reset_threads(PyObject *self, PyObject *unused)
     if (perf_period_ns) {
         PyErr_SetString(PyExc_RuntimeError, "perf events are open: stop them first");
         return NULL;
+    }
+    if (statm_fd >= 0) {
+        close(statm_fd);
+        statm_fd = -1;
     }
     memset((void *)slots, 0, sizeof slots);
     Py_RETURN_NONE;
@@ -540,8 +597,6 @@ typedef struct {
     long long sampled_depth;      /* entries below this depth are in some sample */
     uint64_t callee_serial;       /* while host_tick records: its Python frames' serial */
     /* memory counters: the process's resident set, the guest's linear memories */
-    int statm_fd;
-    int statm_open;             /* statm_fd is ours to close (zero-filled objects: not) */
     long long page_size;
     long long rss_bytes, rss_read_ns;   /* the last reading, and when it was taken */
     memory_size_fn memory_size;
@@ -687,12 +742,12 @@ enum { WALK_NONE, WALK_ENTRY, WALK_CURRENT, WALK_PUSHED };
 static long long resident_bytes(Capture *c, int64_t now_ns)
 {
     char buf[96];
-    if (!c->statm_open)
+    if (statm_fd < 0)
         return -1;
     if (c->rss_read_ns && now_ns - c->rss_read_ns < RSS_EVERY_NS)
         return c->rss_bytes;
     c->rss_read_ns = now_ns;
-    ssize_t n = pread(c->statm_fd, buf, sizeof buf - 1, 0);
+    ssize_t n = pread(statm_fd, buf, sizeof buf - 1, 0);
     if (n <= 0)
         return -1;
     buf[n] = 0;
@@ -943,8 +998,6 @@ static PyObject *Capture_set_memories(Capture *c, PyObject *args)
 
 static void Capture_dealloc(Capture *c)
 {
-    if (c->statm_open)
-        close(c->statm_fd);
     Py_XDECREF(c->ring);
     Py_XDECREF(c->last_exception_module);
     Py_TYPE(c)->tp_free((PyObject *)c);
@@ -965,10 +1018,8 @@ static PyObject *Capture_begin(Capture *c, PyObject *args)
         c->use_tick_record = 0;
     }
     c->fake_clock = (const volatile int64_t *)(uintptr_t)clock;
-    if (!c->statm_open) {
-        c->statm_fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
-        c->statm_open = c->statm_fd >= 0;
-    }
+    if (statm_fd < 0)
+        statm_fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
     c->page_size = sysconf(_SC_PAGESIZE);
     c->slot = NULL;
     bind(c);
@@ -1104,10 +1155,6 @@ static PyObject *Capture_finish(Capture *c, PyObject *unused)
             record(c, ORIGIN_OUTSIDE, total, WALK_NONE);
     }
     c->enabled = 0;
-    if (c->statm_open) {
-        close(c->statm_fd);
-        c->statm_open = 0;
-    }
     int64_t cpu_now = thread_cpu_ns(c), wall_now = mono_ns(c);
     long long cpu_left = 0, wall_left = 0;
     if (here) {

@@ -136,3 +136,24 @@ def test_the_mixed_guest_is_within_one_point_at_the_fine_rate():
     assert prof.meta["tick_source"] == "perf" and prof.dropped == 0
     measured = shares(inclusive(stacks_by_name(prof.recording)))
     assert worst(measured, truth) <= 1.0, (measured, truth)
+
+
+@needs_perf
+def test_threads_that_come_and_go_do_not_pile_up_perf_descriptors(guest):
+    import os
+    g = guest("twin_a")
+
+    def worker():
+        store, inst = g.instance()
+        inst.exports(store)["run"](store, 2_000_000)
+    before = len(os.listdir("/proc/self/fd"))
+    with sigprof.profile(interval=0.001) as prof:
+        for _ in range(150):                  # one after another: each thread exits
+            t = threading.Thread(target=worker)
+            t.start()
+            t.join()
+        open_fds = len(os.listdir("/proc/self/fd"))
+    assert prof.meta["tick_source"] == "perf"
+    assert prof.meta["stores"] == 150
+    assert not [w for w in prof.meta["warnings"] if "perf event" in w]
+    assert open_fds - before <= 66            # swept past 64 events, not 150 kept
