@@ -115,6 +115,25 @@ static inline uint64_t current_tid(void)
     return (uint64_t)syscall(SYS_gettid);
 }
 
+/* The calling thread's id, cached per thread: captures compare it at every epoch
+ * callback.  (pthread_self() would not do: glibc hands a finished thread's pthread_t
+ * to the next thread.)  Not for the signal handler: a module's thread-local storage
+ * may be allocated on first use. */
+static __thread uint64_t cached_tid;
+
+static inline uint64_t thread_tid(void)
+{
+    if (!cached_tid)
+        cached_tid = current_tid();
+    return cached_tid;
+}
+
+/* In a forked child the one thread has a new id. */
+static void forget_cached_tid(void)
+{
+    cached_tid = 0;
+}
+
 /* The slot of thread `tid`, claimed if it has none; NULL when the table is full. */
 static ThreadSlot *slot_for(uint64_t tid)
 {
@@ -577,7 +596,6 @@ typedef struct {
     PyObject *last_exception_module;
     unsigned long long deadline_delta;
     /* the thread running the store now, and where this capture joined it */
-    pthread_t thread;
     ThreadSlot *slot;             /* NULL: not bound (or the thread table was full) */
     unsigned long long native_tid;
     int check_signals;            /* the main thread: Python signal handlers run here */
@@ -639,10 +657,9 @@ static inline uint64_t ticks_now(Capture *c)
  * sampling clocks live in the thread's slot.  Returns 0 if the thread has no slot. */
 static int bind(Capture *c)
 {
-    if (c->slot && pthread_equal(pthread_self(), c->thread))
+    uint64_t tid = thread_tid();
+    if (c->slot && c->native_tid == tid)
         return 1;
-    uint64_t tid = current_tid();
-    c->thread = pthread_self();
     c->native_tid = tid;
     c->check_signals = tid == (uint64_t)getpid();
     c->slot = slot_for(tid);
@@ -672,7 +689,7 @@ static int bind(Capture *c)
 static inline ThreadSlot *own_slot(Capture *c)
 {
     ThreadSlot *s = c->slot;
-    if (s && pthread_equal(pthread_self(), c->thread)
+    if (s && c->native_tid == thread_tid()
         && __atomic_load_n(&s->tid, __ATOMIC_ACQUIRE) == c->native_tid)
         return s;
     return NULL;
@@ -1148,7 +1165,7 @@ static PyObject *Capture_guest_exit(Capture *c, PyObject *unused)
 static PyObject *Capture_finish(Capture *c, PyObject *unused)
 {
     (void)unused;
-    int here = c->slot != NULL && pthread_equal(pthread_self(), c->thread);
+    int here = c->slot != NULL && c->native_tid == thread_tid();
     if (c->enabled && here) {
         uint64_t total = ticks_now(c);
         if (tick_due(c, total))
@@ -1183,7 +1200,7 @@ static PyObject *Capture_release(Capture *c, PyObject *unused)
 static PyObject *Capture_bound_here(Capture *c, PyObject *unused)
 {
     (void)unused;
-    return PyBool_FromLong(c->slot != NULL && pthread_equal(pthread_self(), c->thread));
+    return PyBool_FromLong(c->slot != NULL && c->native_tid == thread_tid());
 }
 
 static PyMethodDef Capture_methods[] = {
@@ -1329,6 +1346,10 @@ PyMODINIT_FUNC PyInit__csigprof(void)
 {
     if (PyType_Ready(&CaptureType) < 0)
         return NULL;
+    if (pthread_atfork(NULL, NULL, forget_cached_tid) != 0) {
+        PyErr_SetString(PyExc_RuntimeError, "pthread_atfork failed");
+        return NULL;
+    }
     PyObject *m = PyModule_Create(&module_def);
     if (m == NULL)
         return NULL;

@@ -310,3 +310,25 @@ def test_guest_calls_into_stores_no_profile_covers_are_counted(guest):
     assert prof.meta["uncovered_guest_calls"] == 4
     assert any("4 guest calls into stores no profile covers" in w
                for w in prof.meta["warnings"])
+
+
+@needs_native
+def test_a_store_run_by_one_thread_after_another_is_charged_to_each(guest):
+    # glibc hands a finished thread's pthread_t to the next thread: the capture must
+    # still see a new thread (and read its ticks), not the old one's.
+    g = guest("twin_a")
+    store, inst = g.instance()
+    run = inst.exports(store)["run"]
+    measured = {}
+
+    def worker(name, n):
+        start = time.thread_time_ns()
+        run(store, n)
+        measured[name] = time.thread_time_ns() - start
+    with sigprof.profile(store) as prof:
+        for name, n in (("first", 20_000_000), ("second", 600_000_000)):
+            t = threading.Thread(target=worker, args=(name, n), name=name)
+            t.start()
+            t.join()
+    sampled = prof.recording.cpu_ns_by_thread()
+    assert sampled.get("second", 0) >= 0.9 * measured["second"], (sampled, measured)
