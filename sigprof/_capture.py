@@ -65,7 +65,7 @@ from ._ring import (FLAG_DEPTH_LIMITED, FULL_STOP, H_CPU, H_FLAGS, H_HASH, H_MEM
 from ._pyframes import EntryFrames
 from ._timer import FakeClock
 
-get_ident = threading.get_ident
+get_native_id = threading.get_native_id
 HostFunc = Callable[..., Any]
 SignalHandler = Callable[[int, Optional[FrameType]], Any]
 
@@ -206,8 +206,7 @@ class PythonCapture(_CaptureBase):
 
     def __init__(self, store: wasmtime.Store, ring: Ring, python_frames: bool = False):
         super().__init__(store, ring)
-        self.thread_id = get_ident()
-        self.native_tid = threading.get_native_id()
+        self.native_tid = get_native_id()
         self.tick_word = ctypes.c_uint64(0)   # the tick source's counter, set by begin()
         self.enabled = False
         self.consumed = 0
@@ -268,7 +267,7 @@ class PythonCapture(_CaptureBase):
         self.enabled = False
 
     def bound_here(self) -> bool:
-        return self.thread_id == get_ident()
+        return self.native_tid == get_native_id()
 
     def abandon(self) -> None:
         """Stop for good without touching the store: the trampoline finds no target
@@ -282,9 +281,8 @@ class PythonCapture(_CaptureBase):
         """Follow the store to the calling thread.  Unlike the native handler, the
         wakeup relay cannot tell which thread a tick's CPU was: a tick is charged to
         each store that samples it."""
-        if self.thread_id != get_ident():
-            self.thread_id = get_ident()
-            self.native_tid = threading.get_native_id()
+        if self.native_tid != get_native_id():     # (a thread's ident can be reused)
+            self.native_tid = get_native_id()
             self.consumed = self.tick_word.value
             self.cpu_prev, self.wall_prev = self._cpu_ns(), self._wall_ns()
             self.cpu_pending = self.wall_pending = 0
@@ -343,7 +341,7 @@ class PythonCapture(_CaptureBase):
         no sample accounts for is reported, not invented), the thread's CPU
         time over the whole profile, and the profile's wall duration.
         """
-        if self.enabled and self.thread_id == get_ident():
+        if self.enabled and self.native_tid == get_native_id():
             total = self.tick_word.value
             if total != self.consumed:
                 self._record(ORIGIN_OUTSIDE, total, False)
