@@ -54,7 +54,7 @@ import signal
 import threading
 from time import perf_counter_ns, thread_time_ns
 from types import FrameType
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple, Union
 
 import wasmtime
 
@@ -150,6 +150,22 @@ class NativeCapture(_CaptureBase):
     def bound_here(self) -> bool:
         """The calling thread is the one this store last ran on."""
         return bool(self._c.bound_here())
+
+    def keep_segments(self, serial: int, frames: EntryFrames) -> None:
+        """Keep the Python frames of entry ``serial`` for the samples that name it.
+        The ring holds the newest samples only, so past twice its capacity the
+        frames no held sample (nor an entry in progress) leads to are let go:
+        memory stays bounded on a long run, like the ring's."""
+        segments = self.python_segments
+        segments[serial] = frames
+        if len(segments) > 2 * self.ring.capacity + self._ext.MAX_ACTIVATIONS:
+            keep: Set[int] = set()
+            for start in self.ring.serials() | set(self._c.live_entries()):
+                link = start
+                while link and link not in keep:
+                    keep.add(link)
+                    link = segments.get(link, (0, ()))[0]
+            self.python_segments = {s: f for s, f in segments.items() if s in keep}
 
     def abandon(self) -> None:
         """Stop for good without touching the store (it may be running on another

@@ -1197,6 +1197,25 @@ static PyObject *Capture_release(Capture *c, PyObject *unused)
     Py_RETURN_NONE;
 }
 
+/* live_entries() -> the serials of the guest entries in progress, outermost first. */
+static PyObject *Capture_live_entries(Capture *c, PyObject *unused)
+{
+    (void)unused;
+    long long depth = c->guest_depth < MAX_ACTIVATIONS ? c->guest_depth : MAX_ACTIVATIONS;
+    PyObject *out = PyList_New(depth > 0 ? depth : 0);
+    if (out == NULL)
+        return NULL;
+    for (long long i = 0; i < depth; i++) {
+        PyObject *serial = PyLong_FromUnsignedLongLong(c->entries[i]);
+        if (serial == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, i, serial);
+    }
+    return out;
+}
+
 static PyObject *Capture_bound_here(Capture *c, PyObject *unused)
 {
     (void)unused;
@@ -1205,6 +1224,8 @@ static PyObject *Capture_bound_here(Capture *c, PyObject *unused)
 
 static PyMethodDef Capture_methods[] = {
     {"release", (PyCFunction)Capture_release, METH_NOARGS, "stop for good; drop the ring"},
+    {"live_entries", (PyCFunction)Capture_live_entries, METH_NOARGS,
+     "serials of the guest entries in progress, outermost first"},
     {"bound_here", (PyCFunction)Capture_bound_here, METH_NOARGS,
      "is the calling thread the one the capture last sampled on?"},
     {"begin", (PyCFunction)Capture_begin, METH_VARARGS, "start sampling"},
@@ -1361,6 +1382,7 @@ PyMODINIT_FUNC PyInit__csigprof(void)
         || PyModule_AddIntConstant(m, "VM_EXIT_TRAMPOLINE_FP", VM_EXIT_TRAMPOLINE_FP) < 0
         || PyModule_AddIntConstant(m, "VM_EXIT_PC", VM_EXIT_PC) < 0
         || PyModule_AddIntConstant(m, "VM_ENTRY_FP", VM_ENTRY_FP) < 0
+        || PyModule_AddIntConstant(m, "MAX_ACTIVATIONS", MAX_ACTIVATIONS) < 0
         || PyModule_AddObject(m, "MARK_ENTRY", PyLong_FromUnsignedLongLong(MARK_ENTRY)) < 0
         || PyModule_AddObject(m, "MARK_HOST", PyLong_FromUnsignedLongLong(MARK_HOST)) < 0) {
         Py_DECREF(m);

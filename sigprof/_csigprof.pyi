@@ -1,6 +1,6 @@
 # Types of the C extension (sigprof/_csigprof.c), for the type checker.
 from types import CodeType, FrameType
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 from ._ring import Ring
 
@@ -10,6 +10,7 @@ HEADER_FIELDS: int
 VM_EXIT_TRAMPOLINE_FP: int
 VM_EXIT_PC: int
 VM_ENTRY_FP: int
+MAX_ACTIVATIONS: int
 
 MARK_ENTRY: int
 MARK_HOST: int
@@ -52,5 +53,6 @@ class Capture:
     def guest_exit(self) -> Optional[Tuple[int, int]]: ...
     def bound_here(self) -> bool: ...
     def release(self) -> None: ...
+    def live_entries(self) -> List[int]: ...
     def finish(self) -> Tuple[int, int, int, int]: ...
     def set_memories(self, memory_size_address: int, handle_size: int, handles: bytes) -> None: ...

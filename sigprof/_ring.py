@@ -114,6 +114,11 @@ class Ring:
                             bool(flags & FLAG_DEPTH_LIMITED), tick_pc & 0xFFFFFFFFFFFFFFFF,
                             rss, memory, tid, entry, callee)
 
+    def serials(self) -> "set[int]":
+        """Entry and callee serials the held records name (and zeros): the Python
+        frames still needed (``_capture.NativeCapture.keep_segments``)."""
+        return set(self.header[H_ENTRY::HEADER_FIELDS]) | set(self.header[H_CALLEE::HEADER_FIELDS])
+
     def dropped(self) -> int:
         """Samples lost: written but no longer readable, plus refused (stop mode)."""
         hdr = self.header

@@ -276,7 +276,7 @@ def _host_tick(signum: int, frame: Optional[FrameType]) -> None:
     if isinstance(capture, NativeCapture):
         serial = capture.host_tick()
         if serial:
-            capture.python_segments[serial] = (0, read_entry(frame, _HOST_CALL_CODE))
+            capture.keep_segments(serial, (0, read_entry(frame, _HOST_CALL_CODE)))
 
 
 class _GuestCall:
@@ -305,7 +305,7 @@ class _GuestCall:
             capture = self._capture
             if capture is not None:
                 sampled = capture.guest_exit()
-                if sampled is not None:
+                if sampled is not None and isinstance(capture, NativeCapture):
                     serial, parent = sampled
-                    capture.python_segments[serial] = (
-                        parent, read_entry(sys._getframe(1), _HOST_CALL_CODE))
+                    capture.keep_segments(serial, (parent, read_entry(sys._getframe(1),
+                                                                      _HOST_CALL_CODE)))

@@ -332,3 +332,25 @@ def test_a_store_run_by_one_thread_after_another_is_charged_to_each(guest):
             t.join()
     sampled = prof.recording.cpu_ns_by_thread()
     assert sampled.get("second", 0) >= 0.9 * measured["second"], (sampled, measured)
+
+
+@needs_native
+def test_python_frames_kept_stay_bounded_by_the_ring(guest):
+    g = guest("twin_a")
+    store, inst = g.instance()
+    run = inst.exports(store)["run"]
+
+    def caller():                   # a Python frame every kept sample should show
+        for _ in range(3000):
+            run(store, 100_000)
+    with sigprof.profile(store, clock="wall", interval=0.00025, capacity=50) as prof:
+        caller()
+        (capture,) = prof._captures
+        kept = len(capture.python_segments)
+    assert prof.meta["samples_taken"] > 500                 # many more than the ring holds
+    assert kept <= 2 * 50 + 256
+    stacks = stacks_by_name(prof.recording, python_frames=True)
+    with_caller = [names for names, _ in stacks if names and names[-1] == "work"]
+    assert with_caller and all(
+        "test_python_frames_kept_stay_bounded_by_the_ring.<locals>.caller" in names
+        for names in with_caller)
