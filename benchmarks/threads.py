@@ -19,10 +19,14 @@ a sample), with ``python_frames`` on and off, and unprofiled:
 * conversion: ``stop()`` and ``to_firefox()``, µs per sample.
 
 Host-function callees.  A guest calling a Python host function that spends its
-time in a Python callee, ~1 s, at the same 4 kHz, ``python_frames`` on and off:
-on, each tick that lands in the host function on the main thread is sampled
-by a Python-level handler that reads the callee frames.  Cost per sample =
-(profiled - plain wall time) / samples.
+time in a Python callee -- 6 000 short calls (~70 µs) or 30 long ones (~15 ms),
+~0.4 s either way -- at 4 kHz of CPU time (perf events: a CPU tick
+lands on the thread that used the CPU), ``python_frames`` on and off, on the
+main thread and on a worker: on, each tick that lands in the host
+function is sampled with the callee frames -- on the main thread by the
+signal's Python-level handler, elsewhere by the sampler thread once it holds
+the GIL.  Cost per sample = (profiled - plain wall time) / samples; also the
+share of the host function's time that shows its callee (truth: ~all of it).
 
 Every figure is the median over ``--repeat`` runs, the modes interleaved so
 machine noise hits them alike, with the spread (min-max).
@@ -124,12 +128,13 @@ def python_frames_run(engine: wasmtime.Engine, module: wasmtime.Module, mode: st
 HOST_WAT = """
 (module
   (import "env" "work" (func $work (param i32)))
-  (func (export "run") (param $n i32)
+  (func (export "run") (param $n i32) (param $size i32)
     (loop $l
-      (call $work (i32.const 2000))
+      (call $work (local.get $size))
       (local.set $n (i32.sub (local.get $n) (i32.const 1)))
       (br_if $l (local.get $n)))))
 """
+HOST_CALLS = {"short": (6000, 2000), "long": (30, 400_000)}   # calls, callee loop size
 
 
 def _callee(n: int) -> int:
@@ -144,7 +149,14 @@ def _work(n: int) -> None:          # the host function: its time is in its call
 
 
 def host_callees_run(engine: wasmtime.Engine, module: wasmtime.Module, mode: str,
-                     calls: int) -> Dict[str, float]:
+                     calls: str, worker: bool = False) -> Dict[str, float]:
+    if worker:                                  # the same, on a thread of its own
+        out: Dict[str, float] = {}
+        t = threading.Thread(target=lambda: out.update(
+            host_callees_run(engine, module, mode, calls)))
+        t.start()
+        t.join()
+        return out
     store = wasmtime.Store(engine)
     store.set_epoch_deadline(sigprof.FAR_DEADLINE)
     linker = wasmtime.Linker(engine)
@@ -152,17 +164,26 @@ def host_callees_run(engine: wasmtime.Engine, module: wasmtime.Module, mode: str
                        _work)
     run = linker.instantiate(store, module).exports(store)["run"]
     assert isinstance(run, wasmtime.Func)
+    n, size = HOST_CALLS[calls]
     if mode == "plain":
         t0 = time.perf_counter_ns()
-        run(store, calls)
+        run(store, n, size)
         return {"run_ns": time.perf_counter_ns() - t0}
-    with sigprof.profile(store, clock="wall", interval=0.00025,
+    with sigprof.profile(store, clock="cpu", interval=0.00025,
                          python_frames=(mode == "on")) as prof:
         t0 = time.perf_counter_ns()
-        run(store, calls)
+        run(store, n, size)
         run_ns = time.perf_counter_ns() - t0
-    assert prof.recording is not None
-    return {"run_ns": run_ns, "samples": prof.recording.samples}
+    rec = prof.recording
+    assert rec is not None
+    host = callee = 0
+    for funcs, weight in rec.iter_stacks():
+        names = [f.name for f in funcs]
+        if any(n.startswith("_work") for n in names):
+            host += weight
+            callee += weight if names[-1] == "_callee" else 0
+    return {"run_ns": run_ns, "samples": rec.samples,
+            "callee_share": 100 * callee / host if host else 0.0}
 
 
 def main() -> None:
@@ -205,21 +226,28 @@ def main() -> None:
     out["python_frames"] = runs
 
     host_module = wasmtime.Module(engine, HOST_WAT)
-    host_runs: Dict[str, List[Dict[str, float]]] = {"plain": [], "off": [], "on": []}
-    for _ in range(a.repeat):
-        for mode in host_runs:
-            host_runs[mode].append(host_callees_run(engine, host_module, mode, 6000))
-    plain = [r["run_ns"] for r in host_runs["plain"]]
     print(f"\nHost-function callees: a host function spending its time in a Python callee, "
-          f"~{statistics.median(plain) / 1e9:.1f} s, 4 kHz wall clock "
-          f"(median (min-max) over {a.repeat} runs)")
-    print(" mode  samples  µs per sample over plain")
-    for mode in ("off", "on"):
-        rs = host_runs[mode]
-        per_sample = [(r["run_ns"] - p) / 1e3 / r["samples"] for r, p in zip(rs, plain)]
-        print(f" {mode:4s}  {statistics.median(r['samples'] for r in rs):7.0f}  "
-              f"{_spread(per_sample)}")
-    out["host_callees"] = host_runs
+          f"4 kHz of CPU time (median (min-max) over {a.repeat} runs)")
+    print(" calls       thread  mode  samples  overhead %                "
+          "% of host time under the callee")
+    host_out = {}
+    for calls in HOST_CALLS:
+        for where in ("main", "worker"):
+            host_runs: Dict[str, List[Dict[str, float]]] = {"plain": [], "off": [], "on": []}
+            for _ in range(a.repeat):
+                for mode in host_runs:
+                    host_runs[mode].append(host_callees_run(engine, host_module, mode, calls,
+                                                            worker=where == "worker"))
+            plain = [r["run_ns"] for r in host_runs["plain"]]
+            for mode in ("off", "on"):
+                rs = host_runs[mode]
+                overhead = [100 * (r["run_ns"] - p) / p for r, p in zip(rs, plain)]
+                label = f"{calls} ({HOST_CALLS[calls][0]})"
+                print(f" {label:11s} {where:6s}  {mode:4s}  "
+                      f"{statistics.median(r['samples'] for r in rs):7.0f}  "
+                      f"{_spread(overhead):24s}  {_spread([r['callee_share'] for r in rs])}")
+            host_out[f"{calls} {where}"] = host_runs
+    out["host_callees"] = host_out
     if a.json:
         a.json.write_text(json.dumps(out, indent=1))
 

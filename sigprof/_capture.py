@@ -116,6 +116,7 @@ class NativeCapture(_CaptureBase):
         self.guest_enter = self._c.guest_enter
         self.guest_exit = self._c.guest_exit
         self.host_tick = self._c.host_tick
+        self.host_tick_elsewhere = self._c.host_tick_elsewhere
 
     def measure_memories(self, memories: List[wasmtime.Memory]) -> None:
         """Each sample also records these linear memories' total size."""
@@ -132,12 +133,13 @@ class NativeCapture(_CaptureBase):
             raise
 
     def begin(self, tick_word: Optional[ctypes.c_uint64], fake_clock: Optional[FakeClock],
-              t0_ns: int) -> None:
+              t0_ns: int, every_thread: bool = False) -> None:
         """Start sampling on ``tick_word`` (None: the native tick handler's per-thread
-        counts); sample times count from ``t0_ns`` (``time.monotonic_ns``)."""
+        counts, or with ``every_thread`` -- the wall clock -- its count of all ticks);
+        sample times count from ``t0_ns`` (``time.monotonic_ns``)."""
         self._c.begin(ctypes.addressof(tick_word) if tick_word is not None else 0,
                       ctypes.addressof(fake_clock.words) if fake_clock is not None else 0,
-                      0 if fake_clock is not None else t0_ns)
+                      0 if fake_clock is not None else t0_ns, every_thread)
 
     @property
     def enabled(self) -> bool:
@@ -254,8 +256,9 @@ class PythonCapture(_CaptureBase):
         wt.install_epoch_callback(self.store, TRAMPOLINE, self._handle)
 
     def begin(self, tick_word: Optional[ctypes.c_uint64], fake_clock: Optional[FakeClock],
-              t0_ns: int) -> None:
-        """Start sampling: ``tick_word`` is the tick source's ``c_uint64`` counter."""
+              t0_ns: int, every_thread: bool = False) -> None:
+        """Start sampling: ``tick_word`` is the tick source's ``c_uint64`` counter (one
+        count for all threads already: ``every_thread`` changes nothing here)."""
         if tick_word is None:
             raise RuntimeError("the pure-Python capture needs a tick source with its own counter")
         if fake_clock is not None:

@@ -74,7 +74,9 @@ typedef struct {
     int64_t cpu_prev, wall_prev;  /* where the last sample's interval ended */
     int64_t pending_ns;           /* profiler time to leave out of the next interval */
     int perf_fd;                  /* this thread's perf event + 1 (0: none) */
+    uint64_t seen;                /* the own tick whose record the last sample used */
     int in_host;                  /* Python host calls in progress (read by the handler) */
+    int64_t host_since_ns;        /* CLOCK_MONOTONIC when the newest host call began */
 } ThreadSlot;
 
 typedef struct {                  /* a consistent copy of a slot's latest tick */
@@ -98,12 +100,22 @@ static void *volatile engines[MAX_ENGINES];   /* NULL: a free place */
 static volatile int engine_high;              /* places in use are below this */
 static struct sigaction previous_action;
 static int installed_signum;
-/* Ticks landing in a Python host function on the main thread are also handed to a
- * Python-level handler for this signal (PyErr_SetInterruptEx, async-signal-safe): it
- * runs at the next bytecode boundary, inside the host function, and reads the Python
- * frames it was running.  0: off.  Other threads have no such hook in CPython. */
+/* Ticks landing in a Python host function are handed to Python, which reads the
+ * frames the host function is running.  On the main thread: to the Python-level
+ * handler for `host_tick_signum` (PyErr_SetInterruptEx, async-signal-safe), which
+ * runs at the next bytecode boundary, inside the host function.  Elsewhere CPython
+ * has no such hook: the thread's id goes down `host_tick_fd` (a non-blocking pipe;
+ * write is async-signal-safe) to a sampler thread, which reads the thread's frames
+ * once it holds the GIL (the main thread's too, when the profile started elsewhere
+ * and no Python signal handler could be set).  0 / -1: off. */
 static int host_tick_signum;
+static int host_tick_fd = -1;
 static uint64_t main_tid;
+/* The sampler thread gets the GIL a switch interval (5 ms) after asking, at best:
+ * a host call shorter than that has returned by then, and waking it for nothing
+ * costs the thread GIL hand-offs.  So only ticks at least this far into a host call
+ * go down the pipe. */
+#define HOST_TICK_AFTER_NS 2000000
 
 static inline int64_t ns_of(const struct timespec *ts)
 {
@@ -183,8 +195,16 @@ static void on_tick(int signum, siginfo_t *info, void *ucv)
         if (clock_gettime(CLOCK_MONOTONIC, &ts) == 0)
             s->wall_ns = ns_of(&ts);
         __atomic_add_fetch(&s->count, 1, __ATOMIC_RELEASE);
-        if (host_tick_signum && s->in_host > 0 && tid == main_tid)
-            PyErr_SetInterruptEx(host_tick_signum);
+        if (s->in_host > 0) {
+            int signum = __atomic_load_n(&host_tick_signum, __ATOMIC_ACQUIRE);
+            int fd = __atomic_load_n(&host_tick_fd, __ATOMIC_ACQUIRE);
+            if (signum && tid == main_tid)
+                PyErr_SetInterruptEx(signum);
+            else if (fd >= 0 && s->wall_ns - s->host_since_ns >= HOST_TICK_AFTER_NS
+                     && write(fd, &tid, sizeof tid) < 0) {
+                /* full (the sampler is behind): this tick goes to the host function */
+            }
+        }
     } else {
         __atomic_add_fetch(&lost_ticks, 1, __ATOMIC_RELAXED);
     }
@@ -438,16 +458,18 @@ static PyObject *py_perf_stop(PyObject *self, PyObject *args)
     return PyLong_FromLongLong(perf_failures);
 }
 
-/* set_host_ticks(signum): hand ticks in main-thread host calls to the Python handler
- * of `signum` (0: stop). */
-static PyObject *py_set_host_ticks(PyObject *self, PyObject *arg)
+/* set_host_ticks(signum, fd): hand ticks in host calls to Python -- on the main
+ * thread to the Python handler of `signum` (0: none, the pipe then), elsewhere down
+ * the pipe `fd` (-1: none). */
+static PyObject *py_set_host_ticks(PyObject *self, PyObject *args)
 {
+    int signum, fd;
     (void)self;
-    long signum = PyLong_AsLong(arg);
-    if (signum == -1 && PyErr_Occurred())
+    if (!PyArg_ParseTuple(args, "ii", &signum, &fd))
         return NULL;
     main_tid = (uint64_t)getpid();
-    __atomic_store_n(&host_tick_signum, (int)signum, __ATOMIC_RELEASE);
+    __atomic_store_n(&host_tick_fd, fd, __ATOMIC_RELEASE);
+    __atomic_store_n(&host_tick_signum, signum, __ATOMIC_RELEASE);
     Py_RETURN_NONE;
 }
 
@@ -603,6 +625,7 @@ typedef struct {
     int64_t bound_cpu_ns, bound_wall_ns;
     long long unslotted;          /* epoch checks on a thread the table had no room for */
     int use_tick_record;
+    int every_thread;             /* wall clock: every tick is due on every thread */
     int enabled;
     const volatile uint64_t *ticks;       /* manual/wakeup tick sources: their counter */
     const volatile int64_t *fake_clock;   /* tests: [thread CPU ns, wall ns], or NULL */
@@ -614,12 +637,14 @@ typedef struct {
     uint64_t entries[MAX_ACTIVATIONS];
     long long sampled_depth;      /* entries below this depth are in some sample */
     uint64_t callee_serial;       /* while host_tick records: its Python frames' serial */
+    int recording_elsewhere;      /* the sampler thread records for the bound thread */
     /* memory counters: the process's resident set, the guest's linear memories */
     long long page_size;
     long long rss_bytes, rss_read_ns;   /* the last reading, and when it was taken */
     memory_size_fn memory_size;
     MemoryHandle memories[MAX_MEMORIES];
     int memory_count;
+    long long memory_bytes;       /* their size at the last sample */
     /* outer activations of a re-entered guest, oldest first */
     Activation act[MAX_ACTIVATIONS];
     int act_count;
@@ -647,6 +672,8 @@ static inline int64_t thread_cpu_ns(Capture *c)
 /* Ticks of the bound thread so far (manual and wakeup sources: their one counter). */
 static inline uint64_t ticks_now(Capture *c)
 {
+    if (c->use_tick_record && c->every_thread)
+        return __atomic_load_n(&total_ticks, __ATOMIC_ACQUIRE);
     if (c->use_tick_record)
         return __atomic_load_n(&c->slot->count, __ATOMIC_ACQUIRE);
     return __atomic_load_n(c->ticks, __ATOMIC_ACQUIRE);
@@ -820,7 +847,10 @@ static void record(Capture *c, long long origin, uint64_t total, int how)
     if (wall_from < c->bound_wall_ns)
         wall_from = c->bound_wall_ns;
     uint64_t consumed = s->consumed > c->bound_ticks ? s->consumed : c->bound_ticks;
-    if (c->use_tick_record && read_tick(s, &t)) {
+    /* This thread's own tick record, if a tick interrupted it since its last sample
+     * (with every_thread, the due tick may have interrupted another thread). */
+    if (c->use_tick_record && read_tick(s, &t) && t.count != s->seen) {
+        s->seen = t.count;
         tick_pc = t.pc;
         /* The interval ends at the tick, which is in this thread's past. */
         if (t.cpu_ns >= s->cpu_prev)
@@ -829,7 +859,7 @@ static void record(Capture *c, long long origin, uint64_t total, int how)
             wall_end = t.wall_ns;
     }
     if (cpu_end < 0)
-        cpu_end = thread_cpu_ns(c);
+        cpu_end = c->recording_elsewhere ? cpu_from : thread_cpu_ns(c);
     long long number = c->count;
     long long end = c->pc_end;
     long long pos = end % c->pc_capacity;
@@ -879,10 +909,13 @@ static void record(Capture *c, long long origin, uint64_t total, int how)
     h[H_FLAGS] = limited ? FLAG_DEPTH_LIMITED : 0;
     h[H_HASH] = (int64_t)hash;
     h[H_RSS] = resident_bytes(c, wall);
-    long long memory = 0;
-    for (int i = 0; i < c->memory_count; i++)
-        memory += (long long)c->memory_size(c->context, &c->memories[i]);
-    h[H_MEMORY] = memory;
+    if (!c->recording_elsewhere) {      /* the store is the bound thread's to read */
+        long long memory = 0;
+        for (int i = 0; i < c->memory_count; i++)
+            memory += (long long)c->memory_size(c->context, &c->memories[i]);
+        c->memory_bytes = memory;
+    }
+    h[H_MEMORY] = c->memory_bytes;
     h[H_TID] = (int64_t)c->native_tid;
     h[H_ENTRY] = c->python_frames && how != WALK_NONE ? (int64_t)entry_serial(c) : 0;
     h[H_CALLEE] = (int64_t)c->callee_serial;
@@ -896,7 +929,7 @@ static void record(Capture *c, long long origin, uint64_t total, int how)
     c->overhead_ns += after - wall;
     s->cpu_prev = cpu_end;
     s->wall_prev = wall_end;
-    s->pending_ns = after - wall;
+    s->pending_ns = c->recording_elsewhere ? 0 : after - wall;   /* not this thread's time */
 }
 
 /* Hand a pending Python exception to wasmtime-py and build the error that stops the guest. */
@@ -1020,16 +1053,21 @@ static void Capture_dealloc(Capture *c)
     Py_TYPE(c)->tp_free((PyObject *)c);
 }
 
-/* begin(tick_word_address=0, clock_address=0, t0_ns=0): start sampling, on the calling
- * thread until the store runs elsewhere.  Ticks come from the native handler's
- * per-thread records, or from a counter at the given address (manual and wakeup tick
- * sources; no tick record then).  Clocks are real, or two int64 words a test sets.
- * Sample times count from t0_ns (CLOCK_MONOTONIC; 0: now), the profile's start. */
+/* begin(tick_word_address=0, clock_address=0, t0_ns=0, every_thread=False): start
+ * sampling, on the calling thread until the store runs elsewhere.  Ticks come from
+ * the native handler's per-thread records -- or, with every_thread (the wall clock,
+ * whose process-wide timer interrupts whichever thread the kernel picks), its count
+ * of all ticks, each due once on every thread -- or from a counter at the given
+ * address (manual and wakeup tick sources; no tick record then).  Clocks are real, or
+ * two int64 words a test sets.  Sample times count from t0_ns (CLOCK_MONOTONIC; 0:
+ * now), the profile's start. */
 static PyObject *Capture_begin(Capture *c, PyObject *args)
 {
     long long word = 0, clock = 0, t0 = 0;
-    if (!PyArg_ParseTuple(args, "|LLL", &word, &clock, &t0))
+    int every_thread = 0;
+    if (!PyArg_ParseTuple(args, "|LLLp", &word, &clock, &t0, &every_thread))
         return NULL;
+    c->every_thread = every_thread;
     if (word) {
         c->ticks = (const volatile uint64_t *)(uintptr_t)word;
         c->use_tick_record = 0;
@@ -1063,7 +1101,10 @@ static PyObject *Capture_host_enter(Capture *c, PyObject *origin)
         c->act_overflow++;
     }
     if (c->enabled && bind(c)) {
-        c->slot->in_host++;
+        if (c->python_frames) {       /* only then is a tick in host code handed on */
+            c->slot->host_since_ns = mono_ns(c);
+            c->slot->in_host++;
+        }
         uint64_t total = ticks_now(c);
         if (tick_due(c, total))
             record(c, k, total, WALK_PUSHED);
@@ -1077,7 +1118,7 @@ static PyObject *Capture_host_exit(Capture *c, PyObject *origin)
     if (k == -1 && PyErr_Occurred())
         return NULL;
     ThreadSlot *s = own_slot(c);
-    if (s && s->in_host > 0)
+    if (s && s->in_host > 0 && c->python_frames)
         s->in_host--;               /* also when sampling stopped during the call */
     if (c->enabled && bind(c)) {
         uint64_t total = ticks_now(c);
@@ -1115,12 +1156,39 @@ static PyObject *Capture_host_tick(Capture *c, PyObject *unused)
     return PyLong_FromUnsignedLongLong(serial);
 }
 
+/* host_tick_elsewhere(tid) -> serial or 0: from the sampler thread, holding the GIL
+ * while thread `tid` -- the one this store is bound to -- waits for it inside a
+ * Python host function (so it cannot touch this capture): sample its due tick, as
+ * host_tick does on the main thread.  The interval ends at that thread's tick. */
+static PyObject *Capture_host_tick_elsewhere(Capture *c, PyObject *arg)
+{
+    unsigned long long tid = PyLong_AsUnsignedLongLong(arg);
+    if (tid == (unsigned long long)-1 && PyErr_Occurred())
+        return NULL;
+    uint64_t serial = 0;
+    ThreadSlot *s = c->slot;
+    if (c->enabled && c->python_frames && c->use_tick_record && c->act_count > 0
+        && !c->act_overflow && s && c->native_tid == tid
+        && __atomic_load_n(&s->tid, __ATOMIC_ACQUIRE) == tid && s->in_host > 0) {
+        uint64_t total = ticks_now(c);
+        if (tick_due(c, total)) {
+            serial = __atomic_add_fetch(&next_entry_serial, 1, __ATOMIC_RELAXED);
+            c->callee_serial = serial;
+            c->recording_elsewhere = 1;
+            record(c, c->act[c->act_count - 1].origin, total, WALK_PUSHED);
+            c->recording_elsewhere = 0;
+            c->callee_serial = 0;
+        }
+    }
+    return PyLong_FromUnsignedLongLong(serial);
+}
+
 /* Python calls the guest: a new entry (its serial names its Python frames). */
 static PyObject *Capture_guest_enter(Capture *c, PyObject *unused)
 {
     (void)unused;
     ThreadSlot *s = own_slot(c);
-    if (c->guest_depth > 0 && s && s->in_host > 0 && c->enabled)
+    if (c->guest_depth > 0 && s && s->in_host > 0 && c->enabled && c->python_frames)
         s->in_host--;                 /* a host function re-enters: Python pauses */
     if (c->guest_depth < MAX_ACTIVATIONS)
         c->entries[c->guest_depth] = __atomic_add_fetch(&next_entry_serial, 1, __ATOMIC_RELAXED);
@@ -1152,7 +1220,7 @@ static PyObject *Capture_guest_exit(Capture *c, PyObject *unused)
         c->guest_depth--;
         parent = entry_serial(c);
         ThreadSlot *s = own_slot(c);
-        if (c->guest_depth > 0 && s && c->enabled)
+        if (c->guest_depth > 0 && s && c->enabled && c->python_frames)
             s->in_host++;             /* back in the host function that re-entered */
     }
     if (!serial)
@@ -1231,6 +1299,8 @@ static PyMethodDef Capture_methods[] = {
     {"begin", (PyCFunction)Capture_begin, METH_VARARGS, "start sampling"},
     {"host_enter", (PyCFunction)Capture_host_enter, METH_O, "a Python host function starts"},
     {"host_exit", (PyCFunction)Capture_host_exit, METH_O, "a Python host function returns"},
+    {"host_tick_elsewhere", (PyCFunction)Capture_host_tick_elsewhere, METH_O,
+     "the sampler thread: sample the due tick of thread tid, inside a host function"},
     {"host_tick", (PyCFunction)Capture_host_tick, METH_NOARGS,
      "a tick landed in the running host function: sample it; serial for its callees or 0"},
     {"guest_enter", (PyCFunction)Capture_guest_enter, METH_NOARGS, "Python calls the guest"},
@@ -1341,8 +1411,8 @@ static PyMethodDef module_methods[] = {
     {"add_engine", py_add_engine, METH_O, "bump this engine's epoch at every tick"},
     {"remove_engine", py_remove_engine, METH_O, "stop bumping this engine's epoch"},
     {"reset_threads", py_reset_threads, METH_NOARGS, "forget every thread's tick record"},
-    {"set_host_ticks", py_set_host_ticks, METH_O,
-     "set_host_ticks(signum): main-thread ticks in host calls go to that signal's Python handler"},
+    {"set_host_ticks", py_set_host_ticks, METH_VARARGS,
+     "set_host_ticks(signum, fd): ticks in host calls go to Python (see the source)"},
     {"perf_start", py_perf_start, METH_VARARGS,
      "perf_start(period_ns, signum): per-thread task-clock events from now on"},
     {"perf_stop", py_perf_stop, METH_VARARGS,

@@ -27,14 +27,14 @@ import sys
 import threading
 import weakref
 from types import FrameType
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Set, Tuple, Union
 
 import wasmtime
 
 from . import _capture, _native, _wasmtime as wt
 from ._capture import Capture, HostFunc, NativeCapture
 from ._pyframes import read_entry
-from ._timer import ITimerTicks, Notes, PerfTicks, TickSource, start_ticks
+from ._timer import HostTicks, ITimerTicks, Notes, PerfTicks, TickSource, start_ticks
 
 if TYPE_CHECKING:
     from .profiler import Profiler
@@ -46,10 +46,15 @@ class _Calls(threading.local):
 
     def __init__(self) -> None:
         self.stack: List[Optional[Capture]] = []
-        named[threading.get_native_id()] = threading.current_thread().name
+        thread = threading.current_thread()
+        named[thread.native_id or 0] = thread.name
+        stacks[thread.native_id or 0] = (threading.get_ident(), self.stack)
 
 
 named: Dict[int, str] = {}          # kernel thread id -> Python thread name, as first seen
+# kernel thread id -> (Python thread ident, that thread's _Calls stack), for the
+# sampler thread of host ticks elsewhere (``_host_ticks_elsewhere``)
+stacks: Dict[int, Tuple[int, List[Optional[Capture]]]] = {}
 _calls = _Calls()
 
 
@@ -98,7 +103,7 @@ class Session:
                 ticks = own_ticks
             elif self.timer is None:
                 timer = start_ticks(profile.clock, profile.interval_s, profile.source, [],
-                                    host_ticks=_host_tick)
+                                    host_ticks=HostTicks(_host_tick, _host_ticks_elsewhere))
                 assert isinstance(timer, (ITimerTicks, PerfTicks))
                 self.timer = ticks = timer
             else:
@@ -277,6 +282,24 @@ def _host_tick(signum: int, frame: Optional[FrameType]) -> None:
         serial = capture.host_tick()
         if serial:
             capture.keep_segments(serial, (0, read_entry(frame, _HOST_CALL_CODE)))
+
+
+def _host_ticks_elsewhere(tids: Set[int]) -> None:
+    """Ticks landed in Python host functions on these (non-main) threads: this runs on
+    the sampler thread holding the GIL, so each thread is at a bytecode boundary and
+    its frames can be read; sample each one's due tick with them."""
+    frames = sys._current_frames()
+    for tid in tids:
+        found = stacks.get(tid)
+        if found is None:
+            continue
+        ident, stack = found
+        capture = stack[-1] if stack else None
+        frame = frames.get(ident)
+        if isinstance(capture, NativeCapture) and frame is not None:
+            serial = capture.host_tick_elsewhere(tid)
+            if serial:
+                capture.keep_segments(serial, (0, read_entry(frame, _HOST_CALL_CODE)))
 
 
 class _GuestCall:

@@ -47,10 +47,11 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
+import struct
 import threading
 import time
 from types import FrameType
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Union
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Set, Union
 
 import wasmtime
 
@@ -200,41 +201,86 @@ class ManualTicks(TickSource):
 SignalHandler = Callable[[int, Optional[FrameType]], Any]
 
 
+class HostTicks(NamedTuple):
+    """Where the C handler hands ticks that land in Python host functions."""
+
+    on_main: SignalHandler                          # the main thread's, as a signal handler
+    elsewhere: Callable[[Set[int]], None]           # other threads', by kernel id
+
+
 class NativeRelay:
     """The C signal handler (see the module docstring).
 
-    ``host_ticks``: a Python function the C handler hands each tick that lands in
-    a Python host function on the main thread (``_csigprof.set_host_ticks``): it is
-    registered as the signal's Python-level handler, under the C one, and runs at
-    the next bytecode boundary.  Only from the main thread (where Python signal
-    handlers can be set)."""
+    ``host_ticks``: where the C handler hands each tick that lands in a Python
+    host function (``_csigprof.set_host_ticks``).  On the main thread it is
+    ``on_main``, registered as the signal's Python-level handler under the C one,
+    which runs at the next bytecode boundary -- if the relay is installed there
+    (where Python signal handlers can be set); for other threads (and the main
+    one otherwise) a sampler thread reads their ids from a pipe and calls
+    ``elsewhere`` once it holds the GIL."""
 
     name = "native"
 
-    def __init__(self, signum: int, host_ticks: Optional[SignalHandler] = None):
+    def __init__(self, signum: int, host_ticks: Optional[HostTicks] = None):
         self.signum = signum
         self._ext = _native.extension()
         self.notes: Notes = {}
-        if threading.current_thread() is not threading.main_thread():
-            host_ticks = None
         self._host_ticks = host_ticks
+        self._on_main = host_ticks is not None and (
+            threading.current_thread() is threading.main_thread())
         self._previous_python: Union[SignalHandler, int, None] = None
+        self._pipe = (-1, -1)
+        self._sampler: Optional[threading.Thread] = None
 
     def install(self, engines: List[wasmtime.Engine]) -> None:
-        if self._host_ticks is not None:
-            self._previous_python = signal.signal(self.signum, self._host_ticks)
+        host_ticks = self._host_ticks
+        if host_ticks is not None and self._on_main:
+            self._previous_python = signal.signal(self.signum, host_ticks.on_main)
         try:
             self._ext.install(self.signum, wt.INCREMENT_EPOCH_ADDRESS)
         except BaseException:
             self._restore_python_handler()
             raise
-        if self._host_ticks is not None:
-            self._ext.set_host_ticks(self.signum)
+        if host_ticks is not None:
+            read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+            os.set_blocking(write_fd, False)
+            self._pipe = (read_fd, write_fd)
+            self._sampler = threading.Thread(target=self._sample_elsewhere, args=(read_fd,),
+                                             name="sigprof-host-ticks", daemon=True)
+            self._sampler.start()
+            self._ext.set_host_ticks(self.signum if self._on_main else 0, write_fd)
         for engine in engines:
             self.add_engine(engine)
 
+    def _sample_elsewhere(self, read_fd: int) -> None:
+        assert self._host_ticks is not None
+        elsewhere = self._host_ticks.elsewhere
+        while True:
+            try:
+                data = os.read(read_fd, 8 * 512)
+            except OSError:
+                return
+            if len(data) < 8:
+                return                              # the write end was closed: stop
+            try:
+                elsewhere(set(struct.unpack(f"={len(data) // 8}Q", data[:len(data) // 8 * 8])))
+            except Exception:  # pragma: no cover - a sample lost, never the thread
+                self.notes["host_tick_errors"] = self.notes.get("host_tick_errors", 0) + 1
+
+    def _stop_sampler(self, join: bool) -> None:
+        read_fd, write_fd = self._pipe
+        if write_fd >= 0:
+            os.close(write_fd)
+        if join and self._sampler is not None:
+            self._sampler.join(timeout=2.0)
+        if read_fd >= 0:
+            os.close(read_fd)
+        self._pipe = (-1, -1)
+        self._sampler = None
+
     def _restore_python_handler(self) -> None:
-        if self._host_ticks is not None and signal.getsignal(self.signum) is self._host_ticks:
+        if self._on_main and self._host_ticks is not None and signal.getsignal(
+                self.signum) is self._host_ticks.on_main:
             previous = self._previous_python
             signal.signal(self.signum, previous if previous is not None else signal.SIG_DFL)
 
@@ -245,7 +291,8 @@ class NativeRelay:
         self._ext.remove_engine(wt.engine_address(engine))
 
     def uninstall(self) -> None:
-        self._ext.set_host_ticks(0)
+        self._ext.set_host_ticks(0, -1)
+        self._stop_sampler(join=True)
         if self._ext.handler_is_ours():
             self._ext.uninstall(True)
             self._restore_python_handler()
@@ -255,7 +302,8 @@ class NativeRelay:
             self._ext.uninstall(False)
 
     def reset_after_fork(self) -> None:
-        self._ext.set_host_ticks(0)
+        self._ext.set_host_ticks(0, -1)
+        self._stop_sampler(join=False)      # the child has no sampler thread
         self._ext.uninstall(True)
         try:
             self._restore_python_handler()
@@ -421,7 +469,7 @@ class ITimerTicks(_SignalTicks):
     source = "itimer"
 
     def __init__(self, clock: str, interval_s: float, relay: str = "auto",
-                 host_ticks: Optional[SignalHandler] = None):
+                 host_ticks: Optional[HostTicks] = None):
         super().__init__()
         self._host_ticks = host_ticks
         if relay not in RELAYS:
@@ -508,7 +556,7 @@ class PerfTicks(_SignalTicks):
     relay = "native"
 
     def __init__(self, clock: str, interval_s: float,
-                 host_ticks: Optional[SignalHandler] = None):
+                 host_ticks: Optional[HostTicks] = None):
         super().__init__()
         self._host_ticks = host_ticks
         if clock not in ("cpu", "prof"):
@@ -567,7 +615,7 @@ SOURCES = ("auto", "perf", "itimer")
 
 
 def start_ticks(clock: str, interval_s: float, source: str, engines: List[wasmtime.Engine],
-                host_ticks: Optional[SignalHandler] = None) -> TickSource:
+                host_ticks: Optional[HostTicks] = None) -> TickSource:
     """The process's tick source, started: perf events when asked, or by default for
     a CPU clock at an interval below the kernel tick (where the itimer cannot go);
     the itimer otherwise, or when perf events are refused (noted as

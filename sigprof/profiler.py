@@ -250,7 +250,8 @@ class Profiler:
         try:
             store.set_epoch_deadline(1)
             SESSION.add_capture(capture, self, self._ticks)
-            capture.begin(self._ticks.tick_word, self._ticks.fake_clock, self._t0_ns)
+            capture.begin(self._ticks.tick_word, self._ticks.fake_clock, self._t0_ns,
+                          every_thread=self._ticks.clock == "wall")
         except BaseException:
             SESSION.remove_capture(capture, self._ticks, orphan=False)
             capture.detach()
