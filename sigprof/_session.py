@@ -279,9 +279,12 @@ def _host_tick(signum: int, frame: Optional[FrameType]) -> None:
     stack = _calls.stack
     capture = stack[-1] if stack else None
     if isinstance(capture, NativeCapture):
-        serial = capture.host_tick()
-        if serial:
-            capture.keep_segments(serial, (0, read_entry(frame, _HOST_CALL_CODE)))
+        try:
+            serial = capture.host_tick()
+            if serial:
+                capture.keep_segments(serial, (0, read_entry(frame, _HOST_CALL_CODE)))
+        except Exception:  # a signal handler: raising here would raise in the user's code
+            capture.errors += 1
 
 
 def _host_ticks_elsewhere(tids: Set[int]) -> None:
