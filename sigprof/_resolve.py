@@ -331,7 +331,9 @@ def resolve_recording(raw: Iterable[RawSample], *, modules: Sequence[ModuleRef],
 
     # The Python frames of a sample's entry marks: its entry's, then those of the
     # entries it was made from.  Equal chains are one chain, so a stack repeated by
-    # many calls from the same place is placed in the tree once.
+    # many calls from the same place is placed in the tree once.  The Python frames
+    # a host function was running when a tick landed in it (its callees) are kept
+    # the same way, as an entry made from none: a chain of one.
     chain_of_serial: Dict[int, int] = {0: 0}
     chain_index: Dict[Tuple[object, ...], int] = {(): 0}
     chains: List[Tuple[PythonSegment, ...]] = [()]
@@ -355,24 +357,6 @@ def resolve_recording(raw: Iterable[RawSample], *, modules: Sequence[ModuleRef],
                 found = chain_index[key] = len(chains)
                 chains.append(tuple(reader.segment(raw) for _, raw in entries))
             chain_of_serial[serial] = found
-        return found
-
-    # The Python frames a host function was running when a tick landed in it (main
-    # thread, ``_session._host_tick``): its callees, under its frame.
-    callee_of_serial: Dict[int, int] = {0: 0}
-    callee_index: Dict[Tuple[object, ...], int] = {(): 0}
-    callees: List[PythonSegment] = [()]
-
-    def callee_id(serial: int) -> int:
-        found = callee_of_serial.get(serial)
-        if found is None:
-            flat, reached = segments.get(serial, no_entry)[1]
-            key = (tuple(map(id, flat[0::2])), flat[1::2], reached)
-            found = callee_index.get(key)
-            if found is None:
-                found = callee_index[key] = len(callees)
-                callees.append(reader.segment((flat, reached)))
-            callee_of_serial[serial] = found
         return found
 
     placed: Dict[Tuple[int, int], Tuple[List[int], int]] = {}
@@ -411,7 +395,7 @@ def resolve_recording(raw: Iterable[RawSample], *, modules: Sequence[ModuleRef],
         chain = chain_of_serial.get(s.entry)
         if chain is None:
             chain = chain_id(s.entry)
-        callee = callee_id(s.callee) if s.callee else 0
+        callee = chain_id(s.callee) if s.callee else 0
         sample_key = (raw_id, chain, s.origin, tick_pc, callee)
         stack_flags = final.get(sample_key)
         if stack_flags is None:
@@ -436,8 +420,9 @@ def resolve_recording(raw: Iterable[RawSample], *, modules: Sequence[ModuleRef],
                                           frame_key(tick_frame))
                         flags |= SAMPLE_AT_TICK
             if s.origin > ORIGIN_GUEST:
-                node = python_frames(tree.child(node, host_frame(s.origin - 1)),
-                                     callees[callee])
+                node = tree.child(node, host_frame(s.origin - 1))
+                for segment in chains[callee]:          # its callees, if read
+                    node = python_frames(node, segment)
             elif s.origin == ORIGIN_OUTSIDE:
                 node = tree.child(node, Frame(FRAME_PYTHON))
             elif node < 0:
