@@ -1135,24 +1135,33 @@ static PyObject *Capture_host_exit(Capture *c, PyObject *origin)
     Py_RETURN_NONE;
 }
 
+/* The due tick of the bound thread, inside the host function the newest activation
+ * called, as one sample with a new serial under which the caller keeps the Python
+ * frames that host function is running (its callees); 0 if no tick is due.
+ * `elsewhere`: the caller is the sampler thread (see host_tick_elsewhere). */
+static uint64_t sample_in_host(Capture *c, int elsewhere)
+{
+    uint64_t total = ticks_now(c);
+    if (!tick_due(c, total))
+        return 0;
+    uint64_t serial = __atomic_add_fetch(&next_entry_serial, 1, __ATOMIC_RELAXED);
+    c->callee_serial = serial;
+    c->recording_elsewhere = elsewhere;
+    record(c, c->act[c->act_count - 1].origin, total, WALK_PUSHED);
+    c->recording_elsewhere = 0;
+    c->callee_serial = 0;
+    return serial;
+}
+
 /* host_tick() -> serial or 0: from the Python handler set_host_ticks names, inside a
- * host function on the main thread: sample the due tick now, charged to the host
- * function, with a serial under which the caller keeps the Python frames it was
- * running (its callees). */
+ * host function on the main thread: sample the due tick now (sample_in_host). */
 static PyObject *Capture_host_tick(Capture *c, PyObject *unused)
 {
     (void)unused;
     uint64_t serial = 0;
     if (c->enabled && c->python_frames && c->act_count > 0 && !c->act_overflow && bind(c)
-        && c->slot->in_host > 0) {
-        uint64_t total = ticks_now(c);
-        if (tick_due(c, total)) {
-            serial = __atomic_add_fetch(&next_entry_serial, 1, __ATOMIC_RELAXED);
-            c->callee_serial = serial;
-            record(c, c->act[c->act_count - 1].origin, total, WALK_PUSHED);
-            c->callee_serial = 0;
-        }
-    }
+        && c->slot->in_host > 0)
+        serial = sample_in_host(c, 0);
     return PyLong_FromUnsignedLongLong(serial);
 }
 
@@ -1169,17 +1178,8 @@ static PyObject *Capture_host_tick_elsewhere(Capture *c, PyObject *arg)
     ThreadSlot *s = c->slot;
     if (c->enabled && c->python_frames && c->use_tick_record && c->act_count > 0
         && !c->act_overflow && s && c->native_tid == tid
-        && __atomic_load_n(&s->tid, __ATOMIC_ACQUIRE) == tid && s->in_host > 0) {
-        uint64_t total = ticks_now(c);
-        if (tick_due(c, total)) {
-            serial = __atomic_add_fetch(&next_entry_serial, 1, __ATOMIC_RELAXED);
-            c->callee_serial = serial;
-            c->recording_elsewhere = 1;
-            record(c, c->act[c->act_count - 1].origin, total, WALK_PUSHED);
-            c->recording_elsewhere = 0;
-            c->callee_serial = 0;
-        }
-    }
+        && __atomic_load_n(&s->tid, __ATOMIC_ACQUIRE) == tid && s->in_host > 0)
+        serial = sample_in_host(c, 1);
     return PyLong_FromUnsignedLongLong(serial);
 }
 
@@ -1187,9 +1187,11 @@ static PyObject *Capture_host_tick_elsewhere(Capture *c, PyObject *arg)
 static PyObject *Capture_guest_enter(Capture *c, PyObject *unused)
 {
     (void)unused;
-    ThreadSlot *s = own_slot(c);
-    if (c->guest_depth > 0 && s && s->in_host > 0 && c->enabled && c->python_frames)
-        s->in_host--;                 /* a host function re-enters: Python pauses */
+    if (c->guest_depth > 0 && c->enabled && c->python_frames) {
+        ThreadSlot *s = own_slot(c);
+        if (s && s->in_host > 0)
+            s->in_host--;             /* a host function re-enters: Python pauses */
+    }
     if (c->guest_depth < MAX_ACTIVATIONS)
         c->entries[c->guest_depth] = __atomic_add_fetch(&next_entry_serial, 1, __ATOMIC_RELAXED);
     c->guest_depth++;
@@ -1219,9 +1221,11 @@ static PyObject *Capture_guest_exit(Capture *c, PyObject *unused)
         }
         c->guest_depth--;
         parent = entry_serial(c);
-        ThreadSlot *s = own_slot(c);
-        if (c->guest_depth > 0 && s && c->enabled && c->python_frames)
-            s->in_host++;             /* back in the host function that re-entered */
+        if (c->guest_depth > 0 && c->enabled && c->python_frames) {
+            ThreadSlot *s = own_slot(c);
+            if (s)
+                s->in_host++;         /* back in the host function that re-entered */
+        }
     }
     if (!serial)
         Py_RETURN_NONE;

@@ -280,9 +280,7 @@ def _host_tick(signum: int, frame: Optional[FrameType]) -> None:
     capture = stack[-1] if stack else None
     if isinstance(capture, NativeCapture):
         try:
-            serial = capture.host_tick()
-            if serial:
-                capture.keep_segments(serial, (0, read_entry(frame, _HOST_CALL_CODE)))
+            _keep_callees(capture, capture.host_tick(), frame)
         except Exception:  # a signal handler: raising here would raise in the user's code
             capture.errors += 1
 
@@ -300,9 +298,14 @@ def _host_ticks_elsewhere(tids: Set[int]) -> None:
         capture = stack[-1] if stack else None
         frame = frames.get(ident)
         if isinstance(capture, NativeCapture) and frame is not None:
-            serial = capture.host_tick_elsewhere(tid)
-            if serial:
-                capture.keep_segments(serial, (0, read_entry(frame, _HOST_CALL_CODE)))
+            _keep_callees(capture, capture.host_tick_elsewhere(tid), frame)
+
+
+def _keep_callees(capture: NativeCapture, serial: int, frame: Optional[FrameType]) -> None:
+    """The sample ``serial`` (0: none was due) was taken inside a host function running
+    ``frame``: keep the frames out to it, its callees, as an entry made from none."""
+    if serial:
+        capture.keep_segments(serial, (0, read_entry(frame, _HOST_CALL_CODE)))
 
 
 class _GuestCall:
