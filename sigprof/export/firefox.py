@@ -235,11 +235,16 @@ def _threads(rec: "Recording", title: str, duration_ms: float) -> List[JSON]:
     st = rec.sample_table
     weights = rec.weights_ns()
     rows = rec.meta.get("threads") or [{"name": title, "tid": 0}]
-    column = st.thread if len(st.thread) == len(st) else None
+    by_thread: List[List[int]] = [[] for _ in rows]         # sample indices, one pass
+    if len(st.thread) == len(st):
+        for i, t in enumerate(st.thread):
+            by_thread[t].append(i)
+    else:                                                    # recorded before threads
+        by_thread[0] = list(range(len(st)))
     main = next((i for i, row in enumerate(rows) if row.get("name") == "MainThread"), 0)
     out: List[JSON] = []
     for t, row in enumerate(rows):
-        picked = range(len(st)) if column is None else [i for i, x in enumerate(column) if x == t]
+        picked = by_thread[t]
         if not picked and (out or t + 1 < len(rows)):
             continue
         # The profiler reads a sample's CPU delta as the time since the sample
