@@ -199,6 +199,7 @@ class ManualTicks(TickSource):
 
 
 SignalHandler = Callable[[int, Optional[FrameType]], Any]
+PythonHandler = Union[SignalHandler, int, None]     # what signal.signal() returns
 
 
 class HostTicks(NamedTuple):
@@ -228,7 +229,7 @@ class NativeRelay:
         self._host_ticks = host_ticks
         self._on_main = host_ticks is not None and (
             threading.current_thread() is threading.main_thread())
-        self._previous_python: Union[SignalHandler, int, None] = None
+        self._previous_python: PythonHandler = None
         self._pipe = (-1, -1)
         self._sampler: Optional[threading.Thread] = None
 
@@ -269,20 +270,17 @@ class NativeRelay:
 
     def _stop_sampler(self, join: bool) -> None:
         read_fd, write_fd = self._pipe
-        if write_fd >= 0:
-            os.close(write_fd)
+        _close_fds(write_fd)                    # the sampler's read sees the end
         if join and self._sampler is not None:
             self._sampler.join(timeout=2.0)
-        if read_fd >= 0:
-            os.close(read_fd)
+        _close_fds(read_fd)
         self._pipe = (-1, -1)
         self._sampler = None
 
     def _restore_python_handler(self) -> None:
         if self._on_main and self._host_ticks is not None and signal.getsignal(
                 self.signum) is self._host_ticks.on_main:
-            previous = self._previous_python
-            signal.signal(self.signum, previous if previous is not None else signal.SIG_DFL)
+            _put_back_handler(self.signum, self._previous_python)
 
     def add_engine(self, engine: wasmtime.Engine) -> None:
         self._ext.add_engine(wt.engine_address(engine))
@@ -323,7 +321,7 @@ class WakeupRelay:
         self._thread: Optional[threading.Thread] = None
         self._read_fd = self._write_fd = -1
         self._previous_wakeup_fd = -1
-        self._previous_handler: Union[Callable[[int, Optional[FrameType]], Any], int, None] = None
+        self._previous_handler: PythonHandler = None
         self._python_handler_installed = False
         self._wakeup_installed = False
 
@@ -402,17 +400,11 @@ class WakeupRelay:
 
     def _restore_python_handler(self) -> None:
         if self._python_handler_installed:
-            previous = self._previous_handler
-            signal.signal(self.signum, previous if previous is not None else signal.SIG_DFL)
+            _put_back_handler(self.signum, self._previous_handler)
             self._python_handler_installed = False
 
     def _close_pipe(self) -> None:
-        for fd in (self._read_fd, self._write_fd):
-            if fd >= 0:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
+        _close_fds(self._read_fd, self._write_fd)
         self._read_fd = self._write_fd = -1
 
     def reset_after_fork(self) -> None:
@@ -426,6 +418,20 @@ class WakeupRelay:
         except (ValueError, OSError):  # pragma: no cover - fork from a non-main thread
             pass
         self._close_pipe()
+
+
+def _put_back_handler(signum: int, previous: PythonHandler) -> None:
+    """Reinstall the Python-level handler a relay replaced (None: none was Python's)."""
+    signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
+
+
+def _close_fds(*fds: int) -> None:
+    for fd in fds:
+        if fd >= 0:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
 
 def _ignore_tick(signum: int, frame: Optional[FrameType]) -> None:
