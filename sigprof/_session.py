@@ -64,7 +64,7 @@ class Session:
     def __init__(self) -> None:
         self.lock = threading.RLock()
         self.profiles: List["Profiler"] = []
-        self.captures: Dict[int, Tuple[Capture, "Profiler"]] = {}    # id(store) -> ...
+        self.captures: Dict[int, Capture] = {}           # id(store) -> its live capture
         self.storeless: Optional["Profiler"] = None
         self.timer: Optional[Union[ITimerTicks, PerfTicks]] = None
         self._engine_users: Dict[int, List[Any]] = {}    # id(engine) -> [engine, stores]
@@ -145,9 +145,9 @@ class Session:
 
     # -- stores and engines -------------------------------------------------------
 
-    def add_capture(self, capture: Capture, profile: "Profiler", ticks: TickSource) -> None:
+    def add_capture(self, capture: Capture, ticks: TickSource) -> None:
         with self.lock:
-            self.captures[id(capture.store)] = (capture, profile)
+            self.captures[id(capture.store)] = capture
             engine = capture.store.engine
             users = self._engine_users.get(id(engine))
             if users is None:
@@ -196,7 +196,7 @@ class Session:
         """The capture sampling ``store``; a store-less profile adopts a new store here."""
         found = self.captures.get(id(store))
         if found is not None:
-            return found[0]
+            return found
         storeless = self.storeless
         if storeless is None:
             if store.engine not in self._probing:
@@ -241,7 +241,7 @@ class Session:
         interval timer), disable every capture it inherited, put the signal handler
         and hooks back, and forget the parent's profiles (whose ``stop`` in the child
         then only reads what they hold)."""
-        for capture, _ in self.captures.values():
+        for capture in self.captures.values():
             capture.disable()
         for profile in self.profiles:
             profile.forked = True

@@ -249,7 +249,7 @@ class Profiler:
         capture.attach()
         try:
             store.set_epoch_deadline(1)
-            SESSION.add_capture(capture, self, self._ticks)
+            SESSION.add_capture(capture, self._ticks)
             capture.begin(self._ticks.tick_word, self._ticks.fake_clock, self._t0_ns,
                           every_thread=self._ticks.clock == "wall")
         except BaseException:
@@ -266,7 +266,7 @@ class Profiler:
                 return None
             found = SESSION.captures.get(id(store))
             if found is not None:
-                return found[0]
+                return found
             epoch = SESSION.has_epoch_interruption(store.engine)
             if not epoch:
                 if epoch is not None:
