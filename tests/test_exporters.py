@@ -120,3 +120,13 @@ def test_report_of_a_saved_firefox_profile_is_the_expected_one(tmp_path, capsys)
     golden_recording().save(path)
     assert main(["report", str(path)]) == 0
     _check("golden-from-json.txt", capsys.readouterr().out.encode())
+
+
+def test_a_thread_opens_before_its_first_sample_even_at_a_negative_time():
+    # Found by the raw-file fuzzer: a damaged file can hold a sample time below 0;
+    # the empty sample that opens each Firefox thread must not come after it.
+    rec = golden_recording()
+    rec.sample_table.time_ns[0] = -5_000_000
+    profile = rec.to_firefox()                      # checked by the autouse fixture too
+    times = profile["threads"][0]["samples"]["time"]
+    assert times[0] <= times[1] == -5.0

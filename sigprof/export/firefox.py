@@ -250,7 +250,9 @@ def _threads(rec: "Recording", title: str, duration_ms: float) -> List[JSON]:
         # The profiler reads a sample's CPU delta as the time since the sample
         # before it, and so ignores the first one's: an empty, weightless sample
         # where the first interval began keeps that interval's CPU in the thread.
-        first = max(0, st.time_ns[picked[0]] - st.wall_ns[picked[0]]) if picked else 0
+        # (Never after the first sample, whose time may be below 0 in a hand-made file.)
+        t0 = st.time_ns[picked[0]] if picked else 0
+        first = max(min(0, t0), t0 - st.wall_ns[picked[0]]) if picked else 0
         samples = {
             "length": len(picked) + bool(picked),
             "stack": [None] * bool(picked) + [st.stack[i] if st.stack[i] >= 0 else None
