@@ -16,13 +16,14 @@ import os
 import tempfile
 from typing import TYPE_CHECKING, Optional
 
-from . import collapsed, firefox, raw, svg, text
+from . import collapsed, firefox, pprof, raw, svg, text
 from .base import Exporter
 
 if TYPE_CHECKING:
     from ..recording import Recording
 
-EXPORTERS = (firefox.EXPORTER, raw.EXPORTER, collapsed.EXPORTER, text.EXPORTER, svg.EXPORTER)
+EXPORTERS = (firefox.EXPORTER, raw.EXPORTER, collapsed.EXPORTER, text.EXPORTER, svg.EXPORTER,
+             pprof.EXPORTER)
 FORMATS = tuple(e.name for e in EXPORTERS)
 
 

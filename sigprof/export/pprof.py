@@ -1,0 +1,180 @@
+"""Recording -> pprof (gzipped ``profile.proto``), as ``go tool pprof``, Pyroscope and Parca read it.
+
+Spec: google/pprof ``proto/profile.proto``.  The encoder is the few lines of
+protobuf wire format the message needs (varints, length-delimited fields,
+packed repeated integers), written here rather than taken from the
+``protobuf`` package: the profile is one flat message of integers and
+strings, the package would be a runtime dependency of every install for it,
+and its generated code is tied to protobuf's own release line.
+
+What goes where:
+
+* sample types ``samples/count`` and ``cpu/nanoseconds`` (``wall/nanoseconds``
+  for the wall clock), the latter the default; the period is the sampling
+  interval in the same unit;
+* one Location per interned frame (a guest frame is one return address): a
+  guest frame's address is its ``.text`` offset placed in its module's
+  Mapping, which has functions but no file, so tools never try to
+  symbolize it again; Python and host frames have no address and no mapping;
+* one Function per function, named as ``record``'s summary names it (``work
+  [app.wasm]``: pprof merges functions by name, and two modules' ``work`` are
+  not one function), Python host functions and Python code with their file
+  and first line, the pseudo frames under their own names;
+* a ``thread`` label on every sample; the profile's warnings as comments.
+
+Samples keep their own order; pprof sums equal stacks itself.
+"""
+
+from __future__ import annotations
+
+import gzip
+from typing import TYPE_CHECKING, Dict, List, Tuple
+
+from ..frames import FRAME_GUEST, FRAME_HOST, FRAME_PYCODE
+from .base import Exporter
+
+if TYPE_CHECKING:
+    from ..recording import Recording
+
+# A module's mapping starts at (index + 1) << MAPPING_SHIFT, so the mappings of
+# different modules never overlap (.text offsets are below 4 GiB).
+MAPPING_SHIFT = 32
+
+# profile.proto field numbers.
+_PROFILE_SAMPLE_TYPE, _PROFILE_SAMPLE, _PROFILE_MAPPING, _PROFILE_LOCATION = 1, 2, 3, 4
+_PROFILE_FUNCTION, _PROFILE_STRING_TABLE, _PROFILE_TIME_NANOS = 5, 6, 9
+_PROFILE_DURATION_NANOS, _PROFILE_PERIOD_TYPE, _PROFILE_PERIOD = 10, 11, 12
+_PROFILE_COMMENT, _PROFILE_DEFAULT_SAMPLE_TYPE = 13, 14
+
+
+def _varint(value: int) -> bytes:
+    value &= (1 << 64) - 1                 # int64 fields: two's complement, as protobuf does
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+class _Message:
+    """One protobuf message being written: fields appended in order."""
+
+    def __init__(self) -> None:
+        self.buf = bytearray()
+
+    def int(self, field: int, value: int) -> "_Message":
+        if value:                          # proto3: a zero scalar is the default, not written
+            self.buf += _varint(field << 3) + _varint(value)
+        return self
+
+    def bytes(self, field: int, data: bytes) -> "_Message":
+        self.buf += _varint(field << 3 | 2) + _varint(len(data)) + data
+        return self
+
+    def message(self, field: int, sub: "_Message") -> "_Message":
+        return self.bytes(field, bytes(sub.buf))
+
+    def packed(self, field: int, values: List[int]) -> "_Message":
+        if values:
+            self.bytes(field, b"".join(_varint(v) for v in values))
+        return self
+
+
+class _Strings:
+    """The string table: index 0 is the empty string, as the spec requires."""
+
+    def __init__(self) -> None:
+        self.index: Dict[str, int] = {"": 0}
+
+    def __call__(self, text: str) -> int:
+        found = self.index.get(text)
+        if found is None:
+            found = self.index[text] = len(self.index)
+        return found
+
+
+def _value_type(strings: _Strings, kind: str, unit: str) -> _Message:
+    return _Message().int(1, strings(kind)).int(2, strings(unit))
+
+
+def convert(rec: "Recording") -> bytes:
+    """The uncompressed ``Profile`` message."""
+    strings = _Strings()
+    profile = _Message()
+    weight_kind = "wall" if rec.weights_ns() is rec.sample_table.wall_ns else "cpu"
+    profile.message(_PROFILE_SAMPLE_TYPE, _value_type(strings, "samples", "count"))
+    profile.message(_PROFILE_SAMPLE_TYPE, _value_type(strings, weight_kind, "nanoseconds"))
+
+    function_ids: Dict[Tuple[object, ...], int] = {}
+    functions: List[_Message] = []
+
+    def function_id(frame_index: int) -> int:
+        ref = rec.function(frame_index)
+        found = function_ids.get(ref.key)
+        if found is None:
+            found = function_ids[ref.key] = len(function_ids) + 1
+            frame = rec.frames[frame_index]
+            file, first_line = ref.module, 0
+            if frame.type in (FRAME_HOST, FRAME_PYCODE):
+                host = rec.host_functions[frame.ref]
+                file, first_line = host.file, host.line
+            name = strings(ref.label("summary"))
+            functions.append(_Message().int(1, found).int(2, name).int(3, name)
+                             .int(4, strings(file)).int(5, first_line))
+        return found
+
+    locations: Dict[int, int] = {}          # frame index -> location id
+    for frame_index, frame in enumerate(rec.frames):
+        location = _Message().int(1, frame_index + 1)
+        line = _Message().int(1, function_id(frame_index))
+        if frame.type == FRAME_GUEST:
+            location.int(2, frame.ref + 1).int(3, (frame.ref + 1 << MAPPING_SHIFT) + frame.offset)
+        elif frame.type == FRAME_PYCODE:
+            line.int(2, frame.offset)         # the line the Python code was at
+        location.message(4, line)
+        locations[frame_index] = frame_index + 1
+        profile.message(_PROFILE_LOCATION, location)
+
+    for index, module in enumerate(rec.modules):
+        base = index + 1 << MAPPING_SHIFT
+        profile.message(_PROFILE_MAPPING, _Message().int(1, index + 1).int(2, base)
+                        .int(3, base + max(module.text_size, 1)).int(5, strings(module.name))
+                        .int(6, strings(module.digest)).int(7, 1))
+    for function in functions:
+        profile.message(_PROFILE_FUNCTION, function)
+
+    thread_names = [str(t.get("name", "")) for t in rec.meta.get("threads") or []] or [""]
+    thread_key = strings("thread")
+    thread_column = rec.sample_table.thread
+    stack_locations: Dict[int, List[int]] = {}
+    for i, (stack, weight_ns) in enumerate(zip(rec.sample_table.stack, rec.weights_ns())):
+        ids = stack_locations.get(stack)
+        if ids is None:
+            ids = stack_locations[stack] = [locations[f] for f in reversed(rec.stack_frames(stack))] if stack >= 0 else []
+        sample = _Message().packed(1, ids).packed(2, [1, weight_ns])
+        thread = thread_names[thread_column[i]] if thread_column else thread_names[0]
+        if thread:
+            sample.message(3, _Message().int(1, thread_key).int(2, strings(thread)))
+        profile.message(_PROFILE_SAMPLE, sample)
+
+    comments = [strings(f"warning: {w}") for w in rec.meta.get("warnings", [])]
+    profile.int(_PROFILE_TIME_NANOS, int(rec.meta.get("start_unix_ns", 0)))
+    profile.int(_PROFILE_DURATION_NANOS, int(rec.meta.get("duration_ns", 0)))
+    profile.message(_PROFILE_PERIOD_TYPE, _value_type(strings, weight_kind, "nanoseconds"))
+    profile.int(_PROFILE_PERIOD, round(rec.interval * 1e9))
+    for comment in comments:
+        profile.int(_PROFILE_COMMENT, comment)
+    profile.int(_PROFILE_DEFAULT_SAMPLE_TYPE, strings(weight_kind))
+    # The string table last: every string above has been interned by now.
+    for text in strings.index:
+        profile.bytes(_PROFILE_STRING_TABLE, text.encode())
+    return bytes(profile.buf)
+
+
+def render(rec: "Recording", path: str) -> bytes:
+    return gzip.compress(convert(rec), mtime=0)
+
+
+EXPORTER = Exporter("pprof", (".pb.gz", ".pprof"), "pprof profile (go tool pprof, Pyroscope, "
+                    "Parca)", render)
