@@ -89,5 +89,5 @@ def test_encoder_writes_the_wire_format_by_the_spec():
     assert pprof._varint(0) == b"\x00"
     assert pprof._varint(300) == b"\xac\x02"
     assert pprof._varint(-1) == b"\xff" * 9 + b"\x01"         # int64 -1: ten bytes
-    msg = pprof._Message().int(1, 150).bytes(2, b"ab").packed(3, [1, 300]).int(4, 0)
+    msg = pprof._Message().scalar(1, 150).blob(2, b"ab").packed(3, [1, 300]).scalar(4, 0)
     assert bytes(msg.buf) == b"\x08\x96\x01\x12\x02ab\x1a\x03\x01\xac\x02"

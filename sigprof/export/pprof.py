@@ -63,21 +63,21 @@ class _Message:
     def __init__(self) -> None:
         self.buf = bytearray()
 
-    def int(self, field: int, value: int) -> "_Message":
+    def scalar(self, field: int, value: int) -> "_Message":
         if value:                          # proto3: a zero scalar is the default, not written
             self.buf += _varint(field << 3) + _varint(value)
         return self
 
-    def bytes(self, field: int, data: bytes) -> "_Message":
+    def blob(self, field: int, data: bytes) -> "_Message":
         self.buf += _varint(field << 3 | 2) + _varint(len(data)) + data
         return self
 
     def message(self, field: int, sub: "_Message") -> "_Message":
-        return self.bytes(field, bytes(sub.buf))
+        return self.blob(field, bytes(sub.buf))
 
     def packed(self, field: int, values: List[int]) -> "_Message":
         if values:
-            self.bytes(field, b"".join(_varint(v) for v in values))
+            self.blob(field, b"".join(_varint(v) for v in values))
         return self
 
 
@@ -95,7 +95,7 @@ class _Strings:
 
 
 def _value_type(strings: _Strings, kind: str, unit: str) -> _Message:
-    return _Message().int(1, strings(kind)).int(2, strings(unit))
+    return _Message().scalar(1, strings(kind)).scalar(2, strings(unit))
 
 
 def convert(rec: "Recording") -> bytes:
@@ -120,27 +120,27 @@ def convert(rec: "Recording") -> bytes:
                 host = rec.host_functions[frame.ref]
                 file, first_line = host.file, host.line
             name = strings(ref.label("summary"))
-            functions.append(_Message().int(1, found).int(2, name).int(3, name)
-                             .int(4, strings(file)).int(5, first_line))
+            functions.append(_Message().scalar(1, found).scalar(2, name).scalar(3, name)
+                             .scalar(4, strings(file)).scalar(5, first_line))
         return found
 
     locations: Dict[int, int] = {}          # frame index -> location id
     for frame_index, frame in enumerate(rec.frames):
-        location = _Message().int(1, frame_index + 1)
-        line = _Message().int(1, function_id(frame_index))
+        location = _Message().scalar(1, frame_index + 1)
+        line = _Message().scalar(1, function_id(frame_index))
         if frame.type == FRAME_GUEST:
-            location.int(2, frame.ref + 1).int(3, (frame.ref + 1 << MAPPING_SHIFT) + frame.offset)
+            location.scalar(2, frame.ref + 1).scalar(3, (frame.ref + 1 << MAPPING_SHIFT) + frame.offset)
         elif frame.type == FRAME_PYCODE:
-            line.int(2, frame.offset)         # the line the Python code was at
+            line.scalar(2, frame.offset)         # the line the Python code was at
         location.message(4, line)
         locations[frame_index] = frame_index + 1
         profile.message(_PROFILE_LOCATION, location)
 
     for index, module in enumerate(rec.modules):
         base = index + 1 << MAPPING_SHIFT
-        profile.message(_PROFILE_MAPPING, _Message().int(1, index + 1).int(2, base)
-                        .int(3, base + max(module.text_size, 1)).int(5, strings(module.name))
-                        .int(6, strings(module.digest)).int(7, 1))
+        profile.message(_PROFILE_MAPPING, _Message().scalar(1, index + 1).scalar(2, base)
+                        .scalar(3, base + max(module.text_size, 1)).scalar(5, strings(module.name))
+                        .scalar(6, strings(module.digest)).scalar(7, 1))
     for function in functions:
         profile.message(_PROFILE_FUNCTION, function)
 
@@ -155,20 +155,20 @@ def convert(rec: "Recording") -> bytes:
         sample = _Message().packed(1, ids).packed(2, [1, weight_ns])
         thread = thread_names[thread_column[i]] if thread_column else thread_names[0]
         if thread:
-            sample.message(3, _Message().int(1, thread_key).int(2, strings(thread)))
+            sample.message(3, _Message().scalar(1, thread_key).scalar(2, strings(thread)))
         profile.message(_PROFILE_SAMPLE, sample)
 
     comments = [strings(f"warning: {w}") for w in rec.meta.get("warnings", [])]
-    profile.int(_PROFILE_TIME_NANOS, int(rec.meta.get("start_unix_ns", 0)))
-    profile.int(_PROFILE_DURATION_NANOS, int(rec.meta.get("duration_ns", 0)))
+    profile.scalar(_PROFILE_TIME_NANOS, int(rec.meta.get("start_unix_ns", 0)))
+    profile.scalar(_PROFILE_DURATION_NANOS, int(rec.meta.get("duration_ns", 0)))
     profile.message(_PROFILE_PERIOD_TYPE, _value_type(strings, weight_kind, "nanoseconds"))
-    profile.int(_PROFILE_PERIOD, round(rec.interval * 1e9))
+    profile.scalar(_PROFILE_PERIOD, round(rec.interval * 1e9))
     for comment in comments:
-        profile.int(_PROFILE_COMMENT, comment)
-    profile.int(_PROFILE_DEFAULT_SAMPLE_TYPE, strings(weight_kind))
+        profile.scalar(_PROFILE_COMMENT, comment)
+    profile.scalar(_PROFILE_DEFAULT_SAMPLE_TYPE, strings(weight_kind))
     # The string table last: every string above has been interned by now.
     for text in strings.index:
-        profile.bytes(_PROFILE_STRING_TABLE, text.encode())
+        profile.blob(_PROFILE_STRING_TABLE, text.encode())
     return bytes(profile.buf)
 
 
