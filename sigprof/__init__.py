@@ -7,22 +7,46 @@
         instance.exports(store)["run"](store, 10)
     prof.save("run.json")          # Firefox Profiler
     prof.save("run.sigprof")       # raw recording: sigprof.load() it anywhere
+
+Reading and converting recordings (``load``, ``Recording``) needs no wasmtime;
+the capture layer (``profile``, ``engine``, ``serve`` ...) is imported on first
+use (PEP 562), so ``import sigprof`` works with any wasmtime-py installed, or
+none, and a wasmtime-py the capture cannot use is reported when a profile
+starts.
 """
 
 __version__ = "0.1.0"
 
 import os  # noqa: E402
+from typing import Any, List  # noqa: E402
 
-from .profiler import FAR_DEADLINE, Profiler, engine, profile
-from .rawfile import RecordingFormatError
-from .recording import Recording
+from .rawfile import RecordingFormatError  # noqa: E402
+from .recording import Recording  # noqa: E402
+
+# Names of the capture layer, and the module each lives in.
+_CAPTURE = {"FAR_DEADLINE": "profiler", "Profiler": "profiler", "engine": "profiler",
+            "profile": "profiler", "serve": "serve", "PprofServer": "serve"}
 
 
 def load(path: "str | os.PathLike[str]") -> Recording:
-    """Read a raw ``.sigprof`` recording (no wasm module needed)."""
+    """Read a recording: a raw ``.sigprof`` file (no wasm module needed)."""
     from . import rawfile
     return rawfile.load(os.fspath(path))
 
 
-__all__ = ["FAR_DEADLINE", "Profiler", "Recording", "RecordingFormatError", "engine", "load",
-           "profile", "__version__"]
+def __getattr__(name: str) -> Any:
+    module = _CAPTURE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'sigprof' has no attribute {name!r}")
+    import importlib
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> List[str]:
+    return sorted(set(globals()) | set(_CAPTURE))
+
+
+__all__ = ["FAR_DEADLINE", "PprofServer", "Profiler", "Recording", "RecordingFormatError",
+           "engine", "load", "profile", "serve", "__version__"]

@@ -15,7 +15,6 @@ import os
 from pathlib import Path
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
-import wasmtime
 
 MAGIC = b"\0asm"
 _IMPORT, _EXPORT, _CUSTOM = 2, 7, 0
@@ -171,6 +170,7 @@ def wasm_bytes(source: "str | bytes | os.PathLike[str]") -> bytes:
     if not _looks_like_wat(text):
         raise WasmFormatError("neither a wasm binary (no \\0asm header) nor WAT text "
                               "(text starting with `(`)")
+    import wasmtime        # WAT needs wasmtime's parser; reading binaries needs nothing
     try:
         return bytes(wasmtime.wat2wasm(text))
     except wasmtime.WasmtimeError as exc:
