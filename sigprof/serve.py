@@ -14,6 +14,10 @@ Rules, each a decision a scraper can rely on:
 
 * Loopback only, unless an address is given *and* ``allow_remote=True``: a
   profile names the code, files and threads of the process.
+* The native capture is required: each profile starts on a server thread,
+  and without the C extension Python lets only the main thread install the
+  signal handler a profile needs; ``serve()`` says so at once rather than
+  failing every scrape.
 * One profile at a time: a request while one runs gets 409 Conflict at once
   (Go's handler waits instead; a scraper retrying on its next period is
   better served by an immediate answer than by a request that takes twice N).
@@ -73,6 +77,12 @@ class PprofServer:
             raise ValueError(f"address {address!r} is not loopback: a profile shows this "
                              f"process's code, files and threads to whoever asks; pass "
                              f"allow_remote=True to serve it there")
+        from . import _native
+        if not _native.available():
+            raise RuntimeError(f"sigprof.serve needs the native capture, which is not in use "
+                               f"({_native.unavailable_reason()}): profiles start on the "
+                               f"server's thread, and without it only the main thread may "
+                               f"install their signal handler")
         self.profile_options = profile_options
         self.busy = threading.Lock()          # held while a profile runs
         self.httpd = ThreadingHTTPServer((host, port), _handler_for(self))

@@ -42,6 +42,8 @@ def guests_running():
 
 @pytest.fixture
 def server():
+    if not sigprof._native.available():
+        pytest.skip("serve() needs the native capture")
     srv = sigprof.serve("127.0.0.1:0")
     try:
         yield srv
@@ -121,3 +123,9 @@ def test_a_non_loopback_address_needs_allow_remote(address):
 def test_a_malformed_address_is_one_clear_error():
     with pytest.raises(ValueError, match="expected HOST:PORT"):
         sigprof.serve("localhost")
+
+
+def test_without_the_native_capture_serve_says_why_at_once(monkeypatch):
+    monkeypatch.setenv("SIGPROF_PURE_PYTHON", "1")
+    with pytest.raises(RuntimeError, match="needs the native capture.*SIGPROF_PURE_PYTHON"):
+        sigprof.serve("127.0.0.1:0")
