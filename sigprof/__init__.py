@@ -9,7 +9,7 @@
     prof.save("run.sigprof")       # raw recording: sigprof.load() it anywhere
 
 Reading and converting recordings (``load``, ``Recording``) needs no wasmtime;
-the capture layer (``profile``, ``engine``, ``serve`` ...) is imported on first
+the capture layer (``profile``, ``engine``, ``serve``, ``continuous`` ...) is imported on first
 use (PEP 562), so ``import sigprof`` works with any wasmtime-py installed, or
 none, and a wasmtime-py the capture cannot use is reported when a profile
 starts.
@@ -25,13 +25,20 @@ from .recording import Recording  # noqa: E402
 
 # Names of the capture layer, and the module each lives in.
 _CAPTURE = {"FAR_DEADLINE": "profiler", "Profiler": "profiler", "engine": "profiler",
-            "profile": "profiler", "serve": "serve", "PprofServer": "serve"}
+            "profile": "profiler", "serve": "serve", "PprofServer": "serve",
+            "continuous": "continuous", "ContinuousProfiler": "continuous"}
 
 
 def load(path: "str | os.PathLike[str]") -> Recording:
     """Read a recording: a raw ``.sigprof`` file (no wasm module needed)."""
     from . import rawfile
     return rawfile.load(os.fspath(path))
+
+
+def load_ipython_extension(shell: Any) -> None:
+    """``%load_ext sigprof``: the ``%sigprof`` / ``%%sigprof`` magics (``sigprof.notebook``)."""
+    from .notebook import load_ipython_extension as load_magics
+    load_magics(shell)
 
 
 def __getattr__(name: str) -> Any:
@@ -48,5 +55,5 @@ def __dir__() -> List[str]:
     return sorted(set(globals()) | set(_CAPTURE))
 
 
-__all__ = ["FAR_DEADLINE", "PprofServer", "Profiler", "Recording", "RecordingFormatError",
-           "engine", "load", "profile", "serve", "__version__"]
+__all__ = ["ContinuousProfiler", "FAR_DEADLINE", "PprofServer", "Profiler", "Recording", "RecordingFormatError",
+           "continuous", "engine", "load", "profile", "serve", "__version__"]

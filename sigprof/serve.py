@@ -166,6 +166,9 @@ def _handler_for(server: PprofServer) -> type:
                 return
             try:
                 body = self._record(seconds)
+            except RuntimeError as exc:       # another store-less profile covers the process
+                self._answer(409, f"{exc}\n".encode())
+                return
             finally:
                 server.busy.release()
             if body is not None:

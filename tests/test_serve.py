@@ -129,3 +129,9 @@ def test_without_the_native_capture_serve_says_why_at_once(monkeypatch):
     monkeypatch.setenv("SIGPROF_PURE_PYTHON", "1")
     with pytest.raises(RuntimeError, match="needs the native capture.*SIGPROF_PURE_PYTHON"):
         sigprof.serve("127.0.0.1:0")
+
+
+def test_a_scrape_while_another_whole_process_profile_runs_gets_409(server):
+    with sigprof.profile():
+        status, body = get(server, "/debug/pprof/profile?seconds=1")
+    assert status == 409 and b"store-less" in body
