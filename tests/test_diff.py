@@ -1,0 +1,53 @@
+"""What changed between two recordings: self shares side by side, a change per path."""
+
+from __future__ import annotations
+
+import wasmtime
+
+import sigprof
+from conftest import EXAMPLES
+from sigprof import diff
+from sigprof.analysis import recording_tree
+
+
+def recording_of(export: str, arg: int) -> sigprof.Recording:
+    engine = sigprof.engine()
+    module = wasmtime.Module.from_file(engine, str(EXAMPLES / "demo.wat"))
+    store = wasmtime.Store(engine)
+    run = wasmtime.Linker(engine).instantiate(store, module).exports(store)[export]
+    with sigprof.profile(store, modules=[("demo", module)], interval=0.001) as prof:
+        run(store, arg)
+    return prof.recording
+
+
+def test_shares_meet_by_name_and_the_biggest_changes_come_first():
+    before, after = recording_of("fib", 36), recording_of("run", 4)
+    changes = diff.self_share_changes(before, after)
+    by_name = {c.function.name: c for c in changes}
+    # Before, only fib ran; after, hot_loop takes a share it did not have.
+    assert by_name["fib"].before_pct > 90 > by_name["fib"].after_pct
+    assert by_name["hot_loop"].before_pct == 0 < by_name["hot_loop"].after_pct
+    assert [abs(c.change_pct) for c in changes] == sorted((abs(c.change_pct) for c in changes),
+                                                          reverse=True)
+    text = diff.render_text(changes, 5, "fib.sigprof", "run.sigprof")
+    assert text.splitlines()[0] == "self share, before: fib.sigprof, after: run.sigprof"
+    assert "hot_loop  [demo]" in text and "fib  [demo]" in text
+
+
+def test_a_recording_against_itself_changes_nothing():
+    rec = recording_of("run", 4)
+    assert all(abs(c.change_pct) < 1e-9 for c in diff.self_share_changes(rec, rec))
+    tree = recording_tree(rec)
+    assert all(abs(d) < 1e-9 for d in diff.path_share_changes(tree, tree))
+    assert "(no function's self share changed)" in diff.render_text(
+        diff.self_share_changes(rec, rec), 10, "a", "a")
+
+
+def test_a_path_only_after_has_grown_from_zero():
+    before, after = recording_of("fib", 36), recording_of("run", 4)
+    after_tree = recording_tree(after)
+    changes = diff.path_share_changes(recording_tree(before), after_tree)
+    for node, label in enumerate(after_tree.label):
+        if label.name == "hot_loop":
+            share = 100 * after_tree.weight[node] / after_tree.total_weight
+            assert abs(changes[node] - share) < 1e-9
