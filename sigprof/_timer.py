@@ -74,11 +74,13 @@ _CLOCK_MONOTONIC_COARSE = 6   # Linux; not exported by the time module
 
 
 # The finest interval each tick source sustains, in seconds, measured by
-# benchmarks/interval_floor.py (see NOTES.md): finer, the ticks' own cost -- a
-# signal per tick, a sample at the next epoch check -- inflates the time a profile
-# reports beyond a few percent, and fills its ring.  The CPU itimers are rounded up
-# to whole kernel ticks anyway; "itimer" here is the wall clock's ITIMER_REAL.
-INTERVAL_FLOOR_S: Dict[str, float] = {"perf": 100e-6, "itimer": 100e-6}
+# benchmarks/interval_floor.py (figures in NOTES.md): each tick costs the
+# interrupted thread ~30 us of CPU on the 2-core VM measured (a signal, a sample at
+# the next epoch check), which the profile reports as the guest's.  At 250 us that
+# is 15-19 % more CPU than the unprofiled run, at 100 us 36-43 %, at 50 us 2-2.7x;
+# at 20 us the ring overflows and three quarters of the time is lost.  The CPU
+# itimers round up to whole kernel ticks instead; "itimer" here is ITIMER_REAL.
+INTERVAL_FLOOR_S: Dict[str, float] = {"perf": 250e-6, "itimer": 250e-6}
 
 
 def kernel_tick() -> float:
