@@ -19,10 +19,11 @@ import json
 import os
 import signal
 import sys
+import warnings
 from typing import List, NoReturn, Optional, Sequence, Set, Tuple
 
 from . import __version__, runner
-from .profiler import DEFAULT_CAPACITY, DEFAULT_MAX_DEPTH
+from .profiler import DEFAULT_CAPACITY, DEFAULT_MAX_DEPTH, ProfileWarning
 from .runner import STUB_MODES
 from .export import FORMATS, UnknownFormat, exporter, exporter_for_path, write
 from .export.raw import MAGIC
@@ -196,6 +197,7 @@ def _misplaced_options(args: Sequence[str]) -> List[str]:
 
 
 def cmd_record(a: argparse.Namespace) -> int:
+    warnings.simplefilter("ignore", ProfileWarning)    # the summary lists the profile's warnings
     interval = runner.parse_interval(a.interval) if a.interval is not None else None
     outputs = a.output or ["sigprof.json"]
     formats = _output_formats(outputs, a.format)

@@ -50,8 +50,8 @@ from .frames import (FRAME_GUEST, FRAME_HOST, FRAME_OPAQUE, FRAME_PYCODE, FRAME_
                      HostFunction)
 from .recording import Recording, SampleTable
 from .symbols import (ROLE_ENTRY, ROLE_WASM, Function, ImageError, LiveImage, ModuleSymbols,
-                      SymbolTable, discover, image_from_memory)
-from .wasmfile import WasmInfo
+                      SymbolTable, discover, image_from_memory, read_image)
+from .wasmfile import Signature, WasmInfo
 
 
 class ModuleRef(NamedTuple):
@@ -69,6 +69,54 @@ def module_refs(modules: Sequence[Tuple[Optional[str], wasmtime.Module]],
     ``names`` maps a module's position in ``modules`` to names from a binary."""
     return [ModuleRef(name, *wt.module_image_range(module), (names or {}).get(i))
             for i, (name, module) in enumerate(modules)]
+
+
+def names_mismatch(module: wasmtime.Module, names: WasmInfo) -> Optional[str]:
+    """Why a binary's names do not fit ``module`` (None: they fit).
+
+    Compared: what every build of the same program keeps, debug info or not --
+    its imported functions (in order: module, name and signature), how many
+    functions it defines, and its exported functions (name and signature).  A
+    ``-g`` build or a stripped one differs only in custom sections (DWARF, the
+    name section), which none of this reads; another program's binary differs
+    in at least one of them, and its names would label the wrong code."""
+    mine = [(i.module, i.name or "", _signature(i.type)) for i in module.imports
+            if isinstance(i.type, wasmtime.FuncType)]
+    types = names.function_types
+    theirs = [(i.module, i.name, types[k] if types is not None else None)
+              for k, i in enumerate(i for i in names.imports if i.kind == "func")]
+    if len(mine) != len(theirs):
+        return f"it imports {len(theirs)} functions, the module {len(mine)}"
+    for (m, n, sig), (their_m, their_n, their_sig) in zip(mine, theirs):
+        if (m, n) != (their_m, their_n):
+            return f"it imports {their_m}.{their_n} where the module imports {m}.{n}"
+        if their_sig is not None and sig != their_sig:
+            return f"its import {m}.{n} has the signature {_shown(their_sig)}, the module's " \
+                   f"{_shown(sig)}"
+    start, end = wt.module_image_range(module)
+    defined = len(read_image(wt.read_memory, start, end).symbols.function_indices())
+    if types is not None and len(types) - len(theirs) != defined:
+        return f"it defines {len(types) - len(theirs)} functions, the module {defined}"
+    for export in module.exports:
+        if not isinstance(export.type, wasmtime.FuncType):
+            continue
+        kind, index = names.exports.get(export.name, ("", -1))
+        if kind != "func":
+            return f"it does not export the function {export.name!r}"
+        sig = _signature(export.type)
+        if types is not None and 0 <= index < len(types) and types[index] != sig:
+            return f"its export {export.name!r} has the signature {_shown(types[index])}, " \
+                   f"the module's {_shown(sig)}"
+    return None
+
+
+def _signature(func_type: wasmtime.FuncType) -> Signature:
+    return tuple(map(str, func_type.params)), tuple(map(str, func_type.results))
+
+
+def _shown(signature: Signature) -> str:
+    params, results = signature
+    return f"({', '.join(params)}) -> ({', '.join(results)})"
 
 
 def host_function_info(func: Callable[..., Any], host_details: bool) -> HostFunction:

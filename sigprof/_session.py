@@ -97,6 +97,11 @@ class Session:
                 # Per-thread tick records start afresh (a disabled capture left behind
                 # never reads them again), before any tick source opens per-thread events.
                 _native.extension().reset_threads()
+            if own_ticks is None and self.timer is not None and self.timer.clock != profile.clock:
+                raise RuntimeError(
+                    f"a profile on the {self.timer.clock} clock is running; profiles that "
+                    f"overlap share the process's one interval timer, so this one must use "
+                    f"clock={self.timer.clock!r} too")
             ticks: TickSource
             if own_ticks is not None:
                 own_ticks.start([])
@@ -107,14 +112,19 @@ class Session:
                 assert isinstance(timer, (ITimerTicks, PerfTicks))
                 self.timer = ticks = timer
             else:
-                if self.timer.clock != profile.clock:
-                    raise RuntimeError(
-                        f"a profile on the {self.timer.clock} clock is running; profiles that "
-                        f"overlap share the process's one interval timer, so this one must use "
-                        f"clock={self.timer.clock!r} too")
                 ticks = self.timer
-            if not self.profiles:
-                self._install_hooks()
+            try:
+                if not self.profiles:
+                    self._install_hooks()
+            except BaseException:
+                # Nothing of a profile that could not start stays installed.
+                self._uninstall_hooks()
+                if own_ticks is not None:
+                    own_ticks.stop()
+                elif not self.profiles and self.timer is not None:
+                    self.timer.stop()
+                    self.timer = None
+                raise
             self.profiles.append(profile)
             if profile.store is None:
                 self.storeless = profile

@@ -73,6 +73,16 @@ _STOP_BYTE = 0  # never a signal number
 _CLOCK_MONOTONIC_COARSE = 6   # Linux; not exported by the time module
 
 
+# The finest interval each tick source sustains, in seconds, measured by
+# benchmarks/interval_floor.py (figures in NOTES.md): each tick costs the
+# interrupted thread ~30 us of CPU on the 2-core VM measured (a signal, a sample at
+# the next epoch check), which the profile reports as the guest's.  At 250 us that
+# is 15-19 % more CPU than the unprofiled run, at 100 us 36-43 %, at 50 us 2-2.7x;
+# at 20 us the ring overflows and three quarters of the time is lost.  The CPU
+# itimers round up to whole kernel ticks instead; "itimer" here is ITIMER_REAL.
+INTERVAL_FLOOR_S: Dict[str, float] = {"perf": 250e-6, "itimer": 250e-6}
+
+
 def kernel_tick() -> float:
     """The scheduler tick in seconds (1/CONFIG_HZ): the coarse clock's resolution."""
     try:
@@ -587,6 +597,9 @@ class PerfTicks(_SignalTicks):
             raise PerfUnavailable(f"perf_event_open refused a task-clock event "
                                   f"({os.strerror(exc.errno or 0)}; perf_event_paranoid "
                                   f"{_paranoid()})") from None
+        except BaseException:
+            relay.uninstall()           # the handler must not outlive a failed start
+            raise
         self._relay = relay
 
     def stop(self) -> Notes:
@@ -620,6 +633,22 @@ def _paranoid() -> str:
 SOURCES = ("auto", "perf", "itimer")
 
 
+def planned_source(clock: str, interval_s: float, source: str) -> str:
+    """The tick source ``start_ticks`` tries first: "perf" when asked, or by default for a
+    CPU clock at an interval below the kernel tick (where the itimer cannot go)."""
+    tick = kernel_tick()
+    fine = clock in ("cpu", "prof") and tick > 0 and interval_s < tick * 0.999
+    return "perf" if source == "perf" or (source == "auto" and fine) else "itimer"
+
+
+def interval_floor(clock: str, source: str) -> float:
+    """The finest interval the planned tick source sustains (``INTERVAL_FLOOR_S``); 0 for
+    the CPU itimers, which round up to whole kernel ticks instead."""
+    if source == "itimer" and clock in ("cpu", "prof"):
+        return 0.0
+    return INTERVAL_FLOOR_S.get(source, 0.0)
+
+
 def start_ticks(clock: str, interval_s: float, source: str, engines: List[wasmtime.Engine],
                 host_ticks: Optional[HostTicks] = None) -> TickSource:
     """The process's tick source, started: perf events when asked, or by default for
@@ -629,9 +658,7 @@ def start_ticks(clock: str, interval_s: float, source: str, engines: List[wasmti
     ``host_ticks``: see ``NativeRelay``."""
     if source not in SOURCES:
         raise ValueError(f"source must be one of {', '.join(SOURCES)}, not {source!r}")
-    tick = kernel_tick()
-    fine = clock in ("cpu", "prof") and tick > 0 and interval_s < tick * 0.999
-    if source == "perf" or (source == "auto" and fine):
+    if planned_source(clock, interval_s, source) == "perf":
         perf = PerfTicks(clock, interval_s, host_ticks)
         try:
             perf.start(engines)

@@ -52,7 +52,8 @@ from . import __version__
 from . import _capture, _imports, _native, _resolve, _session, _wasmtime as wt
 from ._ring import FULL_KEEP_NEWEST, FULL_STOP, RawSample, Ring
 from ._session import SESSION
-from ._timer import CLOCKS, SOURCES, Notes, TickSource, effective_interval, kernel_tick
+from ._timer import (CLOCKS, SOURCES, Notes, TickSource, effective_interval, interval_floor,
+                     kernel_tick, planned_source)
 from .recording import Recording
 from .wasmfile import WasmFormatError, WasmInfo, read_names
 
@@ -64,6 +65,7 @@ def default_interval(clock: str) -> float:
     tick = kernel_tick() if clock in ("cpu", "prof") else 0.0
     return tick if tick > 0 else DEFAULT_INTERVAL
 DEFAULT_CAPACITY = 20_000
+_SOURCE_NAMES = {"perf": "perf events", "itimer": "the wall clock's interval timer"}
 DEFAULT_MAX_DEPTH = 65536     # guest frames walked per sample: whole stacks by default
 
 ModuleSpec = Union[wasmtime.Module, Tuple[str, wasmtime.Module]]
@@ -120,8 +122,11 @@ NamesSpec = Union[NameSource, Mapping[wasmtime.Module, NameSource]]
 
 
 def _load_names(names: Optional[NamesSpec],
-                modules: Optional[List[Tuple[Optional[str], wasmtime.Module]]]) -> Dict[int, WasmInfo]:
-    """``names=`` read now (so a bad file fails at once): module position -> names."""
+                modules: Optional[List[Tuple[Optional[str], wasmtime.Module]]],
+                mismatches: List[str]) -> Dict[int, WasmInfo]:
+    """``names=`` read now (so a bad file fails at once): module position -> names.
+    A binary that is not a build of its module (``_resolve.names_mismatch``) is not
+    used; why goes to ``mismatches``, and to stderr as a warning, at once."""
     if names is None:
         return {}
     if not modules:
@@ -133,10 +138,67 @@ def _load_names(names: Optional[NamesSpec],
         if where is None:
             raise ValueError("names= maps a module that is not in modules=")
         try:
-            out[where] = read_names(source)
+            info = read_names(source)
         except (OSError, WasmFormatError) as exc:
             raise ValueError(f"names=: {exc}") from None
+        why = _resolve.names_mismatch(module, info)
+        if why is None:
+            out[where] = info
+            continue
+        label = "the bytes given" if isinstance(source, bytes) else os.path.basename(source)
+        module_name = modules[where][0] or f"modules[{where}]"
+        mismatches.append(f"names= {label} is not a build of {module_name}: {why}; its names "
+                          f"were not used")
+        warnings.warn(mismatches[-1], ProfileWarning, stacklevel=4)
     return out
+
+
+class ProfileWarning(UserWarning):
+    """Something the profile will say in its warnings too, said on stderr at once."""
+
+
+MIN_INTERVAL_S = 1e-6           # what perf events accept (and the CLI's --interval range)
+MAX_INTERVAL_S = 60.0
+
+
+def _refuse(option: str, value: object, why: str) -> ValueError:
+    """The one shape of a refused option: ``interval=1e-07: why``."""
+    return ValueError(f"{option}={value!r}: {why}")
+
+
+def _check_options(*, interval: Optional[float], clock: str, capacity: int, max_depth: int,
+                   when_full: str, source: str, ticks: Optional[TickSource],
+                   name: Optional[str], flags: Mapping[str, object]) -> None:
+    """Every option checked before anything is installed, so a refused one leaves the
+    process as it was; each error names its option."""
+    if ticks is not None and not isinstance(ticks, TickSource):
+        raise TypeError(f"ticks must be a sigprof._timer.TickSource, not {type(ticks).__name__}")
+    if ticks is None:
+        if not isinstance(clock, str) or clock not in CLOCKS:
+            raise _refuse("clock", clock, f"must be one of {', '.join(CLOCKS)}")
+        if interval is not None:
+            if (not isinstance(interval, (int, float)) or isinstance(interval, bool)
+                    or not interval > 0 or interval == float("inf")):
+                raise _refuse("interval", interval, "must be a positive, finite number of "
+                                                    "seconds")
+            if not MIN_INTERVAL_S <= interval <= MAX_INTERVAL_S:
+                raise _refuse("interval", interval, f"out of range ({MIN_INTERVAL_S:g} to "
+                                                    f"{MAX_INTERVAL_S:g} seconds: 1 us to 60 s)")
+    for label, value in (("capacity", capacity), ("max_depth", max_depth)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise _refuse(label, value, "must be a positive integer")
+    if not isinstance(source, str) or source not in SOURCES:
+        raise _refuse("source", source, f"must be one of {', '.join(SOURCES)}")
+    if source == "perf" and ticks is None and clock not in ("cpu", "prof"):
+        raise _refuse("source", source, "perf events sample CPU time: use them with "
+                                        "clock='cpu' or 'prof'")
+    if when_full not in (FULL_KEEP_NEWEST, FULL_STOP):
+        raise _refuse("when_full", when_full, f"must be {FULL_KEEP_NEWEST!r} or {FULL_STOP!r}")
+    if name is not None and not isinstance(name, str):
+        raise _refuse("name", name, "must be a string")
+    for flag, setting in flags.items():
+        if not isinstance(setting, bool):
+            raise _refuse(flag, setting, "must be True or False")
 
 
 class Profiler:
@@ -155,31 +217,32 @@ class Profiler:
         if store is not None and not isinstance(store, wasmtime.Store):
             raise TypeError(f"store must be a wasmtime.Store (or None: every store), "
                             f"not {type(store).__name__}")
-        if ticks is None:
-            if clock not in CLOCKS:
-                raise ValueError(f"clock must be one of {', '.join(CLOCKS)}, not {clock!r}")
-            if interval is not None and (not isinstance(interval, (int, float))
-                                         or not interval > 0):
-                raise ValueError(f"interval must be a positive number of seconds, not {interval!r}")
-        for label, value in (("capacity", capacity), ("max_depth", max_depth)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{label} must be a positive integer, not {value!r}")
-        if source not in SOURCES:
-            raise ValueError(f"source must be one of {', '.join(SOURCES)}, not {source!r}")
-        if source == "perf" and clock not in ("cpu", "prof"):
-            raise ValueError("source='perf' samples CPU time: use it with clock='cpu' or 'prof'")
-        if when_full not in (FULL_KEEP_NEWEST, FULL_STOP):
-            raise ValueError(f"when_full must be {FULL_KEEP_NEWEST!r} or {FULL_STOP!r}, "
-                             f"not {when_full!r}")
+        _check_options(interval=interval, clock=clock, capacity=capacity, max_depth=max_depth,
+                       when_full=when_full, source=source, ticks=ticks, name=name,
+                       flags={"host_details": host_details, "use_tick_pc": use_tick_pc,
+                              "python_frames": python_frames})
         self.store = store
         self.modules = _normalise_modules(modules)
-        self._names = _load_names(names, self.modules)
+        self._names_warnings: List[str] = []
+        self._names = _load_names(names, self.modules, self._names_warnings)
         if not all(isinstance(m, wasmtime.Memory) for m in memories) or len(memories) > 16:
             raise ValueError("memories must be at most 16 wasmtime.Memory objects")
         if memories and store is None:
             raise ValueError("memories= needs the store they belong to: profile(store, ...)")
         self.memories = list(memories)
-        self.interval_s = float(interval) if interval is not None else default_interval(clock)
+        # The interval asked for, and the one used: raised to what the tick source
+        # sustains (``_timer.interval_floor``), with a warning.
+        self.requested_interval_s = (float(interval) if interval is not None
+                                     else default_interval(clock))
+        floor = 0.0 if ticks is not None else interval_floor(
+            clock, planned_source(clock, self.requested_interval_s, source))
+        self.interval_s = max(self.requested_interval_s, floor)
+        self._floor_warning = (
+            f"interval raised from {self.requested_interval_s * 1e3:g} ms to "
+            f"{self.interval_s * 1e3:g} ms: {_SOURCE_NAMES[planned_source(clock, floor, source)]}"
+            f" cannot sustain a finer one (each tick costs the guest's thread CPU time, which "
+            f"the profile would report as the guest's)"
+            if self.interval_s > self.requested_interval_s else "")
         self.clock = clock if ticks is None else ticks.clock
         self.capacity = capacity
         self.max_depth = max_depth
@@ -370,7 +433,7 @@ class Profiler:
             "name": self.name or (self.modules[0][0] if self.modules and self.modules[0][0] else ""),
             "clock": ticks.clock,
             "interval_s": ticks.interval_s if ticks.interval_s else self.interval_s,
-            "requested_interval_s": self.interval_s,
+            "requested_interval_s": self.requested_interval_s,
             "capture": "native" if native else "python",
             "capacity": self.capacity,
             "max_depth": self.max_depth,
@@ -397,16 +460,19 @@ class Profiler:
             "versions": {"sigprof": __version__, "wasmtime": wt.WASMTIME_VERSION,
                          "python": platform.python_version()},
             "arch": platform.machine(),          # what the compiled code offsets are in
-            "warnings": list(self._join_warnings),
+            "warnings": list(self._names_warnings) + list(self._join_warnings),
         }
         armed = ticks.interval_s if ticks.interval_s else self.interval_s
         if armed > self.interval_s * 1.001 and not self._join_warnings:
             refused = notes.get("perf_unavailable")
             meta["warnings"].append(
-                f"interval raised from {self.interval_s * 1e3:g} ms to {armed * 1e3:g} ms: "
+                f"interval raised from {self.requested_interval_s * 1e3:g} ms to "
+                f"{armed * 1e3:g} ms: "
                 + (f"perf events were refused ({refused}), and " if refused else "")
                 + f"the {ticks.clock} clock's itimer ticks at most once per kernel tick"
                 + ("" if refused else "; use clock='wall' (--clock wall) for finer sampling"))
+        elif self._floor_warning and not self._join_warnings:
+            meta["warnings"].append(self._floor_warning)
         if notes.get("perf_thread_failures"):
             meta["warnings"].append(
                 f"{notes['perf_thread_failures']} threads could not get a perf event; their "

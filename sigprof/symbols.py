@@ -47,6 +47,7 @@ ROLE_BUILTIN = "builtin"      # a wasmtime runtime helper
 ROLE_OTHER = "other"
 
 _FUNCTION_RE = re.compile(r"^wasm\[(\d+)\]::function\[(\d+)\](?:::(.*))?$", re.S)
+_ENTRY_RE = re.compile(r"^wasm\[\d+\]::array_to_wasm_trampoline\[(\d+)\]$")
 _EPOCH_BUILTIN = b"wasmtime_builtin_new_epoch"
 
 ReadMemory = Callable[[int, int], bytes]
@@ -161,14 +162,16 @@ class SymbolTable:
     gives (``names``: the module's own file, or a build of it with names); the
     module's name section as wasmtime keeps it (``.name.wasm``: names as
     written, spaces and all); wasmtime's ELF symbol (which turns characters it
-    does not allow into ``?``); for an unnamed function, its export name.
+    does not allow into ``?``); for an unnamed function, its export name -- the
+    module's own (``.wasmtime.info``), else the binary's.
     """
 
     def __init__(self, name: str, text_offset: int, text_size: int, starts: array[int],
                  sizes: array[int], name_offsets: array[int], strtab: bytes,
                  epoch_builtin: Optional[int], read_code: Callable[[int, int], bytes],
                  digest: Callable[[], str], name_data: Callable[[], bytes],
-                 names: Optional[WasmInfo] = None):
+                 names: Optional[WasmInfo] = None,
+                 info_data: Callable[[], bytes] = lambda: b""):
         self.name = name
         self.text_offset = text_offset
         self.text_size = text_size
@@ -179,7 +182,9 @@ class SymbolTable:
         self._digest = digest
         self._name_data = name_data
         self._names = names
+        self._info_data = info_data
         self._section_names: Optional[Dict[int, str]] = None
+        self._exports: Optional[Dict[int, str]] = None
         self._made: Dict[int, Function] = {}
 
     def __len__(self) -> int:
@@ -225,9 +230,37 @@ class SymbolTable:
         elif "?" in symbol_name:
             symbol_name = self._recovered_names().get(index, symbol_name)
         if unnamed:
-            exported = self._names.exported_functions.get(index) if self._names else None
+            exported = self.exported_functions().get(index)
+            if exported is None and self._names is not None:
+                exported = self._names.exported_functions.get(index)
             return exported or f"wasm-function[{index}]"
         return symbol_name
+
+    def function_indices(self) -> List[int]:
+        """The wasm indices of the module's defined functions (each has code here)."""
+        found = []
+        for i in range(len(self._starts)):
+            match = _FUNCTION_RE.match(self._symbol(i))
+            if match:
+                found.append(int(match.group(2)))
+        return sorted(found)
+
+    def exported_functions(self) -> Dict[int, str]:
+        """Function index -> export name, as the compiled module keeps its exports.
+
+        Read from wasmtime's own metadata (``_exports_from_info``), so checked here
+        against the image: every exported function is entered from the host, so it
+        has an entry trampoline of its index; if any has none, the layout was not
+        what the reader expects and no export names are used."""
+        if self._exports is None:
+            exports = _exports_from_info(self._info_data())
+            entries = set()
+            for i in range(len(self._starts)):
+                match = _ENTRY_RE.match(self._symbol(i))
+                if match:
+                    entries.add(int(match.group(1)))
+            self._exports = exports if set(exports) <= entries else {}
+        return self._exports
 
     def _recovered_names(self) -> Dict[int, str]:
         """Names as written, from ``.name.wasm``: every named function's name,
@@ -328,10 +361,13 @@ def read_image(read: ReadMemory, start: int, end: int, name: Optional[str] = Non
     def name_data() -> bytes:
         return sections.data(name_index) if name_index is not None else b""
 
+    def info_data() -> bytes:
+        return sections.data(info) if info is not None else b""
+
     final = name or (names.module_name if names else None) or hint or f"wasm-{digest()[:8]}"
     table = SymbolTable(final, text_offset, text_size, array("Q", starts), array("Q", lengths),
                         array("I", name_offsets), strtab, epoch_builtin, read_code, digest,
-                        name_data, names)
+                        name_data, names, info_data)
     return ParsedImage(text_offset, table, hint)
 
 
@@ -377,21 +413,68 @@ def _name_from_info(data: bytes) -> Optional[str]:
     returns None and the caller falls back to a placeholder.
     """
     try:
-        r = ByteReader(data)
-        if r.byte() != 0:
-            return None
-        count = r.u32()
-        if count > 1_000_000:
-            return None
-        pool = [r.take(r.u32()).decode("utf-8") for _ in range(count)]
-        if r.byte() != 1:                  # the name: absent (0) or present (1)
-            return None
-        index = r.u32()
-        if 1 <= index <= len(pool) and pool[index - 1]:
-            return pool[index - 1]
+        pool, name, _ = _info_head(data)
     except (WasmFormatError, UnicodeDecodeError):
         return None
-    return None
+    return name
+
+
+def _info_head(data: bytes) -> Tuple[List[str], Optional[str], ByteReader]:
+    """The string pool and the module name of ``.wasmtime.info`` (see ``_name_from_info``),
+    and a reader positioned after them."""
+    r = ByteReader(data)
+    if r.byte() != 0:
+        raise WasmFormatError("not a string pool")
+    count = r.u32()
+    if count > 1_000_000:
+        raise WasmFormatError("implausible string pool")
+    pool = [r.take(r.u32()).decode("utf-8") for _ in range(count)]
+    present = r.byte()
+    if present not in (0, 1):
+        raise WasmFormatError("not an optional name")
+    name = None
+    if present:
+        index = r.u32()
+        if not 1 <= index <= len(pool):
+            raise WasmFormatError("name outside the pool")
+        name = pool[index - 1] or None
+    return pool, name, r
+
+
+_ENTITY_FUNCTION = 0        # wasmtime's EntityIndex::Function
+
+
+def _exports_from_info(data: bytes) -> Dict[int, str]:
+    """Function index -> its first export name, from wasmtime 50's ``.wasmtime.info``.
+
+    After the pool and the name (``_info_head``) come the module's initializers --
+    each an import: variant 0, two pool atoms (module, field) and an entity index
+    (kind varint, index varint) -- then its exports: a count, and per export a pool
+    atom and an entity index.  wasmtime's internal layout again: anything that does
+    not fit gives no names, and the caller checks the indices against the image.
+    """
+    try:
+        pool, _, r = _info_head(data)
+
+        def atom() -> str:
+            index = r.u32()
+            if not 1 <= index <= len(pool):
+                raise WasmFormatError("atom outside the pool")
+            return pool[index - 1]
+        for _ in range(r.u32()):
+            if r.byte() != 0:                  # the one initializer kind: an import
+                return {}
+            atom(), atom()
+            r.u32(), r.u32()
+        out: Dict[int, str] = {}
+        for _ in range(r.u32()):
+            name = atom()
+            kind, index = r.u32(), r.u32()
+            if kind == _ENTITY_FUNCTION:
+                out.setdefault(index, name)
+        return out
+    except (WasmFormatError, UnicodeDecodeError):
+        return {}
 
 
 # --- live images: address ranges in this process -------------------------------

@@ -2,9 +2,10 @@
 
 Spec: the WebAssembly core specification, binary format (sections 1-12), and
 its appendix "Custom Sections: Name Section" (subsection 0: the module's name,
-1: function names).  Read: the import section (what the module needs, and how
-many function indices imports take), the export section (functions only), and
-the name section.  Every length is checked; anything malformed raises
+1: function names).  Read: the type and function sections (each function's
+signature), the import section (what the module needs, and how many function
+indices imports take), the export section (functions only), and the name
+section.  Every length is checked; anything malformed raises
 ``WasmFormatError`` with one line.  Function indices count imports first, as
 wasmtime's symbols (``wasm[M]::function[N]``) do.
 """
@@ -17,7 +18,10 @@ from typing import Dict, List, NamedTuple, Optional, Tuple
 
 
 MAGIC = b"\0asm"
-_IMPORT, _EXPORT, _CUSTOM = 2, 7, 0
+_TYPE, _IMPORT, _FUNCTION, _EXPORT, _CUSTOM = 1, 2, 3, 7, 0
+_VALTYPES = {0x7F: "i32", 0x7E: "i64", 0x7D: "f32", 0x7C: "f64", 0x7B: "v128",
+             0x70: "funcref", 0x6F: "externref"}
+Signature = Tuple[Tuple[str, ...], Tuple[str, ...]]      # (params, results)
 _KIND_NAMES = {0: "func", 1: "table", 2: "memory", 3: "global", 4: "tag"}
 
 
@@ -36,6 +40,9 @@ class WasmInfo(NamedTuple):
     exports: Dict[str, Tuple[str, int]]      # export name -> (kind, index)
     function_names: Dict[int, str]           # from the name section
     module_name: Optional[str]
+    # Every function's signature by index, imports first; None where the type
+    # section holds what this reader does not parse (GC types).
+    function_types: Optional[List[Signature]] = None
 
     @property
     def exported_functions(self) -> Dict[int, str]:
@@ -87,10 +94,10 @@ class ByteReader:
             self.u32()
 
 
-def _import_desc(r: ByteReader) -> str:
+def _import_desc(r: ByteReader, func_types: List[int]) -> str:
     kind = r.byte()
     if kind == 0:                # func: type index
-        r.u32()
+        func_types.append(r.u32())
     elif kind == 1:              # table: reftype, limits
         r.byte()
         r.limits()
@@ -117,6 +124,8 @@ def read_wasm(data: bytes) -> WasmInfo:
     exports: Dict[str, Tuple[str, int]] = {}
     names: Dict[int, str] = {}
     module_name: Optional[str] = None
+    types: Optional[List[Signature]] = []
+    func_types: List[int] = []           # type index of each function, imports first
     while r.pos < r.end:
         section, size = r.byte(), r.u32()
         body = ByteReader(data, r.pos, r.pos + size)
@@ -124,14 +133,39 @@ def read_wasm(data: bytes) -> WasmInfo:
         if section == _IMPORT:
             for _ in range(body.u32()):
                 module, field = body.name(), body.name()
-                imports.append(Import(module, field, _import_desc(body)))
+                imports.append(Import(module, field, _import_desc(body, func_types)))
+        elif section == _TYPE:
+            types = _types(body)
+        elif section == _FUNCTION:
+            func_types.extend(body.u32() for _ in range(body.u32()))
         elif section == _EXPORT:
             for _ in range(body.u32()):
                 name, kind, index = body.name(), body.byte(), body.u32()
                 exports[name] = (_KIND_NAMES.get(kind, "other"), index)
         elif section == _CUSTOM and body.name() == "name":
             module_name, names = _name_section(body)
-    return WasmInfo(imports, exports, names, module_name)
+    signatures = None
+    if types is not None and all(t < len(types) for t in func_types):
+        signatures = [types[t] for t in func_types]
+    return WasmInfo(imports, exports, names, module_name, signatures)
+
+
+def _types(r: ByteReader) -> Optional[List[Signature]]:
+    """The type section's function types (None: it holds others, which are not read)."""
+    out: List[Signature] = []
+    for _ in range(r.u32()):
+        if r.byte() != 0x60:
+            return None
+        params: List[str] = []
+        results: List[str] = []
+        for into in (params, results):
+            for _ in range(r.u32()):
+                valtype = _VALTYPES.get(r.byte())
+                if valtype is None:
+                    return None
+                into.append(valtype)
+        out.append((tuple(params), tuple(results)))
+    return out
 
 
 def _name_section(r: ByteReader) -> Tuple[Optional[str], Dict[int, str]]:

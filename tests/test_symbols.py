@@ -47,8 +47,10 @@ def test_module_names_from_the_name_section_else_a_stable_placeholder(engine):
 
 
 def test_unnamed_functions_get_wasmtime_style_names(engine):
-    parsed, _ = _parsed(engine, '(module (func (export "f") (result i32) i32.const 1))')
-    assert [f.name for f in _all(parsed.symbols) if f.role == "wasm"] == ["wasm-function[0]"]
+    parsed, _ = _parsed(engine, '(module (func (result i32) i32.const 1) '
+                                '(func (export "f") (result i32) call 0))')
+    # An exported one is known by its export name.
+    assert [f.name for f in _all(parsed.symbols) if f.role == "wasm"] == ["wasm-function[0]", "f"]
 
 
 def test_a_return_address_at_the_next_functions_start_belongs_to_the_caller():
