@@ -141,8 +141,9 @@ def convert(rec: "Recording", warnings: Optional[Sequence[str]] = None) -> str:
            f'height="{height}" viewBox="0 0 {WIDTH + 2 * PAD_SIDE} {height}" '
            f'data-width="{WIDTH}" data-side="{PAD_SIDE}" data-char="{CHAR_WIDTH}" '
            f'data-total="{total:.0f}">',
-           '<style>:root{background:#f8f8f4}text{font:11px monospace;fill:#000}.f{cursor:pointer}.f:hover rect'
-           '{stroke:#000;stroke-width:.5}.h{display:none}.m rect{fill:rgb(230,0,230)!important}'
+           '<style>:root{background:#f8f8f4}text{font:11px monospace;fill:#000}'
+           '.f{cursor:pointer}.f:hover rect{stroke:#000;stroke-width:.5}.h{display:none}'
+           '.m rect{fill:rgb(230,0,230)!important}'
            '.ui{cursor:pointer;font-size:12px;fill:#336}.end{text-anchor:end}'
            '#t{font-size:15px;text-anchor:middle}.w{fill:#a40;font-size:12px}</style>',
            f'<rect width="100%" height="100%" fill="#f8f8f4"/>',
