@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Dict, List, Tuple
 
 from .analysis import FunctionTree, recording_tree, summarise
+from .export import svg
 from .frames import FunctionRef
 
 if TYPE_CHECKING:
@@ -97,3 +98,11 @@ def render_text(changes: List[ShareChange], top: int, before_name: str,
     if not rows:
         lines.append("(no function's self share changed)")
     return "\n".join(lines) + "\n"
+
+
+def render_svg(before: "Recording", after: "Recording", before_name: str,
+               after_name: str) -> bytes:
+    """The differential flame graph: AFTER's widths, each path coloured by its change."""
+    changes = path_share_changes(recording_tree(before), recording_tree(after))
+    title = f"{after_name} against {before_name} (red: share grew, blue: shrank)"
+    return svg.convert(after, path_changes_pts=changes, title=title).encode()

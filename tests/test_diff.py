@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import wasmtime
 
 import sigprof
@@ -51,3 +53,14 @@ def test_a_path_only_after_has_grown_from_zero():
         if label.name == "hot_loop":
             share = 100 * after_tree.weight[node] / after_tree.total_weight
             assert abs(changes[node] - share) < 1e-9
+
+
+def test_the_differential_flame_graph_colours_by_change():
+    before, after = recording_of("fib", 36), recording_of("run", 4)
+    document = diff.render_svg(before, after, "fib.sigprof", "run.sigprof").decode()
+    assert "run.sigprof against fib.sigprof" in document
+    boxes = re.findall(r'data-n="([^"]+)".*?<title>([^<]*)</title><rect [^>]*fill="([^"]+)"',
+                       document)
+    by_name = {name: (tip, fill) for name, tip, fill in boxes}
+    tip, fill = by_name["hot_loop"]
+    assert "points)" in tip and fill.startswith("rgb(255,")          # grew: red

@@ -122,16 +122,29 @@ def _attr(text: str) -> str:
     return escape(text, {'"': "&quot;"})
 
 
-def convert(rec: "Recording", warnings: Optional[Sequence[str]] = None) -> str:
+def _change_colour(change_pts: float, largest_pts: float) -> str:
+    """Red where a path's share grew, blue where it shrank, white where it held."""
+    fade = 0 if not largest_pts else round(200 * min(1.0, abs(change_pts) / largest_pts))
+    return (f"rgb(255,{255 - fade},{255 - fade})" if change_pts > 0
+            else f"rgb({255 - fade},{255 - fade},255)")
+
+
+def convert(rec: "Recording", warnings: Optional[Sequence[str]] = None,
+            path_changes_pts: Optional[Sequence[float]] = None,
+            title: Optional[str] = None) -> str:
     """The flame graph of ``rec``; ``warnings`` (default: the recording's own) are shown
-    under the title."""
+    under the title.  ``path_changes_pts`` (one per node of ``recording_tree(rec)``, as
+    ``diff.path_share_changes`` gives them) makes it a differential one: colours by
+    change in share instead of by kind."""
     if warnings is None:
         warnings = [str(w) for w in rec.meta.get("warnings", [])]
     tree = recording_tree(rec)
+    largest_pts = max((abs(c) for c in path_changes_pts or ()), default=0.0)
     boxes, dropped, deepest = _layout(tree)
     total = sum(tree.weight[r] for r in tree.roots)
     unit = "wall" if rec.clock == "wall" else "CPU"
-    title = str(rec.meta.get("name") or ", ".join(m.name for m in rec.modules) or "guest")
+    if title is None:
+        title = str(rec.meta.get("name") or ", ".join(m.name for m in rec.modules) or "guest")
     controls_y = TITLE_Y + (len(warnings) + 1) * LINE_HEIGHT + 4
     top = controls_y + 10
     height = top + (deepest + 1) * FRAME_HEIGHT + PAD_BOTTOM
@@ -166,6 +179,11 @@ def convert(rec: "Recording", warnings: Optional[Sequence[str]] = None) -> str:
         where = f" [{function.module}]" if function.module else ""
         tip = (f"{function.name}{where} -- {weight / 1e6:.2f} ms {unit}, "
                f"{100 * weight / tree.total_weight:.2f}%")
+        fill = _colour(function)
+        if path_changes_pts is not None:
+            change = path_changes_pts[node]
+            tip += f" ({change:+.2f} points)"
+            fill = _change_colour(change, largest_pts)
         short = short_name(function.name) if function.kind == "wasm" else function.name
         y = top + depth * FRAME_HEIGHT
         out.append(f'<g class="f" id="f{node}" data-x="{x:.3f}" data-w="{width:.3f}" '
@@ -173,7 +191,7 @@ def convert(rec: "Recording", warnings: Optional[Sequence[str]] = None) -> str:
                    + (f' data-s="{_attr(short)}"' if short != function.name else "") + '>'
                    f'<title>{escape(tip)}</title>'
                    f'<rect x="{x + PAD_SIDE:.2f}" y="{y}" width="{width:.2f}" '
-                   f'height="{FRAME_HEIGHT - 1}" rx="2" fill="{_colour(function)}"/>'
+                   f'height="{FRAME_HEIGHT - 1}" rx="2" fill="{fill}"/>'
                    f'<text x="{x + PAD_SIDE + 3:.2f}" y="{y + 11}">'
                    f'{escape(_clip(short, width))}</text></g>')
     out.append("</g>")
