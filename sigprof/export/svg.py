@@ -103,6 +103,17 @@ def _descendants(tree: FunctionTree, node: int) -> int:
     return count
 
 
+def _warnings_line(rec: "Recording") -> List[str]:
+    """The recording's warnings, in a line under the title (each in full on hover)."""
+    warnings = [str(w) for w in rec.meta.get("warnings") or []]
+    if not warnings:
+        return []
+    text = "warning: " + "; ".join(warnings)
+    return [f'<text id="warnings" x="{WIDTH / 2 + PAD_SIDE}" y="33" '
+            f'style="text-anchor:middle;fill:#a00"><title>{escape(chr(10).join(warnings))}'
+            f'</title>{escape(_clip(text, WIDTH))}</text>']
+
+
 def convert(rec: "Recording") -> str:
     tree = recording_tree(rec)
     boxes, dropped, deepest = _layout(tree)
@@ -123,6 +134,7 @@ def convert(rec: "Recording") -> str:
            f'<rect width="100%" height="100%" fill="#f8f8f4"/>',
            f'<text id="t" x="{WIDTH / 2 + PAD_SIDE}" y="20">{escape(title)}: '
            f'{tree.total_weight / 1e6:.1f} ms {unit}, {rec.samples} samples</text>',
+           *_warnings_line(rec),
            f'<text id="reset" class="ui h" x="{PAD_SIDE}" y="40">Reset zoom</text>',
            f'<text id="search" class="ui" x="{WIDTH + PAD_SIDE - 60}" y="40">Search</text>',
            f'<text id="matched" class="ui" x="{WIDTH / 2}" y="40"></text>',
