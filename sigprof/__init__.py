@@ -30,7 +30,8 @@ _CAPTURE = {"FAR_DEADLINE": "profiler", "Profiler": "profiler", "engine": "profi
 
 
 def load(path: "str | os.PathLike[str]") -> Recording:
-    """Read a recording: a raw ``.sigprof`` file (no wasm module needed)."""
+    """Read a recording: a raw ``.sigprof`` file, or a Firefox profile (``.json``,
+    ``.json.gz``) that sigprof wrote (no wasm module needed)."""
     from . import rawfile
     return rawfile.load(os.fspath(path))
 

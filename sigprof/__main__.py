@@ -4,8 +4,11 @@
                    [--capacity N]
                    [--invoke NAME [--arg VALUE]...] [--dir HOST::GUEST]... [--env KEY=VALUE]...
                    MODULE.wasm|MODULE.wat [ARGS...]
-    sigprof convert IN.sigprof -o OUT [--format firefox|raw|collapsed|text]
+    sigprof convert IN.sigprof|IN.json[.gz] -o OUT [--format firefox|raw|collapsed|text|svg|pprof]
     sigprof report IN.sigprof|IN.json[.gz] [--top N]
+    sigprof view [--svg] IN.sigprof|IN.json[.gz]
+
+A ``.json`` profile sigprof wrote reads back wherever a ``.sigprof`` does.
 
 Every error is one line on stderr and a non-zero exit (2 for bad input), never
 a traceback (set SIGPROF_DEBUG=1 to see one) and never a half-written file.
@@ -14,8 +17,6 @@ a traceback (set SIGPROF_DEBUG=1 to see one) and never a half-written file.
 from __future__ import annotations
 
 import argparse
-import gzip
-import json
 import os
 import signal
 import sys
@@ -26,7 +27,6 @@ from . import __version__, runner
 from .profiler import DEFAULT_CAPACITY, DEFAULT_MAX_DEPTH, ProfileWarning
 from .runner import STUB_MODES
 from .export import FORMATS, UnknownFormat, exporter, exporter_for_path, write
-from .export.raw import MAGIC
 from .rawfile import RecordingFormatError
 from .recording import Recording
 
@@ -64,7 +64,8 @@ def _parser() -> argparse.ArgumentParser:
                          formatter_class=defaults)
     rec.add_argument("-o", "--output", action="append", default=[],
                      help="output file; its suffix picks the format: .json/.json.gz (Firefox "
-                          "Profiler), .sigprof (raw), .collapsed, .txt, .svg (flame graph); - "
+                          "Profiler), .sigprof (raw), .collapsed/.folded (collapsed stacks, "
+                          "weights in µs), .txt, .svg (flame graph), .pb.gz/.pprof; - "
                           "for the standard "
                           "output (text, or --format); repeat to write the same recording in "
                           "several formats; when none is given: sigprof.json")
@@ -118,11 +119,12 @@ def _parser() -> argparse.ArgumentParser:
                      help="arguments passed to the WASI program (everything after MODULE goes "
                           "to the program, as with `wasmtime run`: put sigprof's options first)")
 
-    conv = sub.add_parser("convert", help="convert a raw recording to another format",
+    conv = sub.add_parser("convert", help="convert a recording to another format",
                           formatter_class=defaults)
-    conv.add_argument("input", metavar="IN.sigprof")
+    conv.add_argument("input", metavar="IN.sigprof|IN.json[.gz]")
     conv.add_argument("-o", "--output", required=True,
-                      help="output file, or - for the standard output")
+                      help="output file (its suffix picks the format, as for record: "
+                           ".collapsed/.folded weights are µs), or - for the standard output")
     conv.add_argument("--format", choices=FORMATS,
                       help="output format (default: from the output file's suffix)")
 
@@ -131,13 +133,13 @@ def _parser() -> argparse.ArgumentParser:
                           formatter_class=defaults)
     view.add_argument("input", metavar="IN.sigprof|IN.json[.gz]")
     view.add_argument("--svg", action="store_true",
-                      help="open the flame graph of a .sigprof recording instead")
+                      help="open the flame graph instead")
     view.add_argument("--no-browser", dest="browser", action="store_false",
                       help="only print the address to open")
 
     rep = sub.add_parser("report", help="print the top functions and the hottest path",
                          formatter_class=defaults)
-    rep.add_argument("input", metavar="IN.sigprof|IN.json")
+    rep.add_argument("input", metavar="IN.sigprof|IN.json[.gz]")
     rep.add_argument("--top", type=int, default=10, help="functions listed")
     return p
 
@@ -171,7 +173,7 @@ def _output_formats(outputs: Sequence[str], fmt: Optional[str]) -> List[str]:
         try:
             chosen = fmt or ("text" if path == STDOUT else exporter_for_path(path).name)
         except UnknownFormat as exc:
-            raise CliError(str(exc)) from None
+            raise CliError(f"{exc} with --format") from None
         if path == STDOUT and chosen == "raw":
             raise CliError("a raw recording is binary: write it to a file, not to -")
         formats.append(chosen)
@@ -239,21 +241,47 @@ def cmd_record(a: argparse.Namespace) -> int:
     if terminated and result.outcome == "interrupted":
         result.exit_code, result.message = TERMINATED_EXIT_CODE, "terminated (SIGTERM)"
     rec = result.recording
-    written = []
+    written, failures = _write_outputs(rec, outputs, formats)
+    if written:
+        _summary(rec, written, a.top, result)
+    if failures:
+        _report_failures(rec, written, failures)
+        return EXIT_BAD_INPUT
+    return result.exit_code
+
+
+def _write_outputs(rec: Recording, outputs: Sequence[str],
+                   formats: Sequence[str]) -> Tuple[List[Tuple[str, str]], List[str]]:
+    """Write every output, whichever fail: the (path, format) written, and one line
+    per output that failed, saying why."""
+    written, failures = [], []
     for path, fmt in zip(outputs, formats):
         try:
             _write_output(rec, path, fmt)
         except OSError as exc:
-            # The run cannot be repeated: keep what it recorded somewhere.
-            rescue = _rescue(rec)
-            raise CliError(f"{path}: {exc.strerror or exc}; the recording was saved to "
-                           f"{rescue} (convert it with `sigprof convert`)") from None
-        written.append((path, fmt))
-    _summary(rec, written, a.top, result)
-    return result.exit_code
+            failures.append(f"{path if path != STDOUT else _shown(path)}: {exc.strerror or exc}")
+        else:
+            written.append((path, fmt))
+    return written, failures
 
 
-def _rescue(rec: Recording) -> str:
+def _report_failures(rec: Recording, written: List[Tuple[str, str]],
+                     failures: List[str]) -> None:
+    """Each failed output on its own line; the run cannot be repeated, so the last
+    line says where its recording is (a rescue copy, if no raw output was written)."""
+    raw_output = next((path for path, fmt in written if fmt == "raw"), None)
+    if raw_output is not None:
+        kept = f"the recording is in {raw_output}"
+    else:
+        rescue = _rescue(rec)
+        kept = (f"the recording was saved to {rescue} (convert it with `sigprof convert`)"
+                if rescue else "no directory could take a copy of the recording")
+    failures = failures[:-1] + [f"{failures[-1]}; {kept}"]
+    for line in failures:
+        print(f"sigprof: error: {line}", file=sys.stderr)
+
+
+def _rescue(rec: Recording) -> Optional[str]:
     import tempfile
     for directory in (os.getcwd(), tempfile.gettempdir()):
         path = os.path.join(directory, f"sigprof-rescue-{os.getpid()}.sigprof")
@@ -262,7 +290,7 @@ def _rescue(rec: Recording) -> str:
             return path
         except OSError:
             continue
-    return "(nowhere: no writable directory)"
+    return None
 
 
 def _summary(rec: Recording, written: List[Tuple[str, str]], top: int,
@@ -305,32 +333,19 @@ def cmd_convert(a: argparse.Namespace) -> int:
     rec = rawfile.load(a.input)
     _write_output(rec, a.output, fmt)
     print(f"sigprof: wrote {_shown(a.output)} ({fmt}, {rec.samples} samples)", file=sys.stderr)
+    warnings = rec.meta.get("warnings") or []
+    if fmt == "collapsed" and warnings:
+        print(f"sigprof: note: collapsed stacks cannot carry the recording's "
+              f"{len(warnings)} warning(s):", file=sys.stderr)
+        for warning in warnings:
+            print(f"sigprof: warning: {warning}", file=sys.stderr)
     return 0
 
 
 def cmd_report(a: argparse.Namespace) -> int:
     from . import rawfile
-    from .export import firefox, text
     top = _positive(a.top, "--top") or 10
-    with open(a.input, "rb") as f:
-        data = f.read()
-    if data[:8] == MAGIC:
-        print(rawfile.loads(data, source=a.input).report(top), end="")
-        return 0
-    try:
-        if data[:2] == b"\x1f\x8b":
-            data = gzip.decompress(data)
-        profile = json.loads(data)
-    except (ValueError, OSError, EOFError) as exc:
-        raise CliError(f"{a.input}: neither a sigprof recording nor a JSON profile "
-                       f"({type(exc).__name__})") from None
-    if not isinstance(profile, dict):
-        raise CliError(f"{a.input}: not a Firefox profile")
-    try:
-        tree = firefox.stack_tree(profile)
-    except firefox.NotAProfile as exc:
-        raise CliError(f"{a.input}: {exc}") from None
-    print(text.convert_firefox(profile, tree, top), end="")
+    print(rawfile.load(a.input).report(top), end="")
     return 0
 
 

@@ -1,5 +1,7 @@
 """The raw recording file (``.sigprof``), read: ``load`` and ``loads``.
 
+``load`` also reads a Firefox profile that sigprof wrote (``firefoxfile``).
+
 The layout is described where it is written, ``sigprof/export/raw.py``.  This
 reader accepts any 1.x file and skips sections it does not know (minor
 versions only add sections).  A newer major version, a bad magic, a checksum
@@ -42,7 +44,7 @@ def loads(data: bytes, source: str = "recording") -> Recording:
         raise
     except (ValueError, KeyError, TypeError, IndexError, struct.error, UnicodeDecodeError,
             OverflowError, RecursionError, AttributeError) as exc:
-        raise RecordingFormatError(f"{source}: corrupt recording ({type(exc).__name__}: {exc})") from None
+        raise RecordingFormatError(f"{source}: corrupt recording (unreadable data: {exc})") from None
 
 
 def _loads(data: memoryview, source: str) -> Recording:
@@ -87,8 +89,8 @@ def _loads(data: memoryview, source: str) -> Recording:
     for key, types in _META_TYPES.items():
         if key in meta and (not isinstance(meta[key], types) or isinstance(meta[key], bool)):
             raise fail(f"corrupt recording (META field {key!r} has the wrong type)")
-    modules = tuple(_module(m) for m in json.loads(bytes(sections[b"MODS"]).decode()))
-    hosts = tuple(_host(h) for h in json.loads(bytes(sections[b"HOST"]).decode()))
+    modules = tuple(module_from_row(m) for m in json.loads(bytes(sections[b"MODS"]).decode()))
+    hosts = tuple(host_from_row(h) for h in json.loads(bytes(sections[b"HOST"]).decode()))
 
     frames_raw = sections[b"FRMS"]
     n_frames = _count(frames_raw, 12, fail, "FRMS")
@@ -168,7 +170,7 @@ def _count(payload: memoryview, item_size: int, fail: Callable[[str], Exception]
     return n
 
 
-def _module(m: Dict[str, Any]) -> ModuleSymbols:
+def module_from_row(m: Dict[str, Any]) -> ModuleSymbols:
     functions = tuple(Function(int(f[0]), int(f[1]), str(f[4]), int(f[2]), str(f[3]),
                                tuple(int(c) for c in (f[5] if len(f) > 5 else ())))
                       for f in m["functions"])
@@ -178,7 +180,7 @@ def _module(m: Dict[str, Any]) -> ModuleSymbols:
                          tuple(sorted(functions, key=lambda f: (f.start, f.size))))
 
 
-def _host(h: Dict[str, Any]) -> HostFunction:
+def host_from_row(h: Dict[str, Any]) -> HostFunction:
     return HostFunction(name=str(h["name"]), module=str(h.get("module", "")),
                         file=str(h.get("file", "")), line=int(h.get("line", 0)),
                         import_module=str(h.get("import_module", "")),
@@ -186,7 +188,24 @@ def _host(h: Dict[str, Any]) -> HostFunction:
 
 
 def load(path: str) -> Recording:
-    """Read a raw recording; ``RecordingFormatError`` or ``OSError`` on trouble."""
+    """Read a recording: a raw ``.sigprof`` file, or a Firefox profile sigprof wrote
+    (``.json``, ``.json.gz``: see ``sigprof.firefoxfile``), told apart by their
+    first bytes.  ``RecordingFormatError`` or ``OSError`` on trouble."""
     with open(path, "rb") as f:
         data = f.read()
-    return loads(data, source=path)
+    return recording_from_bytes(data, source=path)
+
+
+def recording_from_bytes(data: bytes, source: str) -> Recording:
+    """What ``load`` reads, from the file's bytes (``source`` names the file)."""
+    if not data:
+        raise RecordingFormatError(f"{source}: the file is empty (damaged, or still being "
+                                   f"written), not a recording")
+    if data[:len(MAGIC)] == MAGIC:
+        return loads(data, source=source)
+    if data[:2] == b"\x1f\x8b" or data.lstrip()[:1] == b"{":
+        from . import firefoxfile                 # it reads through this module
+        return firefoxfile.loads(data, source=source)
+    raise RecordingFormatError(f"{source}: neither a sigprof recording nor a JSON profile (not "
+                               f"a sigprof recording: it begins with neither a recording's "
+                               f"magic number nor a JSON object)")

@@ -72,9 +72,13 @@ class Recording:
     def __repr__(self) -> str:
         name = self.meta.get("name") or ", ".join(m.name for m in self.modules) or "guest"
         weight = "wall" if self.clock == "wall" else "CPU"
+        # The host function table also holds the Python code that called the guest.
+        callers = {f.ref for f in self.frames if f.type == FRAME_PYCODE}
         return (f"<Recording {name}: {self.samples} samples, "
                 f"{sum(self.weights_ns()) / 1e6:.1f} ms {weight}, clock {self.clock}, "
-                f"{len(self.modules)} module(s), {len(self.host_functions)} host function(s)>")
+                f"{len(self.modules)} module(s), "
+                f"{len(self.host_functions) - len(callers)} host function(s), "
+                f"{len(callers)} Python caller function(s)>")
 
     # -- the names the public API promises -------------------------------------
 
@@ -186,6 +190,12 @@ class Recording:
 
     def save(self, path: "str | os.PathLike[str]", format: Optional[str] = None) -> str:
         """Write the recording in one of ``export.FORMATS``, by default the one the
-        path's suffix names.  The file is written atomically: a failure leaves any
-        previous file untouched.  Returns the format written."""
-        return export.write(self, os.fspath(path), format)
+        path's suffix names.  A file is written atomically (a failure leaves any
+        previous file untouched), through a symbolic link to its target, and into a
+        device or FIFO (``/dev/null``) in place.  Returns the format written."""
+        try:
+            return export.write(self, os.fspath(path), format)
+        except export.UnknownFormat as exc:
+            if format:
+                raise
+            raise export.UnknownFormat(f"{exc}: save(path, format=...)") from None

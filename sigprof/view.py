@@ -5,8 +5,8 @@ page), as samply uses it: this serves the one file from 127.0.0.1 on a free
 port, under a path with a random token, with the CORS header the profiler's
 origin needs, and opens that page.  Nothing else is served: any other path is
 a 404.  A ``.sigprof`` recording is converted to the profiler's format in
-memory first.  With ``svg``, the flame graph is served instead and opened
-directly.  The URL is printed for machines without a browser; Ctrl-C stops.
+memory first.  With ``svg``, the flame graph (of a recording, or of a
+Firefox profile sigprof wrote) is served instead and opened directly.  The URL is printed for machines without a browser; Ctrl-C stops.
 """
 
 from __future__ import annotations
@@ -35,11 +35,8 @@ def content(path: str, svg: bool) -> Tuple[bytes, str, str]:
     with open(path, "rb") as f:
         data = f.read()
     is_raw = data[:len(export.raw.MAGIC)] == export.raw.MAGIC
-    if svg:
-        if not is_raw:
-            raise ViewError(f"{path}: the flame graph is drawn from a .sigprof recording, and "
-                            f"this is not one")
-        rec = rawfile.loads(data, source=path)
+    if svg:                       # from a recording, or a Firefox profile sigprof wrote
+        rec = rawfile.recording_from_bytes(data, source=path)
         return export.svg.render(rec, ""), "image/svg+xml", base + ".svg"
     if is_raw:
         rec = rawfile.loads(data, source=path)

@@ -85,9 +85,10 @@ def test_view_converts_a_raw_recording_and_opens_the_flame_graph(tmp_path):
         _stop(proc)
 
 
-@pytest.mark.parametrize("args", [("missing.json",), ("notes.txt",), ("--svg", "p.json")])
+@pytest.mark.parametrize("args", [("missing.json",), ("notes.txt",), ("--svg", "foreign.json")])
 def test_view_refuses_what_it_cannot_show_in_one_line(tmp_path, args):
     (tmp_path / "notes.txt").write_text("hello")
+    (tmp_path / "foreign.json").write_text('{"meta": {}}')     # not sigprof's: no flame graph
     golden_recording().save(tmp_path / "p.json")
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     out = subprocess.run([sys.executable, "-m", "sigprof", "view", "--no-browser", *args],

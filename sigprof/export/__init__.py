@@ -2,17 +2,17 @@
 
 Every format is one ``Exporter`` entry in ``EXPORTERS`` (name, suffixes, the
 description the CLI prints, and a function rendering a recording to bytes);
-adding a format is adding an entry.  ``write`` puts the bytes on disk
-atomically (a temporary file in the same directory, renamed over the target
-only when complete), so an interrupted save never leaves half a file.
-Exporters import the recording only for type checking: the recording imports
-this package, never the other way round.
+adding a format is adding an entry.  ``write_file`` is the one way sigprof
+puts an output on disk (``Recording.save`` and every CLI output go through
+``write``, which uses it).  Exporters import the recording only for type
+checking: the recording imports this package, never the other way round.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import stat
 import tempfile
 from typing import TYPE_CHECKING, Optional
 
@@ -39,6 +39,8 @@ def exporter(name: str) -> Exporter:
 
 
 def exporter_for_path(path: str) -> Exporter:
+    """The format ``path``'s suffix names.  The message of ``UnknownFormat`` ends
+    "or name the format": the caller says how (an option, an argument)."""
     lower = path.lower()
     for e in sorted(EXPORTERS, key=lambda e: -max(len(s) for s in e.suffixes)):
         if any(lower.endswith(suffix) for suffix in e.suffixes):
@@ -46,8 +48,7 @@ def exporter_for_path(path: str) -> Exporter:
     suffixes = [s for e in EXPORTERS for s in e.suffixes]
     raise UnknownFormat(
         f"cannot tell the output format from {os.path.basename(path)!r}: use a name ending in "
-        f"{', '.join(suffixes[:-1])} or {suffixes[-1]}, or name the format (--format, or "
-        f"format= in save())")
+        f"{', '.join(suffixes[:-1])} or {suffixes[-1]}, or name the format")
 
 
 def _umask() -> int:
@@ -62,32 +63,82 @@ def _umask() -> int:
     return 0o022
 
 
-def atomic_write(path: str, data: bytes) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
+_WHY = {errno.ENOSPC: "disk full (no space left on the device)",
+        errno.EDQUOT: "disk quota exceeded"}
+
+
+def _naming(path: str, exc: OSError) -> OSError:
+    """``exc`` as the user should read it: about ``path`` (never a temporary file),
+    a full disk in words."""
+    code = exc.errno or errno.EIO
+    return type(exc)(code, _WHY.get(code) or exc.strerror or str(exc), path)
+
+
+def write_file(path: str, data: bytes) -> None:
+    """Put ``data`` where ``path`` leads, as writing to it would, but never half a file.
+
+    A symbolic link is followed: its target is written (and a dangling link's
+    target created).  A character or block device or a FIFO (``/dev/null``, a
+    pipe) is written through: no temporary file, nothing renamed over it.  A
+    regular file, or a new one, is written atomically: a temporary file in the
+    target's directory, renamed over the target only when complete, so a
+    failure leaves any previous file untouched; a replaced file keeps its
+    mode.  Every ``OSError`` raised names ``path``, as the caller gave it.
+    """
+    try:
+        mode: Optional[int] = os.stat(path).st_mode        # of what a link leads to
+    except FileNotFoundError:
+        mode = None
+    except OSError as exc:
+        raise _naming(path, exc) from None
+    if mode is not None and stat.S_ISDIR(mode):
+        raise IsADirectoryError(errno.EISDIR, "is a directory", path)
+    if mode is not None and not stat.S_ISREG(mode):
+        _write_through(path, data)       # opened by its own name: /dev/stdout's link is magic
+        return
+    target = os.path.realpath(path)      # the file to replace is the link's target, not the link
+    directory = os.path.dirname(target)
     if not os.path.isdir(directory):               # say so in the user's words, not mkstemp's
         raise FileNotFoundError(errno.ENOENT, f"directory {directory} does not exist", path)
+    keep_mode = stat.S_IMODE(mode) if mode is not None else 0o666 & ~_umask()
     try:
-        mode = os.stat(path).st_mode & 0o7777          # replacing a file: keep its mode
-    except OSError:
-        mode = 0o666 & ~_umask()                       # a new file: what open() would give
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(target)}.", suffix=".tmp",
+                                   dir=directory)
+    except OSError as exc:
+        raise _naming(path, exc) from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
-            os.fchmod(f.fileno(), mode)                # mkstemp makes it 0600
+            os.fchmod(f.fileno(), keep_mode)           # mkstemp makes it 0600
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
+        os.replace(tmp, target)
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(exc, OSError):
+            raise _naming(path, exc) from None
         raise
+
+
+def _write_through(path: str, data: bytes) -> None:
+    """Write to a device or FIFO in place (opening a FIFO waits for its reader)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise _naming(path, exc) from None
 
 
 def write(rec: "Recording", path: str, fmt: Optional[str] = None) -> str:
     """Render ``rec`` in format ``fmt`` (default: from the suffix) to ``path``; returns the format."""
     chosen = exporter(fmt) if fmt else exporter_for_path(path)
-    atomic_write(path, chosen.render(rec, path))
+    write_file(path, chosen.render(rec, path))
     return chosen.name

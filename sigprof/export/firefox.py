@@ -28,6 +28,11 @@ OS thread that has samples is its own thread.  Samples carry
 ``weightType: "tracing-ms"`` weights -- CPU (or wall) milliseconds per
 sample, measured -- so the call tree shows time, not sample counts; and
 ``threadCPUDelta`` in µs drives the CPU graph.
+
+``meta.extra`` (the profile info panel) shows the clock and counters, and the
+recording's warnings as a "sigprof warnings" section; ``meta.sigprof`` marks
+the file as sigprof's and holds what reading it back into a ``Recording``
+needs besides the tables (``sigprof/firefoxfile.py``).
 """
 
 from __future__ import annotations
@@ -37,7 +42,8 @@ import json
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 from ..frames import (FRAME_GUEST, FRAME_HOST, FRAME_OPAQUE, FRAME_PYCODE, FRAME_PYTHON,
-                      FRAME_TRUNCATED, FunctionRef)
+                      FRAME_TRUNCATED)
+from . import raw
 from .base import Exporter
 
 if TYPE_CHECKING:
@@ -58,6 +64,11 @@ CATEGORIES = [
     {"name": "Python", "color": "green", "subcategories": ["Other"]},
 ]
 CAT_OTHER, CAT_WASM, CAT_HOST, CAT_PROFILER, CAT_PYTHON = 0, 1, 2, 3, 4
+
+# ``meta.sigprof``: marks the profile as sigprof's and holds what reading it back
+# needs (``sigprof/firefoxfile.py``); the version counts changes of its layout.
+SIGPROF_KEY = "sigprof"
+SIGPROF_SECTION_VERSION = 1
 
 
 class _Strings:
@@ -203,7 +214,8 @@ def convert(rec: "Recording") -> JSON:
             "sampleUnits": {"time": "ms", "eventDelay": "ms", "threadCPUDelta": "µs"},
             "usesOnlyOneStackType": True,
             "sourceCodeIsNotOnSearchfox": True,
-            "extra": [_extra_section(rec)],
+            "extra": _extra_sections(rec),
+            SIGPROF_KEY: _sigprof_section(rec),
         },
         "libs": libs,
         "pages": [],
@@ -330,6 +342,28 @@ def _append(table: JSON, **values: Any) -> int:
     return index
 
 
+def _sigprof_section(rec: "Recording") -> JSON:
+    """What a Recording holds that the profile's tables do not, for
+    ``sigprof.firefoxfile`` to read the profile back: the recording's meta, its
+    modules' and host functions' rows as the raw file has them, and its frames
+    (one frame table row each, in order, as its stacks are one stack table row
+    each)."""
+    return {"version": SIGPROF_SECTION_VERSION, "meta": rec.meta,
+            "modules": raw.module_rows(rec), "host_functions": raw.host_rows(rec),
+            "frames": [list(frame) for frame in rec.frames]}
+
+
+def _extra_sections(rec: "Recording") -> List[JSON]:
+    """The profile's "extra" info (shown in the profiler's profile info panel)."""
+    sections = [_extra_section(rec)]
+    warnings = rec.meta.get("warnings") or []
+    if warnings:
+        sections.append({"label": "sigprof warnings", "entries": [
+            {"label": f"Warning {i}", "format": "string", "value": str(warning)}
+            for i, warning in enumerate(warnings, 1)]})
+    return sections
+
+
 def _extra_section(rec: "Recording") -> JSON:
     meta = rec.meta
 
@@ -351,70 +385,6 @@ def _extra_section(rec: "Recording") -> JSON:
             entry("Versions", "string", ", ".join(f"{k} {v}" for k, v in versions.items())),
         ],
     }
-
-
-# --- reading our own profiles back (for `sigprof report x.json`) ------------------
-
-class NotAProfile(ValueError):
-    pass
-
-
-def stack_tree(profile: JSON) -> Tuple[List[int], List[FunctionRef], List[Tuple[int, float]]]:
-    """A profile sigprof wrote, as ``analysis.summarise`` takes it.
-
-    Returns the stack table as parents and function labels, and
-    every thread's samples as ``(stack, weight ms)`` (stack -1: none).  Reads
-    processed profiles of the version sigprof writes (shared tables,
-    ``prefixOffset``); weights fall back to 1 per sample if there are none.
-    """
-    try:
-        if profile["meta"]["preprocessedProfileVersion"] != PROCESSED_PROFILE_VERSION:
-            raise NotAProfile(f"processed profile version "
-                              f"{profile['meta']['preprocessedProfileVersion']} is not the version "
-                              f"sigprof writes ({PROCESSED_PROFILE_VERSION})")
-        shared = profile["shared"]
-        strings = shared["stringArray"]
-        stacks, frames, funcs = shared["stackTable"], shared["frameTable"], shared["funcTable"]
-        resources = shared["resourceTable"]
-        func_label = []
-        for i in range(funcs["length"]):
-            res = funcs["resource"][i]
-            module = ""
-            kind = "wasm"
-            if res is not None and res >= 0:
-                if resources["type"][res] == RESOURCE_LIBRARY:
-                    module = strings[resources["name"][res]]
-                else:
-                    kind, module = "host", strings[resources["name"][res]]
-            else:
-                kind = "pseudo"
-            name = strings[funcs["name"][i]]
-            func_label.append(FunctionRef(kind, name, module, (kind, name, module)))
-        parents: List[int] = []
-        labels: List[FunctionRef] = []
-        for i in range(stacks["length"]):
-            offset = stacks["prefixOffset"][i]
-            if not isinstance(offset, int) or not 0 <= offset <= i:
-                raise NotAProfile(f"stack {i} has a bad prefix")
-            parents.append(i - offset if offset else -1)
-            frame = stacks["frame"][i]
-            label = func_label[frames["func"][frame]]
-            if frames["category"][frame] == CAT_PYTHON:      # Python code: [its file]
-                label = FunctionRef("py", label.name, label.module, ("py",) + label.key[1:])
-            labels.append(label)
-        samples: List[Tuple[int, float]] = []
-        for thread in profile["threads"]:
-            table = thread["samples"]
-            weights = table.get("weight") or [1] * table["length"]
-            for stack, weight in zip(table["stack"], weights):
-                if stack is None and not weight:
-                    continue                # a thread's opening mark (see ``_threads``)
-                if stack is not None and not 0 <= stack < len(parents):
-                    raise NotAProfile(f"a sample refers to stack {stack}, which does not exist")
-                samples.append((stack if stack is not None else -1, weight))
-        return parents, labels, samples
-    except (KeyError, TypeError, IndexError) as exc:
-        raise NotAProfile(f"not a Firefox processed profile written by sigprof ({exc})") from None
 
 
 def render(rec: "Recording", path: str) -> bytes:

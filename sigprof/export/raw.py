@@ -37,7 +37,7 @@ import struct
 import sys
 import zlib
 from array import array
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Dict, List
 
 from .base import Exporter
 
@@ -60,7 +60,19 @@ def _le(a: array[int]) -> bytes:
     return a.tobytes()
 
 
-def dumps(rec: Recording) -> bytes:
+def module_rows(rec: "Recording") -> List[Dict[str, Any]]:
+    """The MODS section's JSON (the Firefox profile's ``meta.sigprof`` holds it too)."""
+    return [{"name": m.name, "digest": m.digest, "text_size": m.text_size,
+             "functions": [[f.start, f.size, f.index, f.role, f.name, list(f.checks)]
+                           for f in m.functions]} for m in rec.modules]
+
+
+def host_rows(rec: "Recording") -> List[Dict[str, Any]]:
+    """The HOST section's JSON (likewise)."""
+    return [dict(h.__dict__) for h in rec.host_functions]
+
+
+def dumps(rec: "Recording") -> bytes:
     parts = [HEADER.pack(MAGIC, VERSION_MAJOR, VERSION_MINOR, 0)]
 
     def section(tag: bytes, payload: bytes) -> None:
@@ -72,10 +84,8 @@ def dumps(rec: Recording) -> bytes:
         return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
 
     section(b"META", js(dict(rec.meta)))
-    section(b"MODS", js([{"name": m.name, "digest": m.digest, "text_size": m.text_size,
-                          "functions": [[f.start, f.size, f.index, f.role, f.name, list(f.checks)]
-                                        for f in m.functions]} for m in rec.modules]))
-    section(b"HOST", js([h.__dict__ for h in rec.host_functions]))
+    section(b"MODS", js(module_rows(rec)))
+    section(b"HOST", js(host_rows(rec)))
     flat = array("i")
     for frame in rec.frames:
         flat.extend(frame)

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Dict, List, Sequence, Tuple
+from typing import TYPE_CHECKING, List, Sequence
 
-from ..analysis import Summary, function_tree, summarise, summarise_recording
-from ..frames import FunctionRef
+from ..analysis import Summary, summarise_recording
 from .base import Exporter
 
 if TYPE_CHECKING:
     from ..recording import Recording
-
-
 
 
 def render_summary(summary: Summary, unit_per_ms: float, header: Sequence[str], top: int = 10,
@@ -59,6 +56,10 @@ def recording_header(rec: "Recording") -> List[str]:
         notes.append(f"profiler overhead {overhead:.1f} ms CPU")
     if notes:
         head.append("  " + "; ".join(notes))
+    warnings = meta.get("warnings") or []
+    if warnings:
+        head.append("  warnings:")
+        head.extend(f"    {warning}" for warning in warnings)
     return head
 
 
@@ -66,15 +67,6 @@ def convert(rec: "Recording", top: int = 10) -> str:
     summary = summarise_recording(rec)
     return render_summary(summary, 1e6, recording_header(rec), top,
                   "wall" if rec.clock == "wall" else "CPU")
-
-
-def convert_firefox(profile: Dict[str, Any], tree: "Tuple[List[int], List[FunctionRef], List[Tuple[int, float]]]",
-                    top: int = 10) -> str:
-    summary = summarise(function_tree(*tree))
-    meta = profile.get("meta", {})
-    head = [f"sigprof report: {str(meta.get('product', 'profile')).removeprefix('sigprof: ')}",
-            f"  {summary.samples} samples, {summary.total_weight:.1f} ms sampled"]
-    return render_summary(summary, 1.0, head, top)
 
 
 def render(rec: "Recording", path: str) -> bytes:
