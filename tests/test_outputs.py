@@ -185,7 +185,7 @@ def test_warnings_reach_the_firefox_svg_and_text_outputs():
     assert [e["value"] for e in extra["sigprof warnings"]] == WARNINGS
     assert all(e["format"] == "string" for e in extra["sigprof warnings"])
     drawn = svg.convert(rec)
-    assert "a second &lt;warning&gt; &amp; one more" in drawn and 'id="warnings"' in drawn
+    assert "a second &lt;warning&gt; &amp; one more" in drawn and 'class="w"' in drawn
     report = rec.report()
     assert "  warnings:\n    " + WARNINGS[0] + "\n    " + WARNINGS[1] + "\n" in report
     assert "warnings" not in golden_recording().report()        # none: no block
