@@ -27,7 +27,7 @@ Two implementations with one interface:
 
 * ``NativeCapture`` (the default): the C extension's epoch callback does all of
   (1) with no Python on the path, walking exactly the guest frames by frame
-  pointer from wasmtime's record of the last exit (``_csigprof.c``); (2)-(5)
+  pointer from wasmtime's record of the last exit (``_native_src/sample.c``); (2)-(5)
   are C methods called from the thin Python hooks in ``_session``.
 * ``PythonCapture`` (the fallback where the extension cannot be used): a
   Python epoch callback and glibc ``backtrace()``, which unwinds the whole

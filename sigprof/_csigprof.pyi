@@ -1,4 +1,4 @@
-# Types of the C extension (sigprof/_csigprof.c), for the type checker.
+# Types of the C extension (built from sigprof/_native_src/), for the type checker.
 from types import CodeType, FrameType
 from typing import List, Optional, Tuple
 

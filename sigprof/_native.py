@@ -1,11 +1,12 @@
-"""The C extension (``_csigprof.c``) and whether this process may use it.
+"""The C extension (``sigprof._csigprof``, built from ``_native_src/``) and whether this process may use it.
 
 The native path is the tick signal handler and the epoch-callback capture that
 walks guest frames by frame pointer from wasmtime's ``VMStoreContext``.  It is
 used when all of these hold, checked once per process:
 
-* the extension was built (``pip install .`` compiles it; where it cannot,
-  the install still succeeds without it);
+* this is CPython 3.11 or newer (the frame API the extension uses);
+* the extension was built for this interpreter (``pip install .`` compiles
+  it; where it cannot, the install still succeeds without it) and imports;
 * ``SIGPROF_PURE_PYTHON`` is not set (the switch the tests use to force the
   pure-Python path);
 * Linux on x86-64 or aarch64 (the handler reads the interrupted PC from the
@@ -22,23 +23,56 @@ pure-Python path: a wakeup-fd relay thread, a Python epoch callback and glibc
 from __future__ import annotations
 
 import ctypes
+import importlib
+import importlib.machinery
 import os
 import platform
 import sys
+from pathlib import Path
 from types import ModuleType
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import wasmtime
 
 from . import _wasmtime as wt
 
-_csigprof: Optional[ModuleType]
-try:
-    from . import _csigprof
-    _IMPORT_ERROR = ""
-except ImportError as exc:  # pragma: no cover - the build always has it in CI
-    _csigprof = None
-    _IMPORT_ERROR = f"the C extension is not built ({exc})"
+MIN_PYTHON = (3, 11)
+EXTENSION_NAME = f"{__package__}._csigprof"
+BUILD_HINT = "build it: pip install -e . / python3 setup.py build_ext --inplace"
+
+
+def _other_builds() -> str:
+    """The interpreters the package directory holds a build for, if not this one."""
+    tags = sorted(p.name[len("_csigprof."):-len(".so")]
+                  for p in Path(__file__).parent.glob("_csigprof.*.so"))
+    return f"; found builds for {', '.join(tags)} only" if tags else ""
+
+
+def _load_extension() -> Tuple[Optional[ModuleType], str]:
+    """The extension module, or None and why not in one line.
+
+    Imported by full name: ``from . import _csigprof`` inside the package's own
+    import reports a missing file as "cannot import name ... from partially
+    initialized module (most likely due to a circular import)".
+    """
+    version = sys.version_info
+    if version < MIN_PYTHON:
+        return None, (f"Python too old for the C extension: it needs CPython "
+                      f"{MIN_PYTHON[0]}.{MIN_PYTHON[1]} or newer, this is "
+                      f"{version.major}.{version.minor}.{version.micro}")
+    try:
+        return importlib.import_module(EXTENSION_NAME), ""
+    except ModuleNotFoundError as exc:
+        if exc.name != EXTENSION_NAME:
+            return None, f"the C extension failed to import: {type(exc).__name__}: {exc}"
+        suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
+        return None, (f"the C extension is not built for this Python (no _csigprof{suffix}"
+                      f"{_other_builds()}); {BUILD_HINT}")
+    except Exception as exc:    # its init may raise anything, not only ImportError
+        return None, f"the C extension failed to import: {type(exc).__name__}: {exc}"
+
+
+_csigprof, _IMPORT_ERROR = _load_extension()
 
 _SUPPORTED_MACHINES = ("x86_64", "AMD64", "aarch64", "arm64")
 _reason: Optional[str] = None

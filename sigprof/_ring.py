@@ -17,9 +17,9 @@ sample's words live at ``abs_start % pc_capacity``.  When fewer than
 while no later sample has written over its words, which ``intact`` checks
 from the absolute positions alone.
 
-The writers are the native capture (``_csigprof.c``, which repeats the layout)
-and the pure-Python one (``_capture.py``); this module owns the layout and the
-reading back, which happens after the run.
+The writers are the native capture (``_native_src/sample.c``; ``sigprof.h``
+there repeats the layout) and the pure-Python one (``_capture.py``); this module
+owns the layout and the reading back, which happens after the run.
 """
 
 from __future__ import annotations

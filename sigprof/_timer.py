@@ -11,7 +11,7 @@ events instead, for CPU-time intervals finer than the kernel tick;
 ``start_ticks`` chooses.  Two relays exist:
 
 * ``NativeRelay`` (the default where the C extension can be used): the signal
-  handler is C (``_csigprof.c``); it records the tick's clocks and PC in the
+  handler is C (``_native_src/ticks.c``); it records the tick's clocks and PC in the
   interrupted thread's own record (a process-wide CPU timer's signal lands on
   the thread whose CPU expired it, so each thread's ticks are its own) and calls
   ``wasmtime_engine_increment_epoch`` itself.  Synchronous, in the
@@ -562,7 +562,7 @@ class PerfUnavailable(RuntimeError):
 
 
 class PerfTicks(_SignalTicks):
-    """Per-thread perf task-clock events driving the native handler (``_csigprof.c``):
+    """Per-thread perf task-clock events driving the native handler (``_native_src/perf.c``):
     CPU-time ticks on a high-resolution timer, each to the thread whose CPU time
     it was, at any interval -- not capped at the kernel tick like the itimers.
     The interrupted PC the handler records is exact: the signal is delivered where

@@ -1,0 +1,64 @@
+/* The module sigprof._csigprof: its functions, constants and the Capture type.
+ *
+ * Owns no state.  The functions live in the file of their job (see sigprof.h); the
+ * docstrings here are what Python shows.  Types for the checker: _csigprof.pyi. */
+#include "sigprof.h"
+
+#include <pthread.h>
+
+static PyMethodDef module_methods[] = {
+    {"python_stack", sp_py_python_stack, METH_VARARGS,
+     "python_stack(frame, stop_code) -> ((code, lasti, ...), reached stop_code)"},
+    {"install", sp_py_install, METH_VARARGS, "install(signum, increment_epoch_address)"},
+    {"add_engine", sp_py_add_engine, METH_O, "bump this engine's epoch at every tick"},
+    {"remove_engine", sp_py_remove_engine, METH_O, "stop bumping this engine's epoch"},
+    {"reset_threads", sp_py_reset_threads, METH_NOARGS, "forget every thread's tick record"},
+    {"set_host_ticks", sp_py_set_host_ticks, METH_VARARGS,
+     "set_host_ticks(signum, fd): ticks in host calls go to Python (see the source)"},
+    {"perf_start", sp_py_perf_start, METH_VARARGS,
+     "perf_start(period_ns, signum): per-thread task-clock events from now on"},
+    {"perf_stop", sp_py_perf_stop, METH_VARARGS,
+     "close every thread's event; returns threads whose event could not be opened"},
+    {"uninstall", sp_py_uninstall, METH_VARARGS, "uninstall(restore=True)"},
+    {"handler_is_ours", sp_py_handler_is_ours, METH_NOARGS, "is our handler still installed?"},
+    {"tick_counts", sp_py_tick_counts, METH_NOARGS, "(ticks so far, ticks lost)"},
+    {"last_tick", sp_py_last_tick, METH_NOARGS,
+     "the calling thread's latest tick: (count, cpu_ns, wall_ns, pc, tid) or None"},
+    {"disposition", sp_py_disposition, METH_VARARGS, "raw handler address for a signal"},
+    {"store_reference", sp_py_store_reference, METH_O,
+     "a new reference to a Capture, as the address the store's callback holds"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT, "sigprof._csigprof", "sigprof's native tick handler and capture.", -1,
+    module_methods, NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__csigprof(void)
+{
+    if (PyType_Ready(&sp_CaptureType) < 0)
+        return NULL;
+    if (pthread_atfork(NULL, NULL, sp_forget_cached_tid) != 0) {
+        PyErr_SetString(PyExc_RuntimeError, "pthread_atfork failed");
+        return NULL;
+    }
+    PyObject *m = PyModule_Create(&module_def);
+    if (m == NULL)
+        return NULL;
+    Py_INCREF(&sp_CaptureType);
+    if (PyModule_AddObject(m, "Capture", (PyObject *)&sp_CaptureType) < 0
+        || PyModule_AddObject(m, "EPOCH_CALLBACK", PyLong_FromVoidPtr((void *)(uintptr_t)sp_epoch_callback)) < 0
+        || PyModule_AddObject(m, "RELEASE_CAPTURE", PyLong_FromVoidPtr((void *)(uintptr_t)sp_release_capture)) < 0
+        || PyModule_AddIntConstant(m, "HEADER_FIELDS", HEADER_FIELDS) < 0
+        || PyModule_AddIntConstant(m, "VM_EXIT_TRAMPOLINE_FP", VM_EXIT_TRAMPOLINE_FP) < 0
+        || PyModule_AddIntConstant(m, "VM_EXIT_PC", VM_EXIT_PC) < 0
+        || PyModule_AddIntConstant(m, "VM_ENTRY_FP", VM_ENTRY_FP) < 0
+        || PyModule_AddIntConstant(m, "MAX_ACTIVATIONS", MAX_ACTIVATIONS) < 0
+        || PyModule_AddObject(m, "MARK_ENTRY", PyLong_FromUnsignedLongLong(MARK_ENTRY)) < 0
+        || PyModule_AddObject(m, "MARK_HOST", PyLong_FromUnsignedLongLong(MARK_HOST)) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
