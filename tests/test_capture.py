@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
 import time
 
@@ -13,7 +11,7 @@ import wasmtime
 import sigprof
 from sigprof._timer import FakeClock, ManualTicks
 
-from conftest import ROOT, stacks_by_name
+from conftest import ROOT, run_cli, stacks_by_name
 
 REENTRY_WAT = """
 (module $reentry
@@ -108,8 +106,7 @@ def test_report_and_collapsed_on_a_deep_recording(guest, tmp_path):
     collapsed = rec.to_collapsed().splitlines()
     assert any(("recursion!rec;" * 3001 + "recursion!leaf ") in line for line in collapsed)
     rec.save(tmp_path / "deep.sigprof")
-    out = subprocess.run([sys.executable, "-m", "sigprof", "report", str(tmp_path / "deep.sigprof"),
-                          "--top", "3"], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    out = run_cli("report", tmp_path / "deep.sigprof", "--top", "3", cwd=ROOT)
     assert out.returncode == 0, out.stderr
     assert "leaf  [recursion]" in out.stdout
 
