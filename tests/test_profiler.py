@@ -84,16 +84,19 @@ def test_cpu_deltas_add_up_to_the_threads_cpu_time(guest):
         measured = time.thread_time_ns() - before
     meta = prof.meta
     sampled = sum(prof.recording.sample_table.cpu_ns)
+    # As in test_accuracy's no-CPU-lost: samples + the profiler's own time + the tail
+    # after the last tick are the thread's CPU time, up to the clock reads' slack.
+    slack_ns = 50_000 * (prof.samples + 1)
     accounted = sampled + meta["overhead_cpu_ns"] + meta["unsampled_cpu_ns"]
-    assert abs(accounted - meta["thread_cpu_ns"]) <= 0.01 * meta["thread_cpu_ns"]
-    assert abs(sampled - measured) <= 0.05 * measured, (sampled, measured)
+    assert abs(accounted - meta["thread_cpu_ns"]) <= slack_ns
+    assert sampled <= measured + slack_ns and sampled > measured / 2, (sampled, measured)
     # Each delta is measured, not assumed from the interval: they vary.
     deltas = list(prof.recording.sample_table.cpu_ns)
     assert len(set(deltas)) > 1
     profile = prof.to_firefox()
     assert profile["meta"]["sampleUnits"]["threadCPUDelta"] == "µs"
     cpu_us = sum(profile["threads"][0]["samples"]["threadCPUDelta"])
-    assert abs(cpu_us * 1000 - sampled) <= 0.01 * sampled
+    assert abs(cpu_us * 1000 - sampled) <= 1000 * len(deltas)     # whole microseconds each
 
 
 def test_reference_demo_has_the_reference_shape(guest):
