@@ -155,7 +155,9 @@ def test_blocked_host_time_is_absent_in_cpu_mode_and_present_in_wall_mode(guest)
     assert nap_weight_ns(prof.recording) < 15_000_000       # at most a stray tick, not 200 ms
     prof, _ = _host_run(guest, clock="wall", rounds=10, spin=6_000_000, burn_n=200_000, nap_ms=20)
     rec = prof.recording
-    assert nap_weight_ns(rec) > 180_000_000
+    # Each 20 ms nap is charged to nap but for at most one 4 ms interval at its end
+    # (the part after its last tick goes to the next sample): >= 10 * 16 ms.
+    assert nap_weight_ns(rec) >= 160_000_000
     nap_stacks = [names for names, _ in stacks_by_name(rec) if names[-1].startswith("nap")]
     assert nap_stacks and all(names[-2] == "wasm-function[4]" for names in nap_stacks)
     assert sum(w for _, w in rec.iter_stacks()) == sum(rec.sample_table.wall_ns)
