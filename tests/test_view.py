@@ -40,7 +40,7 @@ def _viewing(tmp_path, *args):
 
 def _get(url):
     try:
-        with urllib.request.urlopen(url, timeout=10) as response:
+        with urllib.request.urlopen(url, timeout=LIVENESS_LIMIT_S) as response:
             return response.status, dict(response.headers), response.read()
     except urllib.error.HTTPError as exc:
         return exc.code, dict(exc.headers), b""
