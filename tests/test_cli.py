@@ -6,14 +6,13 @@ import gzip
 import json
 import os
 import shutil
-import subprocess
 import sys
 import sysconfig
 from pathlib import Path
 
 import pytest
 
-from conftest import GUESTS, ROOT, build_c_guest, require
+from conftest import GUESTS, ROOT, build_c_guest, cli_env, require, run_process
 from firefox_check import call_tree_functions, check_profile
 
 DEMO = ROOT / "examples" / "demo.wat"
@@ -30,12 +29,8 @@ def sigprof_cmd(request):
     """Run the CLI both as the installed `sigprof` script and as `python -m sigprof`."""
     prefix = [_script()] if request.param == "script" else [sys.executable, "-m", "sigprof"]
 
-    def run(*args, cwd=None, timeout=300):
-        env = dict(os.environ)
-        env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-        env.pop("SIGPROF_DEBUG", None)
-        return subprocess.run([*prefix, *map(str, args)], capture_output=True, text=True,
-                              cwd=cwd, timeout=timeout, env=env)
+    def run(*args, cwd=None):
+        return run_process([*prefix, *args], cwd=cwd, env=cli_env())
     return run
 
 

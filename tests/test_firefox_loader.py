@@ -9,10 +9,6 @@ match ours.  ``.ci/run`` installs it; locally the test skips without it.
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -20,38 +16,17 @@ import wasmtime
 
 import sigprof
 
-from conftest import ROOT, link_host, require, needs_tick_record
-
-CLI_CANDIDATES = [os.environ.get("SIGPROF_PROFILER_CLI", ""),
-                  str(ROOT / ".ci" / "node" / "node_modules" / ".bin" / "profiler-cli"),
-                  shutil.which("profiler-cli") or ""]
+from conftest import link_host, needs_tick_record
 
 
 @pytest.fixture(scope="module")
-def profiler_cli(tmp_path_factory):
-    cli = next((c for c in CLI_CANDIDATES if c and Path(c).exists()), None)
-    require(cli is not None and shutil.which("node") is not None,
-            "the Firefox profiler-cli (npm @firefox-devtools/profiler-cli) is not installed")
-    home = tmp_path_factory.mktemp("profiler-cli-home")
-
-    def run(*args: str) -> str:
-        env = dict(os.environ, HOME=str(home))
-        out = subprocess.run([cli, *args], capture_output=True, text=True, timeout=120, env=env)
-        assert out.returncode == 0, out.stderr + out.stdout
-        return out.stdout
-
-    def query(path: Path, *command: str) -> dict:
-        run("load", str(path))
-        try:
-            return json.loads(run(*command, "--json"))
-        finally:
-            run("stop", "--all")
-
+def profiler_cli(firefox_profiler_cli):
     def functions(path: Path) -> dict:
         """The selected thread's functions, by name with library."""
-        data = query(path, "thread", "functions", "--limit", "0")
+        data = firefox_profiler_cli.query(path, "thread", "functions", "--limit", "0")
         return {f["nameWithLibrary"]: f for f in data["functions"]}
-    functions.threads = lambda path: query(path, "thread", "list")["threads"]  # type: ignore
+    functions.threads = lambda path: firefox_profiler_cli.query(  # type: ignore
+        path, "thread", "list")["threads"]
     return functions
 
 

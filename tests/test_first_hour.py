@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
-import time
 
 import sigprof
 
-from conftest import ROOT
+from conftest import LIVENESS_LIMIT_S, cli_env, run_cli, running_cli, wait_until_sampling
 
 LEAF_WAT = """(module
   (func $leaf (export "leaf") (param i32) (result i32) (i32.div_u (i32.const 1) (local.get 0)))
@@ -24,10 +21,8 @@ LEAF_WAT = """(module
 
 
 def sigprof_cli(tmp_path, *args, **kwargs):
-    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
-               XDG_CACHE_HOME=str(tmp_path / "cache"))
-    return subprocess.run([sys.executable, "-m", "sigprof", *map(str, args)], cwd=tmp_path,
-                          capture_output=True, text=True, env=env, timeout=120, **kwargs)
+    return run_cli(*args, cwd=tmp_path, env=cli_env(XDG_CACHE_HOME=str(tmp_path / "cache")),
+                   **kwargs)
 
 
 def _module(tmp_path, name="mine.wat", text=LEAF_WAT):
@@ -65,13 +60,12 @@ def test_options_after_the_module_get_a_hint(tmp_path):
 
 def test_sigterm_stops_the_guest_and_keeps_the_profile(tmp_path):
     _module(tmp_path)
-    env = dict(os.environ, PYTHONPATH=str(ROOT), XDG_CACHE_HOME=str(tmp_path / "cache"))
-    proc = subprocess.Popen([sys.executable, "-m", "sigprof", "record", "-o", "t.sigprof",
-                             "--invoke", "spin", "--arg", "4000000000", "mine.wat"],
-                            cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
-    time.sleep(1.5)                      # started and sampling
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=60)
+    with running_cli("record", "-o", "t.sigprof", "--invoke", "spin", "--arg", "4000000000",
+                     "mine.wat", cwd=tmp_path, env=cli_env(XDG_CACHE_HOME=str(tmp_path / "cache")),
+                     stderr=subprocess.PIPE, text=True) as proc:
+        wait_until_sampling(proc)        # its timer armed and ticks taken: samples to keep
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=LIVENESS_LIMIT_S)
     assert proc.returncode == 143, err
     assert "terminated (SIGTERM); the profile up to that point was kept" in err
     assert sigprof.load(tmp_path / "t.sigprof").samples > 0

@@ -4,18 +4,13 @@ as counters the Firefox Profiler draws (issue 13.3)."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import wasmtime
 
 import sigprof
 
-from conftest import ROOT, require
-from test_firefox_loader import CLI_CANDIDATES
+from conftest import cli_env, run_cli
 
 PAGE = 65536
 GROW_WAT = """
@@ -63,7 +58,8 @@ def test_each_sample_records_resident_and_guest_memory(path, monkeypatch):
     assert PAGE <= memory[0] and memory[-1] <= 41 * PAGE and memory[-1] - memory[0] >= 20 * PAGE
 
 
-def test_the_firefox_profile_carries_both_as_memory_counters(monkeypatch, tmp_path):
+def test_the_firefox_profile_carries_both_as_memory_counters(monkeypatch, tmp_path,
+                                                             firefox_profiler_cli):
     rec = _profile_growth("native" if sigprof._native.available() else "python", monkeypatch)
     counters = {c["name"]: c for c in rec.to_firefox()["counters"]}
     assert set(counters) == {"Resident memory", "Guest linear memory"}
@@ -75,20 +71,8 @@ def test_the_firefox_profile_carries_both_as_memory_counters(monkeypatch, tmp_pa
         accumulated.append(running)
     assert accumulated == list(rec.sample_table.memory_bytes)
     # And the Firefox Profiler's own loader reads them as its memory tracks.
-    cli = next((c for c in CLI_CANDIDATES if c and Path(c).exists()), None)
-    require(cli is not None, "the Firefox profiler-cli (npm) is not installed")
     rec.save(tmp_path / "m.json")
-    env = dict(os.environ, HOME=str(tmp_path))
-
-    def run(*args):
-        out = subprocess.run([cli, *args], capture_output=True, text=True, timeout=120, env=env)
-        assert out.returncode == 0, out.stderr + out.stdout
-        return out.stdout
-    run("load", str(tmp_path / "m.json"))
-    try:
-        listed = json.loads(run("counter", "list", "--json"))["counters"]
-    finally:
-        run("stop", "--all")
+    listed = firefox_profiler_cli.query(tmp_path / "m.json", "counter", "list")["counters"]
     by_name = {c["name"]: c for c in listed}
     assert set(by_name) == {"Resident memory", "Guest linear memory"}
     graph = by_name["Guest linear memory"]["graph"]
@@ -98,11 +82,9 @@ def test_the_firefox_profile_carries_both_as_memory_counters(monkeypatch, tmp_pa
 
 def test_record_measures_the_modules_exported_memory(tmp_path):
     (tmp_path / "grow.wat").write_text(GROW_WAT)
-    env = dict(os.environ, PYTHONPATH=str(ROOT), XDG_CACHE_HOME=str(tmp_path / "cache"))
-    out = subprocess.run([sys.executable, "-m", "sigprof", "record", "-o", "g.json", "--clock",
-                          "wall", "--interval", "0.5ms", "--invoke", "run", "--arg", "30",
-                          "--arg", "2000000", "grow.wat"], cwd=tmp_path, env=env,
-                         capture_output=True, text=True, timeout=120)
+    out = run_cli("record", "-o", "g.json", "--clock", "wall", "--interval", "0.5ms", "--invoke",
+                  "run", "--arg", "30", "--arg", "2000000", "grow.wat", cwd=tmp_path,
+                  env=cli_env(XDG_CACHE_HOME=str(tmp_path / "cache")))
     assert out.returncode == 0, out.stderr
     names = [c["name"] for c in json.loads((tmp_path / "g.json").read_text())["counters"]]
     assert names == ["Resident memory", "Guest linear memory"]

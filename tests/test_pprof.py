@@ -5,13 +5,11 @@ from __future__ import annotations
 import dataclasses
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import EXAMPLES, require
+from conftest import EXAMPLES, require, run_cli, run_process
 from sigprof.analysis import summarise_recording
 from sigprof.export import pprof
 from test_exporters import golden_recording
@@ -25,8 +23,7 @@ def go():
 
 
 def pprof_tool(go: str, *args: str) -> str:
-    done = subprocess.run([go, "tool", "pprof", *args], capture_output=True, text=True,
-                          timeout=120)
+    done = run_process([go, "tool", "pprof", *args])
     assert done.returncode == 0, done.stderr
     return done.stdout
 
@@ -76,9 +73,7 @@ def test_warnings_are_comments_and_the_clock_names_the_sample_type(go, tmp_path)
 
 def test_record_writes_pprof_that_go_reads(go, tmp_path):
     out = tmp_path / "demo.pb.gz"
-    done = subprocess.run([sys.executable, "-m", "sigprof", "record", "-o", str(out),
-                           "--invoke", "run", "--arg", "10", str(EXAMPLES / "demo.wat")], capture_output=True, text=True,
-                          timeout=120)
+    done = run_cli("record", "-o", out, "--invoke", "run", "--arg", "10", EXAMPLES / "demo.wat")
     assert done.returncode == 0, done.stderr
     assert "(pprof profile" in done.stderr
     flat = top_flat_ns(go, out)

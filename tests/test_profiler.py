@@ -13,7 +13,8 @@ import sigprof
 from sigprof import _native
 from sigprof._timer import ITimerTicks, ManualTicks
 
-from conftest import EXAMPLES, GUESTS, link_host, run_python, stacks_by_name
+from conftest import (EXAMPLES, GUESTS, effective_samples, link_host, run_python, share_tolerance,
+                      stacks_by_name)
 
 
 def test_deep_recursion_is_captured_whole_and_rooted_at_the_export(guest):
@@ -83,16 +84,19 @@ def test_cpu_deltas_add_up_to_the_threads_cpu_time(guest):
         measured = time.thread_time_ns() - before
     meta = prof.meta
     sampled = sum(prof.recording.sample_table.cpu_ns)
+    # As in test_accuracy's no-CPU-lost: samples + the profiler's own time + the tail
+    # after the last tick are the thread's CPU time, up to the clock reads' slack.
+    slack_ns = 50_000 * (prof.samples + 1)
     accounted = sampled + meta["overhead_cpu_ns"] + meta["unsampled_cpu_ns"]
-    assert abs(accounted - meta["thread_cpu_ns"]) <= 0.01 * meta["thread_cpu_ns"]
-    assert abs(sampled - measured) <= 0.05 * measured, (sampled, measured)
+    assert abs(accounted - meta["thread_cpu_ns"]) <= slack_ns
+    assert sampled <= measured + slack_ns and sampled > measured / 2, (sampled, measured)
     # Each delta is measured, not assumed from the interval: they vary.
     deltas = list(prof.recording.sample_table.cpu_ns)
     assert len(set(deltas)) > 1
     profile = prof.to_firefox()
     assert profile["meta"]["sampleUnits"]["threadCPUDelta"] == "µs"
     cpu_us = sum(profile["threads"][0]["samples"]["threadCPUDelta"])
-    assert abs(cpu_us * 1000 - sampled) <= 0.01 * sampled
+    assert abs(cpu_us * 1000 - sampled) <= 1000 * len(deltas)     # whole microseconds each
 
 
 def test_reference_demo_has_the_reference_shape(guest):
@@ -100,16 +104,20 @@ def test_reference_demo_has_the_reference_shape(guest):
     g = guest("demo")
     store, inst = g.instance()
     with sigprof.profile(store, modules=[("demo.wasm", g.module)]) as prof:
-        inst.exports(store)["run"](store, 12)
+        inst.exports(store)["run"](store, 24)
     total = {}
     for funcs, w in prof.recording.iter_stacks():
         for f in {f.name for f in funcs}:
             total[f] = total.get(f, 0) + w
     whole = total["run"]
-    # ~90 samples: allow a few standard errors around the reference's shares.
-    assert abs(100 * total["cold_loop"] / whole - 19) < 9
-    assert 100 * total.get("fib", 0) / whole < 10
-    assert total["hot_loop"] / whole > 0.8    # hot_loop is reached directly and via cold_loop
+    n = effective_samples(prof.recording.sample_table.cpu_ns)
+    # Three claims at 1/3000 each: cold_loop 19% (two-sided, z = 3.59), fib <= 10% and
+    # hot_loop >= 90% (one-sided, z = 3.43).  At ~160 effective samples: 19% +- 11.4
+    # points (3.59 * sqrt(.19 * .81 / 160) + 1/320), fib < 18.4%, hot_loop > 81.6%.
+    assert abs(total["cold_loop"] / whole - 0.19) < share_tolerance(n, 0.19, comparisons=3), n
+    assert total.get("fib", 0) / whole < 0.1 + share_tolerance(n, 0.1, sides=1, comparisons=3)
+    # hot_loop is reached directly and via cold_loop
+    assert total["hot_loop"] / whole > 0.9 - share_tolerance(n, 0.9, sides=1, comparisons=3)
 
 
 def test_signal_timer_and_callback_restored_after_normal_exit(guest):

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import wasmtime
 
 import sigprof
 
-from conftest import ROOT
+from conftest import cli_env, run_cli
 
 REACTOR_WAT = """
 (module $reactor
@@ -45,12 +41,9 @@ RECURSE_WAT = """
 
 
 def record(tmp_path, *args, env=None):
-    full_env = dict(os.environ, **(env or {}))
-    full_env["PYTHONPATH"] = str(ROOT) + os.pathsep + full_env.get("PYTHONPATH", "")
+    full_env = cli_env(**(env or {}))
     full_env["XDG_CACHE_HOME"] = str(tmp_path / "cache")       # wasmtime's compile cache
-    return subprocess.run([sys.executable, "-m", "sigprof", "record", *map(str, args)],
-                          capture_output=True, text=True, cwd=tmp_path, env=full_env,
-                          timeout=120)
+    return run_cli("record", *args, cwd=tmp_path, env=full_env)
 
 
 def _write(tmp_path, name, text):
