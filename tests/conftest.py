@@ -218,19 +218,22 @@ TEST_RUN_MARK = "SIGPROF_TEST_RUN"
 os.environ[TEST_RUN_MARK] = str(os.getpid())       # inherited by everything the tests start
 
 
-def _default_signals() -> None:
-    """In the child, before exec.  A shell starts a background job with SIGINT (and
-    SIGQUIT) ignored, exec keeps an ignored signal ignored, and Python leaves an
-    ignored SIGINT alone: without this a child under a backgrounded pytest would
-    shrug off the Ctrl-C a test sends it."""
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, signal.SIG_DFL)
+# Run argv[1:] with SIGINT and SIGTERM at their defaults (an exec keeps them so).  A shell
+# starts a background job with SIGINT ignored, exec keeps an ignored signal ignored, and
+# Python leaves an ignored SIGINT alone: without this a child under a backgrounded pytest
+# would shrug off the Ctrl-C a test sends it.  A tiny Python that resets them and execs,
+# not preexec_fn: Python code run between fork and exec can deadlock a child forked while
+# other threads (pipe readers, servers) hold locks.
+WITH_DEFAULT_SIGNALS = ("import os, signal, sys\n"
+                        "for s in (signal.SIGINT, signal.SIGTERM): signal.signal(s, signal.SIG_DFL)\n"
+                        "os.execvp(sys.argv[1], sys.argv[1:])")
 
 
 def spawn(cmd, **kwargs) -> subprocess.Popen:
     """subprocess.Popen with SIGINT/SIGTERM at their defaults in the child.  The caller
     ends it in a ``finally`` (or uses ``running``)."""
-    return subprocess.Popen([str(c) for c in cmd], preexec_fn=_default_signals, **kwargs)
+    return subprocess.Popen([sys.executable, "-c", WITH_DEFAULT_SIGNALS, *(str(c) for c in cmd)],
+                            **kwargs)
 
 
 def stop_process(proc: subprocess.Popen) -> None:
