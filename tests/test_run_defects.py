@@ -3,8 +3,11 @@
 Signals go to a child that has shown it reached the phase under test (a line on
 its stdout or stderr), never after a fixed sleep; every child is killed in a
 ``finally``.  Children get SIGINT's default disposition back (the test runner
-may run with SIGINT ignored, which a child would inherit) and a session of
-their own, so no signal reaches the test runner.
+may run with SIGINT ignored, which a child would inherit, and Python then
+installs no KeyboardInterrupt handler) from a tiny Python that resets it and
+execs the command -- not from ``preexec_fn``, which can deadlock a child forked
+from this process while its reader threads run -- and a session of their own,
+so no signal reaches the test runner.
 """
 
 from __future__ import annotations
@@ -83,8 +86,9 @@ def _one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> str:
     return err
 
 
-def _default_sigint() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+# argv[1:] is run with SIGINT's disposition back at its default (kept across exec).
+WITH_DEFAULT_SIGINT = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+                       "os.execv(sys.argv[1], sys.argv[1:])")
 
 
 class _Lines:
@@ -121,9 +125,9 @@ class _Lines:
 
 
 def _spawn(tmp_path: Path, argv: List[str], **env: str) -> subprocess.Popen:
-    return subprocess.Popen(argv, cwd=tmp_path, env=_env(tmp_path, **env), text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            preexec_fn=_default_sigint, start_new_session=True)
+    return subprocess.Popen([sys.executable, "-c", WITH_DEFAULT_SIGINT, *argv], cwd=tmp_path,
+                            env=_env(tmp_path, **env), text=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, start_new_session=True)
 
 
 def _stop(proc: subprocess.Popen) -> None:
