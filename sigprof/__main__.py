@@ -16,19 +16,25 @@ a traceback (set SIGPROF_DEBUG=1 to see one) and never a half-written file.
 
 from __future__ import annotations
 
-import argparse
-import os
-import signal
 import sys
-import warnings
-from typing import List, NoReturn, Optional, Sequence, Set, Tuple
 
-from . import __version__, runner
-from .profiler import DEFAULT_CAPACITY, DEFAULT_MAX_DEPTH, ProfileWarning
-from .runner import STUB_MODES
-from .export import FORMATS, UnknownFormat, exporter, exporter_for_path, write
-from .rawfile import RecordingFormatError
-from .recording import Recording
+try:    # Ctrl-C while Python loads wasmtime and the rest: one line, not a traceback
+    import argparse
+    import os
+    import re
+    import signal
+    import warnings
+    from typing import Any, Dict, List, NoReturn, Optional, Sequence, Set, Tuple
+
+    from . import __version__, runner
+    from .profiler import DEFAULT_CAPACITY, DEFAULT_MAX_DEPTH, ProfileWarning
+    from .runner import STUB_MODES
+    from .export import FORMATS, UnknownFormat, exporter, exporter_for_path, write
+    from .rawfile import RecordingFormatError
+    from .recording import Recording
+except KeyboardInterrupt:
+    sys.stderr.write("sigprof: interrupted\n")
+    raise SystemExit(130) from None     # runner.INTERRUPT_EXIT_CODE (not importable yet)
 
 EXIT_BAD_INPUT = 2
 RECORD_OPTIONS: Set[str] = set()      # filled as the parser is built
@@ -42,15 +48,39 @@ class _ShowDefaults(argparse.ArgumentDefaultsHelpFormatter):
     """Defaults in --help, for the options that have one worth showing."""
 
     def _get_help_string(self, action: argparse.Action) -> Optional[str]:
-        if action.default in (None, [], False) or action.default is argparse.SUPPRESS:
+        # A flag's default (True for --no-cache) says nothing its help does not.
+        if (action.default in (None, []) or isinstance(action.default, bool)
+                or action.default is argparse.SUPPRESS):
             return action.help
         return super()._get_help_string(action)
 
 
+# A value that starts with '-' but names no option: -1ms, -0.5, -inf.
+_NEGATIVE_LOOKING = re.compile(r"^-(\d|\.\d|inf\b|nan\b)", re.IGNORECASE)
+
+
 class _Parser(argparse.ArgumentParser):
+    def _parse_optional(self, arg_string: str) -> Any:
+        # argparse takes `--interval -1ms` for two options ("expected one argument");
+        # taken as the value, it is refused with the reason (it is not positive).
+        if _NEGATIVE_LOOKING.match(arg_string):
+            return None
+        return super()._parse_optional(arg_string)
+
     def error(self, message: str) -> NoReturn:  # one line, not argparse's usage dump
         raise CliError(f"{message} (see `sigprof {self.prog.split()[-1]} --help`)"
                        if " " in self.prog else f"{message} (see `sigprof --help`)")
+
+
+def _positive_int(text: str) -> int:
+    """An argparse type: a count that must be at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, not {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, not {value}")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -112,7 +142,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="the guest's stack limit (default: wasmtime's)")
     rec.add_argument("--host-details", action="store_true",
                      help="include host name, pid/tid and full paths (for private use)")
-    rec.add_argument("--top", type=int, default=5, help="functions listed in the summary")
+    rec.add_argument("--top", type=_positive_int, default=5,
+                     help="functions listed in the summary")
     RECORD_OPTIONS.update(o for action in rec._actions for o in action.option_strings)
     rec.add_argument("module", metavar="MODULE.wasm|MODULE.wat")
     rec.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS",
@@ -140,7 +171,7 @@ def _parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="print the top functions and the hottest path",
                          formatter_class=defaults)
     rep.add_argument("input", metavar="IN.sigprof|IN.json[.gz]")
-    rep.add_argument("--top", type=int, default=10, help="functions listed")
+    rep.add_argument("--top", type=_positive_int, default=10, help="functions listed")
     return p
 
 
@@ -164,7 +195,64 @@ def _positive(value: Optional[int], option: str) -> Optional[int]:
 
 
 STDOUT = "-"
-TERMINATED_EXIT_CODE = 143     # 128 + SIGTERM
+# What stops a recording, the exit status it gets (128 + the signal's number, as a
+# shell reports a process the signal killed) and how the summary names it.
+STOP_SIGNALS: Dict[int, Tuple[int, str]] = {
+    signal.SIGINT: (runner.INTERRUPT_EXIT_CODE, "interrupted (Ctrl-C)"),
+    signal.SIGTERM: (128 + signal.SIGTERM, "terminated (SIGTERM)"),
+    signal.SIGHUP: (128 + signal.SIGHUP, "hung up (SIGHUP)"),
+}
+COMPILE_NOTE_ENV = "SIGPROF_COMPILE_NOTE_AFTER_S"   # tests: announce compiles sooner
+
+
+class StopSignals:
+    """record's handling of SIGINT, SIGTERM and SIGHUP (each left alone if ignored, as
+    under nohup).  Until the guest has stopped, a signal stops it the way Ctrl-C does
+    (KeyboardInterrupt), so the profile up to then is kept; after, it is only noted, so
+    the profile is still written.  The exit status is the first signal's."""
+
+    def __init__(self) -> None:
+        self.received: List[int] = []
+        self.raising = True
+        self._previous: Dict[int, Any] = {}
+
+    def __enter__(self) -> "StopSignals":
+        for signum in STOP_SIGNALS:
+            previous = signal.getsignal(signum)
+            if previous is not signal.SIG_IGN:
+                self._previous[signum] = signal.signal(signum, self._on_signal)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        self.received.append(signum)
+        if self.raising:
+            raise KeyboardInterrupt
+
+    def stop_raising(self) -> None:
+        """The guest has stopped: from now on a signal must not cost the profile."""
+        self.raising = False
+
+    def first(self) -> Tuple[int, str]:
+        """Exit status and name of what stopped the run (Ctrl-C if no signal was seen)."""
+        return STOP_SIGNALS[self.received[0] if self.received else signal.SIGINT]
+
+
+def _say(line: str) -> None:
+    print(f"sigprof: {line}", file=sys.stderr, flush=True)
+
+
+def _compile_note_after_s() -> float:
+    text = os.environ.get(COMPILE_NOTE_ENV)
+    if text is None:
+        return runner.COMPILE_NOTE_AFTER_S
+    try:
+        return max(0.0, float(text))
+    except ValueError:
+        raise CliError(f"{COMPILE_NOTE_ENV}={text!r}: expected a number of seconds") from None
 
 
 def _output_formats(outputs: Sequence[str], fmt: Optional[str]) -> List[str]:
@@ -200,6 +288,11 @@ def _misplaced_options(args: Sequence[str]) -> List[str]:
 
 def cmd_record(a: argparse.Namespace) -> int:
     warnings.simplefilter("ignore", ProfileWarning)    # the summary lists the profile's warnings
+    with StopSignals() as stops:
+        return _record(a, stops)
+
+
+def _record(a: argparse.Namespace, stops: StopSignals) -> int:
     interval = runner.parse_interval(a.interval) if a.interval is not None else None
     outputs = a.output or ["sigprof.json"]
     formats = _output_formats(outputs, a.format)
@@ -217,29 +310,31 @@ def cmd_record(a: argparse.Namespace) -> int:
     if a.invoke is None and a.arg:
         raise CliError("--arg needs --invoke NAME")
     args = a.args[1:] if a.args[:1] == ["--"] else a.args
-    terminated: List[int] = []
-
-    def on_sigterm(signum: int, frame: object) -> None:
-        terminated.append(signum)       # stop the guest the way Ctrl-C does; keep the profile
-        raise KeyboardInterrupt
-    previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
         result = runner.run(a.module, args, invoke=a.invoke, invoke_args=a.arg,
                             dirs=_pairs(a.dir, "::", "--dir", "HOST::GUEST"),
                             env=_pairs(a.env, "=", "--env", "KEY=VALUE"), name=a.name,
                             names=a.names, stub_imports=a.stub_imports, cache=a.cache,
                             max_wasm_stack=_positive(a.max_wasm_stack, "--max-wasm-stack"),
-                            **options)
+                            say=_say, compile_note_after_s=_compile_note_after_s(),
+                            when_stopped=stops.stop_raising, **options)
+    except KeyboardInterrupt:            # while reading, compiling or linking: no profile yet
+        exit_code, why = stops.first()
+        print(f"sigprof: {why} before the guest ran; nothing was recorded", file=sys.stderr)
+        return exit_code
+    except runner.StoppedBeforeRecording as exc:
+        print(f"sigprof: {exc.message}", file=sys.stderr)
+        return exc.exit_code
     except runner.RunError as exc:
         misplaced = _misplaced_options(args)
         if misplaced:
             raise CliError(f"{exc} (what follows the module goes to the program: put "
                            f"{' '.join(misplaced)} before {a.module})") from None
         raise
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    if terminated and result.outcome == "interrupted":
-        result.exit_code, result.message = TERMINATED_EXIT_CODE, "terminated (SIGTERM)"
+    stops.stop_raising()
+    stopped_by_signal = bool(stops.received)
+    if stopped_by_signal and result.outcome == "interrupted":
+        result.exit_code, result.message = stops.first()
     rec = result.recording
     written, failures = _write_outputs(rec, outputs, formats)
     if written:
@@ -247,6 +342,11 @@ def cmd_record(a: argparse.Namespace) -> int:
     if failures:
         _report_failures(rec, written, failures)
         return EXIT_BAD_INPUT
+    if stops.received and not stopped_by_signal:      # it came while the profile was saved
+        exit_code, why = stops.first()
+        print(f"sigprof: {why} after the guest had stopped; the profile was still written",
+              file=sys.stderr)
+        return exit_code
     return result.exit_code
 
 

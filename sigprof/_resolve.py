@@ -51,7 +51,7 @@ from .frames import (FRAME_GUEST, FRAME_HOST, FRAME_OPAQUE, FRAME_PYCODE, FRAME_
 from .recording import Recording, SampleTable
 from .symbols import (ROLE_ENTRY, ROLE_WASM, Function, ImageError, LiveImage, ModuleSymbols,
                       SymbolTable, discover, image_from_memory, read_image)
-from .wasmfile import Signature, WasmInfo
+from .wasmfile import FuncSignature as Signature, WasmInfo
 
 
 class ModuleRef(NamedTuple):
@@ -82,7 +82,7 @@ def names_mismatch(module: wasmtime.Module, names: WasmInfo) -> Optional[str]:
     in at least one of them, and its names would label the wrong code."""
     mine = [(i.module, i.name or "", _signature(i.type)) for i in module.imports
             if isinstance(i.type, wasmtime.FuncType)]
-    types = names.function_types
+    types = names.function_types or None          # empty: the reader could not tell
     theirs = [(i.module, i.name, types[k] if types is not None else None)
               for k, i in enumerate(i for i in names.imports if i.kind == "func")]
     if len(mine) != len(theirs):
@@ -111,7 +111,7 @@ def names_mismatch(module: wasmtime.Module, names: WasmInfo) -> Optional[str]:
 
 
 def _signature(func_type: wasmtime.FuncType) -> Signature:
-    return tuple(map(str, func_type.params)), tuple(map(str, func_type.results))
+    return Signature(tuple(map(str, func_type.params)), tuple(map(str, func_type.results)))
 
 
 def _shown(signature: Signature) -> str:

@@ -6,24 +6,30 @@ directories, environment and the terminal's stdin/stdout/stderr, like
 arguments converted to its parameter types instead; a WASI reactor's
 ``_initialize`` runs first.  Imports WASI does not provide can be stood in for
 (``stub_imports``: a call traps naming the import, or returns zeros).  The
-entry point and the imports are checked from the binary before it is
-compiled, so a module that cannot run fails at once; compiling goes through
-wasmtime's compile cache unless ``cache`` is off.  A module's exit code (WASI
-``proc_exit``), a trap or Ctrl-C all still produce a recording.
+entry point, its parameter and result types, the arguments and the imports
+are checked from the binary before it is compiled, so a module that cannot run
+fails at once; compiling goes through wasmtime's compile cache unless ``cache``
+is off, and one that takes longer than ``compile_note_after_s`` is announced
+through ``say``; ``when_stopped`` is called as soon as the guest call has ended.
+A module's exit code (WASI ``proc_exit``), a trap or Ctrl-C
+during the call all still produce a recording; a start function runs while
+the module is instantiated, before recording begins, so its trap or exit
+raises ``StoppedBeforeRecording``.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import wasmtime
 
 from . import profiler
 from .demangle import display_name
 from .recording import Recording
-from .wasmfile import WasmFormatError, WasmInfo, read_wasm, wasm_bytes
+from .wasmfile import FuncSignature, WasmFormatError, WasmInfo, read_wasm, wasm_bytes
 
 TRAP_EXIT_CODE = 134          # what `wasmtime run` uses for a trap on Unix (128 + SIGABRT)
 INTERRUPT_EXIT_CODE = 130     # 128 + SIGINT
@@ -31,6 +37,14 @@ INTERRUPT_EXIT_CODE = 130     # 128 + SIGINT
 
 class RunError(ValueError):
     """The module could not be run as asked (the message says why, in one line)."""
+
+
+class StoppedBeforeRecording(Exception):
+    """The guest trapped or exited in its start function, before anything was recorded."""
+
+    def __init__(self, exit_code: int, outcome: str, message: str):
+        super().__init__(message)
+        self.exit_code, self.outcome, self.message = exit_code, outcome, message
 
 
 @dataclass
@@ -56,31 +70,45 @@ def parse_interval(text: str) -> float:
     except ValueError:
         raise RunError(f"invalid interval {text!r}: use a number of seconds or a value with "
                        f"a unit, like 250us, 1ms or 0.004") from None
-    if not value > 0 or value != value or value == float("inf"):
-        raise RunError(f"invalid interval {text!r}: it must be a positive, finite duration")
+    if value != value or value in (float("inf"), float("-inf")):
+        raise RunError(f"invalid interval {text!r}: it must be a finite duration")
+    if not value > 0:
+        raise RunError(f"invalid interval {text!r}: interval must be positive")
     if value < 1e-6 or value > 60:
         raise RunError(f"interval {text!r} is out of range (1us to 60s)")
     return value
 
 
-def _convert_args(func_type: wasmtime.FuncType, args: Sequence[str], name: str) -> List[object]:
-    params = func_type.params
+CLI_TYPES = ("i32", "i64", "f32", "f64")      # what a command-line argument can be
+
+
+def signature_of(func_type: wasmtime.FuncType) -> FuncSignature:
+    """wasmtime's view of a signature (reading a v128 in it aborts the process: see
+    ``WasmInfo.signature``, which reads the binary instead)."""
+    return FuncSignature(tuple(str(t) for t in func_type.params),
+                         tuple(str(t) for t in func_type.results))
+
+
+def convert_args(signature: FuncSignature, args: Sequence[str], name: str) -> List[object]:
+    """The command line's arguments as the export's parameter types, or a RunError."""
+    for kind in signature.params:
+        if kind not in CLI_TYPES:
+            raise RunError(f"export {name!r} takes a parameter of type {kind}, which the "
+                           f"command line cannot pass (it passes {', '.join(CLI_TYPES)})")
+    for kind in signature.results:
+        if kind not in CLI_TYPES:
+            raise RunError(f"export {name!r} returns a value of type {kind}, which the "
+                           f"command line cannot show (it shows {', '.join(CLI_TYPES)})")
+    params = signature.params
     if len(args) != len(params):
-        kinds = ", ".join(str(p) for p in params) or "none"
+        kinds = ", ".join(params) or "none"
         raise RunError(f"export {name!r} takes {len(params)} argument(s) ({kinds}), "
                        f"{len(args)} given")
     out: List[object] = []
-    for value, ty in zip(args, params):
-        kind = str(ty)
+    for value, kind in zip(args, params):
         try:
-            if kind in ("i32", "i64"):
-                out.append(_integer(value, kind))
-            elif kind in ("f32", "f64"):
-                out.append(float(value))
-            else:
-                raise RunError(f"export {name!r} takes a {kind} argument, which the command "
-                               f"line cannot pass")
-        except RunError:
+            out.append(_integer(value, kind) if kind in ("i32", "i64") else float(value))
+        except RunError:                        # out of range: already says so
             raise
         except ValueError:
             raise RunError(f"argument {value!r} is not a valid {kind} for export {name!r}") from None
@@ -107,6 +135,8 @@ class StubCalled(Exception):
 
 def read_binary(path: str) -> Tuple[bytes, WasmInfo]:
     """The module's binary (WAT is converted) and what it imports and exports."""
+    if os.path.isdir(path):
+        raise RunError(f"{path}: is a directory, not a module file")
     if not os.path.isfile(path):
         raise RunError(f"{path}: no such file")
     try:
@@ -143,6 +173,11 @@ def check_runnable(path: str, info: WasmInfo, invoke: Optional[str],
         raise RunError(f"{path}: imports functions WASI does not provide: {shown}{more} -- "
                        f"run it with --stub-imports trap (a call fails, naming the import) or "
                        f"--stub-imports zero (a call returns zeros)")
+    function_imports = [i for i in info.imports if i.kind == "func"]
+    for imported, signature in zip(function_imports, info.function_types):
+        if imported in foreign and "v128" in signature.params + signature.results:
+            raise RunError(f"{path}: cannot stand in for {imported.module}.{imported.name}: "
+                           f"its type uses v128, which wasmtime-py cannot pass")
 
 
 def _zero(ty: wasmtime.ValType) -> object:
@@ -176,23 +211,60 @@ def engine_for_record(cache: bool, max_wasm_stack: Optional[int]) -> wasmtime.En
     return profiler.engine(config)
 
 
-def compile_module(engine: wasmtime.Engine, path: str, binary: bytes) -> wasmtime.Module:
-    try:
-        return wasmtime.Module(engine, binary)
-    except wasmtime.WasmtimeError as exc:
-        raise RunError(f"{path}: cannot compile the module: {_first_line(exc)}") from None
+COMPILE_NOTE_AFTER_S = 1.0     # a compile still running this long is announced
+
+
+def compile_module(engine: wasmtime.Engine, path: str, binary: bytes,
+                   say: Optional[Callable[[str], None]] = None,
+                   note_after_s: float = COMPILE_NOTE_AFTER_S,
+                   cached: bool = False) -> wasmtime.Module:
+    """Compile on a worker thread while this one waits, so that a signal's handler runs
+    at once (Python runs handlers only between bytecodes, never during a foreign call)
+    and a slow compile can be announced.  Daemonic: an interrupted compile is abandoned."""
+    compiled: List[object] = []
+
+    def work() -> None:
+        try:
+            compiled.append(wasmtime.Module(engine, binary))
+        except wasmtime.WasmtimeError as exc:
+            compiled.append(exc)
+    worker = threading.Thread(target=work, name="sigprof-compile", daemon=True)
+    worker.start()
+    worker.join(note_after_s)
+    if worker.is_alive() and say is not None:
+        size_mb = len(binary) / 1e6
+        shown = f"{size_mb:.0f} MB" if size_mb >= 10 else f"{size_mb:.1f} MB"
+        say(f"compiling {os.path.basename(path)} ({shown} of wasm)..."
+            + (" wasmtime's compile cache keeps the result for the next run" if cached else ""))
+    worker.join()
+    module = compiled[0]
+    if isinstance(module, wasmtime.WasmtimeError):
+        raise RunError(f"{path}: cannot compile the module: {_first_line(module)}") from None
+    assert isinstance(module, wasmtime.Module)
+    return module
+
+
+def _trap_place(trap: wasmtime.Trap) -> Tuple[Optional[str], str]:
+    """The function the guest trapped in (if known), and why it trapped."""
+    why = _reason(trap) or "trap"
+    frames = trap.frames
+    if not frames:
+        return None, why
+    top = frames[0]
+    name = display_name(top.func_name) if top.func_name else f"wasm-function[{top.func_index}]"
+    return name, why
 
 
 def _trap_message(trap: wasmtime.Trap) -> str:
     """`` in FUNCTION: wasm trap: ...`` -- where the guest trapped, and why."""
-    lines = [line.strip() for line in str(trap).strip().splitlines() if line.strip()]
-    why = lines[-1] if lines else "trap"
-    frames = trap.frames
-    if not frames:
-        return f": {why}"
-    top = frames[0]
-    name = display_name(top.func_name) if top.func_name else f"wasm-function[{top.func_index}]"
-    return f" in {name}: {why}"
+    name, why = _trap_place(trap)
+    return f" in {name}: {why}" if name else f": {why}"
+
+
+def _reason(exc: BaseException) -> str:
+    """wasmtime's cause: the last line of ``... wasm backtrace: ... Caused by: WHY``."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    return lines[-1] if lines else ""
 
 
 def _first_line(exc: BaseException) -> str:
@@ -200,11 +272,38 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def _instantiate(linker: wasmtime.Linker, store: wasmtime.Store, module: wasmtime.Module,
+                 path: str) -> wasmtime.Instance:
+    """Link and run the start function, if any: a trap or exit there stops the run."""
+    before = "nothing was recorded (a start function runs before recording begins)"
+    try:
+        return linker.instantiate(store, module)
+    except wasmtime.ExitTrap as exc:
+        raise StoppedBeforeRecording(exc.code, "exit", f"guest exited with code {exc.code} "
+                                                       f"in its start function; {before}") from None
+    except wasmtime.Trap as exc:
+        name, why = _trap_place(exc)
+        where = f"in {name}, its start function" if name else "in its start function"
+        raise StoppedBeforeRecording(TRAP_EXIT_CODE, "trap",
+                                     f"guest trapped {where}: {why}; {before}") from None
+    except StubCalled as exc:
+        raise StoppedBeforeRecording(TRAP_EXIT_CODE, "trap", f"guest trapped in its start "
+                                                             f"function: {exc}; {before}") from None
+    except wasmtime.WasmtimeError as exc:
+        if "wasm backtrace" in str(exc):          # the start function ran and failed
+            raise StoppedBeforeRecording(TRAP_EXIT_CODE, "trap", f"guest trapped in its start "
+                                         f"function: {_reason(exc)}; {before}") from None
+        raise RunError(f"{path}: cannot instantiate the module: {_reason(exc)}") from None
+
+
 def run(path: str, args: Sequence[str] = (), invoke: Optional[str] = None,
         invoke_args: Sequence[str] = (), dirs: Sequence[Tuple[str, str]] = (),
         env: Sequence[Tuple[str, str]] = (), name: Optional[str] = None,
         names: Optional[str] = None, stub_imports: Optional[str] = None, cache: bool = True,
-        max_wasm_stack: Optional[int] = None, **profile_options: Any) -> RunResult:
+        max_wasm_stack: Optional[int] = None, say: Optional[Callable[[str], None]] = None,
+        compile_note_after_s: float = COMPILE_NOTE_AFTER_S,
+        when_stopped: Optional[Callable[[], None]] = None,
+        **profile_options: Any) -> RunResult:
     """Check, compile, link and run ``path`` under ``sigprof.profile``; see the module doc."""
     binary, info = read_binary(path)
     engine = engine_for_record(cache, max_wasm_stack)
@@ -213,9 +312,12 @@ def run(path: str, args: Sequence[str] = (), invoke: Optional[str] = None,
     except wasmtime.WasmtimeError as exc:
         raise RunError(f"{path}: cannot compile the module: {_first_line(exc)}") from None
     check_runnable(path, info, invoke, stub_imports)
+    entry = invoke or "_start"
+    signature = info.signature(entry)
+    call_args = convert_args(signature, invoke_args, entry) if signature else None
     if names is not None:
         read_binary(names)               # a bad names file fails now, not after the run
-    module = compile_module(engine, path, binary)
+    module = compile_module(engine, path, binary, say, compile_note_after_s, cached=cache)
     module_name = name or os.path.basename(path)
     store = wasmtime.Store(engine)
     wasi = wasmtime.WasiConfig()
@@ -234,17 +336,13 @@ def run(path: str, args: Sequence[str] = (), invoke: Optional[str] = None,
     if stub_imports is not None:
         define_stubs(linker, module, stub_imports)
     store.set_epoch_deadline(profiler.FAR_DEADLINE)   # instantiation may run a start function
-    try:
-        instance = linker.instantiate(store, module)
-    except (wasmtime.WasmtimeError, wasmtime.Trap) as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise RunError(f"{path}: cannot instantiate the module: {first}") from None
+    instance = _instantiate(linker, store, module, path)
     exports = instance.exports(store)
-    entry = invoke or "_start"
     func = exports[entry]
     assert isinstance(func, wasmtime.Func)     # check_runnable saw it exported as a function
     initialize = exports["_initialize"] if invoke and "_initialize" in info.exports else None
-    call_args = _convert_args(func.type(store), invoke_args, entry)
+    if call_args is None:                # types the binary reader did not know: ask wasmtime
+        call_args = convert_args(signature_of(func.type(store)), invoke_args, entry)
 
     memories = [m for m in exports.values() if isinstance(m, wasmtime.Memory)][:16]
     # The Python that calls this guest is sigprof's own runner: no Python frames.
@@ -265,6 +363,9 @@ def run(path: str, args: Sequence[str] = (), invoke: Optional[str] = None,
             except (wasmtime.WasmtimeError, StubCalled) as exc:
                 exit_code, outcome = TRAP_EXIT_CODE, "trap"
                 message = f": {_first_line(exc)}"
+            finally:
+                if when_stopped is not None:
+                    when_stopped()       # before the profile is built: nothing may stop that
     except KeyboardInterrupt:
         exit_code, outcome, message = INTERRUPT_EXIT_CODE, "interrupted", "interrupted (Ctrl-C)"
     assert prof.recording is not None

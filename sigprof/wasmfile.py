@@ -3,8 +3,8 @@
 Spec: the WebAssembly core specification, binary format (sections 1-12), and
 its appendix "Custom Sections: Name Section" (subsection 0: the module's name,
 1: function names).  Read: the type and function sections (each function's
-signature), the import section (what the module needs, and how many function
-indices imports take), the export section (functions only), and the name
+parameter and result types), the import section (what the module needs, and
+how many function indices imports take), the export section, and the name
 section.  Every length is checked; anything malformed raises
 ``WasmFormatError`` with one line.  Function indices count imports first, as
 wasmtime's symbols (``wasm[M]::function[N]``) do.
@@ -19,10 +19,19 @@ from typing import Dict, List, NamedTuple, Optional, Tuple
 
 MAGIC = b"\0asm"
 _TYPE, _IMPORT, _FUNCTION, _EXPORT, _CUSTOM = 1, 2, 3, 7, 0
-_VALTYPES = {0x7F: "i32", 0x7E: "i64", 0x7D: "f32", 0x7C: "f64", 0x7B: "v128",
-             0x70: "funcref", 0x6F: "externref"}
-Signature = Tuple[Tuple[str, ...], Tuple[str, ...]]      # (params, results)
 _KIND_NAMES = {0: "func", 1: "table", 2: "memory", 3: "global", 4: "tag"}
+# Value types by their one-byte encoding (core spec 5.3; the GC, exception-handling
+# and stack-switching proposals add the reference shorthands), as wasmtime spells them.
+_NUMBER_TYPES = {0x7F: "i32", 0x7E: "i64", 0x7D: "f32", 0x7C: "f64", 0x7B: "v128"}
+_HEAP_TYPES = {0x70: "func", 0x6F: "extern", 0x6E: "any", 0x6D: "eq", 0x6C: "i31",
+               0x6B: "struct", 0x6A: "array", 0x69: "exn", 0x68: "cont", 0x71: "none",
+               0x72: "noextern", 0x73: "nofunc", 0x74: "noexn", 0x75: "nocont"}
+_SHORTHAND_NAMES = {0x71: "nullref", 0x72: "nullexternref", 0x73: "nullfuncref",
+                    0x74: "nullexnref", 0x75: "nullcontref"}
+_REF_NULL, _REF = 0x63, 0x64
+_FUNC_TYPE, _STRUCT_TYPE, _ARRAY_TYPE = 0x60, 0x5F, 0x5E
+_REC_GROUP, _SUB, _SUB_FINAL = 0x4E, 0x50, 0x4F
+_PACKED_TYPES = (0x78, 0x77)       # i8, i16: struct and array fields only
 
 
 class WasmFormatError(ValueError):
@@ -35,14 +44,26 @@ class Import(NamedTuple):
     kind: str            # "func", "table", "memory", "global", "tag"
 
 
+class FuncSignature(NamedTuple):
+    params: Tuple[str, ...]                  # "i32", "v128", "externref", "(ref null 3)" ...
+    results: Tuple[str, ...]
+
+
 class WasmInfo(NamedTuple):
     imports: List[Import]
     exports: Dict[str, Tuple[str, int]]      # export name -> (kind, index)
     function_names: Dict[int, str]           # from the name section
     module_name: Optional[str]
-    # Every function's signature by index, imports first; None where the type
-    # section holds what this reader does not parse (GC types).
-    function_types: Optional[List[Signature]] = None
+    # Function index (imports first) -> its signature; empty when the type section
+    # uses an encoding this reader does not know (the binary may still be valid).
+    function_types: Tuple[FuncSignature, ...] = ()
+
+    def signature(self, export: str) -> Optional[FuncSignature]:
+        """The parameter and result types of an exported function, if known."""
+        kind, index = self.exports.get(export, ("", -1))
+        if kind != "func" or not 0 <= index < len(self.function_types):
+            return None
+        return self.function_types[index]
 
     @property
     def exported_functions(self) -> Dict[int, str]:
@@ -67,6 +88,12 @@ class ByteReader:
         self.pos += 1
         return self.data[self.pos - 1]
 
+    def peek(self) -> int:
+        """The next byte, not consumed."""
+        if self.pos >= self.end:
+            raise WasmFormatError("unexpected end of the wasm binary")
+        return self.data[self.pos]
+
     def u32(self) -> int:
         value = shift = 0
         while True:
@@ -87,6 +114,18 @@ class ByteReader:
     def name(self) -> str:
         return self.take(self.u32()).decode("utf-8", "replace")
 
+    def s33(self) -> int:
+        """A signed LEB128 of up to 33 bits (a heap type: negative for the abstract ones)."""
+        value = shift = 0
+        while True:
+            b = self.byte()
+            value |= (b & 0x7F) << shift
+            shift += 7
+            if not b & 0x80:
+                return value - (1 << shift) if b & 0x40 else value
+            if shift > 35:
+                raise WasmFormatError("malformed LEB128 integer in the wasm binary")
+
     def limits(self) -> None:
         flags = self.byte()
         self.u32()
@@ -94,10 +133,59 @@ class ByteReader:
             self.u32()
 
 
-def _import_desc(r: ByteReader, func_types: List[int]) -> str:
+def _value_type(r: ByteReader) -> str:
+    code = r.byte()
+    if code in _NUMBER_TYPES:
+        return _NUMBER_TYPES[code]
+    if code in _SHORTHAND_NAMES:
+        return _SHORTHAND_NAMES[code]
+    if code in _HEAP_TYPES:
+        return _HEAP_TYPES[code] + "ref"
+    if code in (_REF_NULL, _REF):
+        heap = r.s33()
+        shown = _HEAP_TYPES.get(heap & 0x7F, "?") if heap < 0 else str(heap)
+        return f"(ref {'null ' if code == _REF_NULL else ''}{shown})"
+    raise WasmFormatError(f"unknown value type 0x{code:02x}")
+
+
+def _types(r: ByteReader) -> List[Optional[FuncSignature]]:
+    """The type section: a signature per function type, None for struct and array types."""
+    out: List[Optional[FuncSignature]] = []
+
+    def composite() -> None:
+        form = r.byte()
+        if form in (_SUB, _SUB_FINAL):
+            for _ in range(r.u32()):
+                r.u32()                                    # supertypes
+            form = r.byte()
+        if form == _FUNC_TYPE:
+            params = tuple(_value_type(r) for _ in range(r.u32()))
+            out.append(FuncSignature(params, tuple(_value_type(r) for _ in range(r.u32()))))
+        elif form in (_STRUCT_TYPE, _ARRAY_TYPE):
+            for _ in range(r.u32() if form == _STRUCT_TYPE else 1):
+                if r.peek() in _PACKED_TYPES:
+                    r.byte()
+                else:
+                    _value_type(r)
+                r.byte()                                   # mutability
+            out.append(None)
+        else:
+            raise WasmFormatError(f"unknown type form 0x{form:02x}")
+
+    for _ in range(r.u32()):
+        if r.peek() == _REC_GROUP:
+            r.byte()
+            for _ in range(r.u32()):
+                composite()
+        else:
+            composite()
+    return out
+
+
+def _import_desc(r: ByteReader, function_type_indices: List[int]) -> str:
     kind = r.byte()
     if kind == 0:                # func: type index
-        func_types.append(r.u32())
+        function_type_indices.append(r.u32())
     elif kind == 1:              # table: reftype, limits
         r.byte()
         r.limits()
@@ -124,48 +212,43 @@ def read_wasm(data: bytes) -> WasmInfo:
     exports: Dict[str, Tuple[str, int]] = {}
     names: Dict[int, str] = {}
     module_name: Optional[str] = None
-    types: Optional[List[Signature]] = []
-    func_types: List[int] = []           # type index of each function, imports first
+    types: Optional[List[Optional[FuncSignature]]] = []
+    function_type_indices: List[int] = []        # per function index, imports first
     while r.pos < r.end:
         section, size = r.byte(), r.u32()
         body = ByteReader(data, r.pos, r.pos + size)
         r.take(size)
-        if section == _IMPORT:
+        if section == _TYPE:
+            try:
+                types = _types(body)
+            except WasmFormatError:
+                types = None                     # a proposal this reader does not know
+        elif section == _IMPORT:
             for _ in range(body.u32()):
                 module, field = body.name(), body.name()
-                imports.append(Import(module, field, _import_desc(body, func_types)))
-        elif section == _TYPE:
-            types = _types(body)
+                imports.append(Import(module, field, _import_desc(body, function_type_indices)))
         elif section == _FUNCTION:
-            func_types.extend(body.u32() for _ in range(body.u32()))
+            function_type_indices.extend(body.u32() for _ in range(body.u32()))
         elif section == _EXPORT:
             for _ in range(body.u32()):
                 name, kind, index = body.name(), body.byte(), body.u32()
                 exports[name] = (_KIND_NAMES.get(kind, "other"), index)
         elif section == _CUSTOM and body.name() == "name":
             module_name, names = _name_section(body)
-    signatures = None
-    if types is not None and all(t < len(types) for t in func_types):
-        signatures = [types[t] for t in func_types]
-    return WasmInfo(imports, exports, names, module_name, signatures)
+    return WasmInfo(imports, exports, names, module_name,
+                    _signatures(types, function_type_indices))
 
 
-def _types(r: ByteReader) -> Optional[List[Signature]]:
-    """The type section's function types (None: it holds others, which are not read)."""
-    out: List[Signature] = []
-    for _ in range(r.u32()):
-        if r.byte() != 0x60:
-            return None
-        params: List[str] = []
-        results: List[str] = []
-        for into in (params, results):
-            for _ in range(r.u32()):
-                valtype = _VALTYPES.get(r.byte())
-                if valtype is None:
-                    return None
-                into.append(valtype)
-        out.append((tuple(params), tuple(results)))
-    return out
+def _signatures(types: Optional[List[Optional[FuncSignature]]],
+                type_indices: List[int]) -> Tuple[FuncSignature, ...]:
+    """Each function's signature, or none at all if any is unknown."""
+    out = []
+    for index in type_indices:
+        signature = types[index] if types is not None and 0 <= index < len(types) else None
+        if signature is None:
+            return ()
+        out.append(signature)
+    return tuple(out)
 
 
 def _name_section(r: ByteReader) -> Tuple[Optional[str], Dict[int, str]]:

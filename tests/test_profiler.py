@@ -13,7 +13,7 @@ import sigprof
 from sigprof import _native
 from sigprof._timer import ITimerTicks, ManualTicks
 
-from conftest import (EXAMPLES, GUESTS, effective_samples, link_host, run_python, share_tolerance,
+from conftest import (EXAMPLES, effective_samples, link_host, run_python, share_tolerance,
                       stacks_by_name)
 
 

@@ -149,7 +149,7 @@ def convert(rec: "Recording", warnings: Optional[Sequence[str]] = None,
     top = controls_y + 10
     height = top + (deepest + 1) * FRAME_HEIGHT + PAD_BOTTOM
     right = WIDTH + PAD_SIDE
-    out = [f'<?xml version="1.0" encoding="UTF-8"?>',
+    out = ['<?xml version="1.0" encoding="UTF-8"?>',
            f'<svg xmlns="http://www.w3.org/2000/svg" version="1.1" width="{WIDTH + 2 * PAD_SIDE}" '
            f'height="{height}" viewBox="0 0 {WIDTH + 2 * PAD_SIDE} {height}" '
            f'data-width="{WIDTH}" data-side="{PAD_SIDE}" data-char="{CHAR_WIDTH}" '
@@ -159,7 +159,7 @@ def convert(rec: "Recording", warnings: Optional[Sequence[str]] = None,
            '.m rect{fill:rgb(230,0,230)!important}'
            '.ui{cursor:pointer;font-size:12px;fill:#336}.end{text-anchor:end}'
            '#t{font-size:15px;text-anchor:middle}.w{fill:#a40;font-size:12px}</style>',
-           f'<rect width="100%" height="100%" fill="#f8f8f4"/>',
+           '<rect width="100%" height="100%" fill="#f8f8f4"/>',
            f'<text id="t" x="{WIDTH / 2 + PAD_SIDE}" y="{TITLE_Y}">{escape(title)}: '
            f'{tree.total_weight / 1e6:.1f} ms {unit}, {rec.samples} samples</text>']
     for i, warning in enumerate(warnings):
