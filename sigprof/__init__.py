@@ -17,19 +17,24 @@ starts.
 
 __version__ = "0.1.0"
 
-import os  # noqa: E402
-from typing import Any, List  # noqa: E402
+import os
+from typing import TYPE_CHECKING, Any, List
 
-from .rawfile import RecordingFormatError  # noqa: E402
-from .recording import Recording  # noqa: E402
+if TYPE_CHECKING:
+    from .rawfile import RecordingFormatError
+    from .recording import Recording
 
-# Names of the capture layer, and the module each lives in.
-_CAPTURE = {"FAR_DEADLINE": "profiler", "Profiler": "profiler", "engine": "profiler",
-            "profile": "profiler", "serve": "serve", "PprofServer": "serve",
-            "continuous": "continuous", "ContinuousProfiler": "continuous"}
+# The package's names and the module each lives in, imported at first use: the
+# capture layer's so that reading recordings needs no wasmtime, and all of them
+# so that `python -m sigprof` starts quickly (a Ctrl-C in its first moments then
+# lands in code that turns it into one line).
+_LAZY = {"Recording": "recording", "RecordingFormatError": "rawfile",
+         "FAR_DEADLINE": "profiler", "Profiler": "profiler", "engine": "profiler",
+         "profile": "profiler", "serve": "serve", "PprofServer": "serve",
+         "continuous": "continuous", "ContinuousProfiler": "continuous"}
 
 
-def load(path: "str | os.PathLike[str]") -> Recording:
+def load(path: "str | os.PathLike[str]") -> "Recording":
     """Read a recording: a raw ``.sigprof`` file, or a Firefox profile (``.json``,
     ``.json.gz``) that sigprof wrote (no wasm module needed)."""
     from . import rawfile
@@ -43,7 +48,7 @@ def load_ipython_extension(shell: Any) -> None:
 
 
 def __getattr__(name: str) -> Any:
-    module = _CAPTURE.get(name)
+    module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'sigprof' has no attribute {name!r}")
     import importlib
@@ -53,8 +58,8 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> List[str]:
-    return sorted(set(globals()) | set(_CAPTURE))
+    return sorted(set(globals()) | set(_LAZY))
 
 
-__all__ = ["ContinuousProfiler", "FAR_DEADLINE", "PprofServer", "Profiler", "Recording", "RecordingFormatError",
-           "continuous", "engine", "load", "profile", "serve", "__version__"]
+__all__ = ["ContinuousProfiler", "FAR_DEADLINE", "PprofServer", "Profiler", "Recording",
+           "RecordingFormatError", "continuous", "engine", "load", "profile", "serve", "__version__"]

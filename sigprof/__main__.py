@@ -7,6 +7,7 @@
     sigprof convert IN.sigprof|IN.json[.gz] -o OUT [--format firefox|raw|collapsed|text|svg|pprof]
     sigprof report IN.sigprof|IN.json[.gz] [--top N]
     sigprof view [--svg] IN.sigprof|IN.json[.gz]
+    sigprof diff BEFORE AFTER [-o DIFF.svg] [--top N]
 
 A ``.json`` profile sigprof wrote reads back wherever a ``.sigprof`` does.
 
@@ -167,6 +168,17 @@ def _parser() -> argparse.ArgumentParser:
                       help="open the flame graph instead")
     view.add_argument("--no-browser", dest="browser", action="store_false",
                       help="only print the address to open")
+
+    dif = sub.add_parser("diff", help="what changed between two profiles: self shares, and "
+                                      "with -o a differential flame graph",
+                         formatter_class=defaults)
+    dif.add_argument("before", metavar="BEFORE.sigprof|BEFORE.json[.gz]")
+    dif.add_argument("after", metavar="AFTER.sigprof|AFTER.json[.gz]")
+    dif.add_argument("-o", "--output", metavar="DIFF.svg",
+                     help="also draw the differential flame graph (AFTER's widths; red: a "
+                          "path's share grew, blue: it shrank)")
+    dif.add_argument("--top", type=_positive_int, default=10,
+                     help="functions listed (largest change in self share first)")
 
     rep = sub.add_parser("report", help="print the top functions and the hottest path",
                          formatter_class=defaults)
@@ -449,6 +461,21 @@ def cmd_report(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_diff(a: argparse.Namespace) -> int:
+    from . import diff, rawfile
+    from .export import write_file
+    before, after = rawfile.load(a.before), rawfile.load(a.after)
+    names = os.path.basename(a.before), os.path.basename(a.after)
+    if a.output is not None:
+        if not a.output.lower().endswith(".svg"):
+            raise CliError(f"{a.output}: the differential flame graph is an SVG: name it *.svg")
+        write_file(a.output, diff.render_svg(before, after, *names))
+    print(diff.render_text(diff.self_share_changes(before, after), a.top, *names), end="")
+    if a.output is not None:
+        print(f"sigprof: wrote {_shown(a.output)} (differential flame graph)", file=sys.stderr)
+    return 0
+
+
 def cmd_view(a: argparse.Namespace) -> int:
     from . import view
     try:
@@ -465,7 +492,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         a = _parser().parse_args(argv)
         return {"record": cmd_record, "convert": cmd_convert, "report": cmd_report,
-                "view": cmd_view}[a.command](a)
+                "view": cmd_view, "diff": cmd_diff}[a.command](a)
     except SystemExit as exc:                      # --help / --version
         return int(exc.code or 0)
     except (CliError, runner.RunError, RecordingFormatError, UnknownFormat) as exc:

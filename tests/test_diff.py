@@ -7,7 +7,7 @@ import re
 import wasmtime
 
 import sigprof
-from conftest import EXAMPLES
+from conftest import EXAMPLES, run_cli
 from sigprof import diff
 from sigprof.analysis import recording_tree
 
@@ -64,3 +64,25 @@ def test_the_differential_flame_graph_colours_by_change():
     by_name = {name: (tip, fill) for name, tip, fill in boxes}
     tip, fill = by_name["hot_loop"]
     assert "points)" in tip and fill.startswith("rgb(255,")          # grew: red
+
+
+def test_the_cli_prints_the_changes_and_draws_the_graph(tmp_path):
+    before, after = tmp_path / "fib.sigprof", tmp_path / "run.json"
+    recording_of("fib", 36).save(before)
+    recording_of("run", 4).save(after)
+    proc = run_cli("diff", before, after, "-o", tmp_path / "d.svg", "--top", "3", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "self share, before: fib.sigprof, after: run.json" and len(lines) <= 5
+    assert "run.json against fib.sigprof" in (tmp_path / "d.svg").read_text()
+    assert "wrote" in proc.stderr and "d.svg" in proc.stderr
+
+
+def test_the_cli_refuses_a_graph_that_is_not_svg_and_a_missing_input(tmp_path):
+    rec = tmp_path / "a.sigprof"
+    recording_of("run", 1).save(rec)
+    proc = run_cli("diff", rec, rec, "-o", tmp_path / "d.json", cwd=tmp_path)
+    assert proc.returncode == 2 and "is an SVG" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "d.json").exists()
+    proc = run_cli("diff", rec, tmp_path / "nope.sigprof", cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1

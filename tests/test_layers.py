@@ -1,0 +1,35 @@
+"""The offline layer -- reading, analysing and converting recordings -- needs no wasmtime."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from conftest import run_python
+
+EXPECTED = Path(__file__).parent / "expected"
+
+WITHOUT_WASMTIME = "import sys; sys.modules['wasmtime'] = None  # import wasmtime fails\n"
+
+
+def test_recordings_load_report_and_convert_without_wasmtime(tmp_path):
+    code = WITHOUT_WASMTIME + f"""
+import sigprof
+from sigprof import diff
+from sigprof.export import EXPORTERS, write
+rec = sigprof.load({str(EXPECTED / 'golden.sigprof')!r})
+assert rec.report()
+for e in EXPORTERS:
+    write(rec, {str(tmp_path)!r} + "/out" + e.suffixes[0], e.name)
+again = sigprof.load({str(tmp_path)!r} + "/out" + EXPORTERS[0].suffixes[0])  # Firefox
+assert again.report() == rec.report()
+diff.render_svg(rec, again, "a", "b")
+assert "wasmtime" not in {{m.split(".")[0] for m in sys.modules if sys.modules[m] is not None}}
+print("ok")
+"""
+    proc = run_python(code)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
+
+
+def test_the_capture_layer_says_what_it_needs_when_wasmtime_is_missing():
+    proc = run_python(WITHOUT_WASMTIME + "import sigprof\nsigprof.profile\n")
+    assert proc.returncode != 0 and "wasmtime" in proc.stderr.splitlines()[-1]
