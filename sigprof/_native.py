@@ -155,3 +155,14 @@ def _probe_store_layout() -> str:
         return ""
     return ("wasmtime's store layout is not the one sigprof's native capture knows "
             f"(probe saw {seen}); using the pure-Python capture")
+
+
+def require_for_background_profiles(caller: str) -> None:
+    """Refuse ``caller`` (``"sigprof.serve"``...) at once where the native capture is
+    not in use: its profiles start on a thread of its own, and without the native
+    tick handler only the main thread may install their signal handler."""
+    if not available():
+        raise RuntimeError(f"{caller} needs the native capture, which is not in use "
+                           f"({unavailable_reason()}): its profiles start on a thread of its "
+                           f"own, and without it only the main thread may install their "
+                           f"signal handler")

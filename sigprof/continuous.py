@@ -57,11 +57,7 @@ class ContinuousProfiler:
         if not os.path.isdir(self.directory):
             raise FileNotFoundError(f"directory {self.directory} does not exist")
         from . import _native
-        if not _native.available():
-            raise RuntimeError(f"sigprof.continuous needs the native capture, which is not in "
-                               f"use ({_native.unavailable_reason()}): profiles start on the "
-                               f"writer's thread, and without it only the main thread may "
-                               f"install their signal handler")
+        _native.require_for_background_profiles("sigprof.continuous")
         self.period_s = period_s
         self.max_files = max_files
         self.profile_options = profile_options

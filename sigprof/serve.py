@@ -78,11 +78,7 @@ class PprofServer:
                              f"process's code, files and threads to whoever asks; pass "
                              f"allow_remote=True to serve it there")
         from . import _native
-        if not _native.available():
-            raise RuntimeError(f"sigprof.serve needs the native capture, which is not in use "
-                               f"({_native.unavailable_reason()}): profiles start on the "
-                               f"server's thread, and without it only the main thread may "
-                               f"install their signal handler")
+        _native.require_for_background_profiles("sigprof.serve")
         self.profile_options = profile_options
         self.busy = threading.Lock()          # held while a profile runs
         self.httpd = ThreadingHTTPServer((host, port), _handler_for(self))

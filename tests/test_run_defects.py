@@ -19,7 +19,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, List, Optional
 
 import pytest
 
@@ -136,6 +136,23 @@ def _stop(proc: subprocess.Popen) -> None:
     proc.wait(timeout=60)
 
 
+def _signal_when(proc: subprocess.Popen, stream: Any, marker: str, signum: int,
+                 code: int) -> str:
+    """Send ``signum`` once ``marker`` is on ``stream``; the child's stderr from then on,
+    once it exited with ``code`` and no traceback.  The child is killed in any case."""
+    try:
+        lines = _Lines(stream)
+        err = lines if stream is proc.stderr else _Lines(proc.stderr)
+        lines.wait_for(marker)
+        proc.send_signal(signum)
+        stderr = err.rest()
+        assert proc.wait(timeout=60) == code, stderr
+    finally:
+        _stop(proc)
+    assert "Traceback" not in stderr
+    return stderr
+
+
 # --- a wasm binary whose compile takes a while -----------------------------------
 
 def _uleb(n: int) -> bytes:
@@ -228,15 +245,7 @@ def test_a_signal_during_the_run_keeps_the_profile(tmp_path, signum, code, name)
     (tmp_path / "spin.wat").write_text(SPIN_FOREVER_WAT)
     proc = _spawn(tmp_path, [sys.executable, "-m", "sigprof", "record", "-o", "run.sigprof",
                              "--clock", "wall", "--interval", "1ms", "spin.wat"])
-    try:
-        _Lines(proc.stdout).wait_for("ready")          # the guest is running
-        err = _Lines(proc.stderr)
-        proc.send_signal(signum)
-        stderr = err.rest()
-        assert proc.wait(timeout=60) == code, stderr
-    finally:
-        _stop(proc)
-    assert "Traceback" not in stderr
+    stderr = _signal_when(proc, proc.stdout, "ready", signum, code)   # the guest runs
     assert f"{name}; the profile up to that point was kept" in stderr, stderr
     assert sigprof.load(tmp_path / "run.sigprof").samples > 0
 
@@ -248,15 +257,7 @@ def test_a_signal_during_a_long_compile_stops_it_at_once(tmp_path, signum, code,
     (tmp_path / "slow.wasm").write_bytes(slow_to_compile())
     proc = _spawn(tmp_path, [sys.executable, "-m", "sigprof", "record", "--no-cache", "-o",
                              "run.json", "slow.wasm"], SIGPROF_COMPILE_NOTE_AFTER_S="0")
-    try:
-        err = _Lines(proc.stderr)
-        err.wait_for("compiling slow.wasm")           # the compile has started, not ended
-        proc.send_signal(signum)
-        stderr = err.rest()
-        assert proc.wait(timeout=60) == code, stderr
-    finally:
-        _stop(proc)
-    assert "Traceback" not in stderr
+    stderr = _signal_when(proc, proc.stderr, "compiling slow.wasm", signum, code)  # not ended
     assert stderr.splitlines()[-1] == f"sigprof: {name} before the guest ran; nothing was recorded"
     assert not (tmp_path / "run.json").exists()
 
