@@ -43,6 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 import sigprof  # noqa: E402
 from sigprof import runner  # noqa: E402
+from sigprof.defaults import STUB_MODES  # noqa: E402
 from guestprofiler import NativeGuestProfiler  # noqa: E402
 
 DEFAULT_JS = """
@@ -141,7 +142,7 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--js", help="a JavaScript file for qjs (default: a fib workload)")
     ap.add_argument("--rounds", type=int, default=1000, help="ROUNDS in the default workload")
     ap.add_argument("--invoke")
-    ap.add_argument("--stub-imports", choices=runner.STUB_MODES)
+    ap.add_argument("--stub-imports", choices=STUB_MODES)
     ap.add_argument("--dir", action="append", default=[], metavar="HOST::GUEST")
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--json")

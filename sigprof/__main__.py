@@ -25,17 +25,18 @@ try:    # Ctrl-C while Python loads wasmtime and the rest: one line, not a trace
     import re
     import signal
     import warnings
-    from typing import Any, Dict, List, NoReturn, Optional, Sequence, Set, Tuple
+    from typing import TYPE_CHECKING, Any, Dict, List, NoReturn, Optional, Sequence, Set, Tuple
 
-    from . import __version__, runner
-    from .profiler import DEFAULT_CAPACITY, DEFAULT_MAX_DEPTH, ProfileWarning
-    from .runner import STUB_MODES
+    from . import __version__
+    from .defaults import DEFAULT_CAPACITY, DEFAULT_MAX_DEPTH, INTERRUPT_EXIT_CODE, STUB_MODES
     from .export import FORMATS, UnknownFormat, exporter, exporter_for_path, write
     from .rawfile import RecordingFormatError
     from .recording import Recording
+    if TYPE_CHECKING:
+        from .runner import RunResult
 except KeyboardInterrupt:
     sys.stderr.write("sigprof: interrupted\n")
-    raise SystemExit(130) from None     # runner.INTERRUPT_EXIT_CODE (not importable yet)
+    raise SystemExit(130) from None     # defaults.INTERRUPT_EXIT_CODE (not importable yet)
 
 EXIT_BAD_INPUT = 2
 RECORD_OPTIONS: Set[str] = set()      # filled as the parser is built
@@ -210,7 +211,7 @@ STDOUT = "-"
 # What stops a recording, the exit status it gets (128 + the signal's number, as a
 # shell reports a process the signal killed) and how the summary names it.
 STOP_SIGNALS: Dict[int, Tuple[int, str]] = {
-    signal.SIGINT: (runner.INTERRUPT_EXIT_CODE, "interrupted (Ctrl-C)"),
+    signal.SIGINT: (INTERRUPT_EXIT_CODE, "interrupted (Ctrl-C)"),
     signal.SIGTERM: (128 + signal.SIGTERM, "terminated (SIGTERM)"),
     signal.SIGHUP: (128 + signal.SIGHUP, "hung up (SIGHUP)"),
 }
@@ -260,7 +261,8 @@ def _say(line: str) -> None:
 def _compile_note_after_s() -> float:
     text = os.environ.get(COMPILE_NOTE_ENV)
     if text is None:
-        return runner.COMPILE_NOTE_AFTER_S
+        from .runner import COMPILE_NOTE_AFTER_S
+        return COMPILE_NOTE_AFTER_S
     try:
         return max(0.0, float(text))
     except ValueError:
@@ -299,12 +301,25 @@ def _misplaced_options(args: Sequence[str]) -> List[str]:
 
 
 def cmd_record(a: argparse.Namespace) -> int:
+    # Only record needs the capture layer (and so wasmtime).
+    try:
+        from . import runner
+        from .profiler import ProfileWarning
+    except ModuleNotFoundError as exc:
+        raise CliError(f"record needs wasmtime-py ({exc}): pip install 'wasmtime>=50,<51'") \
+            from None
+    except ImportError as exc:                     # the wasmtime-py the capture cannot use
+        raise CliError(str(exc)) from None
     warnings.simplefilter("ignore", ProfileWarning)    # the summary lists the profile's warnings
-    with StopSignals() as stops:
-        return _record(a, stops)
+    try:
+        with StopSignals() as stops:
+            return _record(a, stops)
+    except runner.RunError as exc:
+        raise CliError(str(exc)) from None
 
 
 def _record(a: argparse.Namespace, stops: StopSignals) -> int:
+    from . import runner
     interval = runner.parse_interval(a.interval) if a.interval is not None else None
     outputs = a.output or ["sigprof.json"]
     formats = _output_formats(outputs, a.format)
@@ -406,7 +421,7 @@ def _rescue(rec: Recording) -> Optional[str]:
 
 
 def _summary(rec: Recording, written: List[Tuple[str, str]], top: int,
-             result: runner.RunResult) -> None:
+             result: "RunResult") -> None:
     from .analysis import summarise_recording
     err = sys.stderr
     if result.outcome == "trap":
@@ -495,7 +510,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 "view": cmd_view, "diff": cmd_diff}[a.command](a)
     except SystemExit as exc:                      # --help / --version
         return int(exc.code or 0)
-    except (CliError, runner.RunError, RecordingFormatError, UnknownFormat) as exc:
+    except (CliError, RecordingFormatError, UnknownFormat) as exc:
         print(f"sigprof: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except OSError as exc:
@@ -504,7 +519,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("sigprof: interrupted", file=sys.stderr)
-        return runner.INTERRUPT_EXIT_CODE
+        return INTERRUPT_EXIT_CODE
     except Exception as exc:  # a bug of ours: still one line, unless debugging
         if os.environ.get("SIGPROF_DEBUG"):
             raise

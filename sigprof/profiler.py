@@ -52,6 +52,7 @@ from . import __version__
 from . import _capture, _imports, _native, _resolve, _session, _wasmtime as wt
 from ._ring import FULL_KEEP_NEWEST, FULL_STOP, RawSample, Ring
 from ._session import SESSION
+from .defaults import DEFAULT_CAPACITY, DEFAULT_MAX_DEPTH
 from ._timer import (CLOCKS, SOURCES, Notes, TickSource, effective_interval, interval_floor,
                      kernel_tick, planned_source)
 from .recording import Recording
@@ -64,9 +65,7 @@ def default_interval(clock: str) -> float:
     """1 ms, or for the CPU clocks one kernel tick: their timers cannot tick faster."""
     tick = kernel_tick() if clock in ("cpu", "prof") else 0.0
     return tick if tick > 0 else DEFAULT_INTERVAL
-DEFAULT_CAPACITY = 20_000
 _SOURCE_NAMES = {"perf": "perf events", "itimer": "the wall clock's interval timer"}
-DEFAULT_MAX_DEPTH = 65536     # guest frames walked per sample: whole stacks by default
 
 ModuleSpec = Union[wasmtime.Module, Tuple[str, wasmtime.Module]]
 

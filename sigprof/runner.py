@@ -27,12 +27,11 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple
 import wasmtime
 
 from . import profiler
+from .defaults import INTERRUPT_EXIT_CODE, TRAP_EXIT_CODE
 from .demangle import display_name
 from .recording import Recording
 from .wasmfile import FuncSignature, WasmFormatError, WasmInfo, read_wasm, wasm_bytes
 
-TRAP_EXIT_CODE = 134          # what `wasmtime run` uses for a trap on Unix (128 + SIGABRT)
-INTERRUPT_EXIT_CODE = 130     # 128 + SIGINT
 
 
 class RunError(ValueError):
@@ -126,7 +125,6 @@ def _integer(value: str, kind: str) -> int:
 
 
 WASI_MODULES = ("wasi_snapshot_preview1", "wasi_unstable")
-STUB_MODES = ("trap", "zero")
 
 
 class StubCalled(Exception):

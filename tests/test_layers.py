@@ -33,3 +33,20 @@ print("ok")
 def test_the_capture_layer_says_what_it_needs_when_wasmtime_is_missing():
     proc = run_python(WITHOUT_WASMTIME + "import sigprof\nsigprof.profile\n")
     assert proc.returncode != 0 and "wasmtime" in proc.stderr.splitlines()[-1]
+
+
+def test_the_offline_commands_run_without_wasmtime(tmp_path):
+    """convert, report and diff, as `python -m sigprof`, with wasmtime unimportable."""
+    golden = str(EXPECTED / "golden.sigprof")
+    code = WITHOUT_WASMTIME + """
+import runpy
+sys.argv = ["sigprof", *sys.argv[1:]]
+runpy.run_module("sigprof", run_name="__main__")
+"""
+    for args in (["report", golden], ["convert", golden, "-o", str(tmp_path / "g.pb.gz")],
+                 ["convert", golden, "-o", str(tmp_path / "g.json")],
+                 ["diff", golden, str(tmp_path / "g.json"), "-o", str(tmp_path / "d.svg")]):
+        proc = run_python(code, *args)
+        assert proc.returncode == 0, (args, proc.stderr)
+    proc = run_python(code, "record", "--invoke", "run", "x.wat")
+    assert proc.returncode == 2 and proc.stderr.startswith("sigprof: error: record needs wasmtime-py")

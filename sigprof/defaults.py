@@ -1,0 +1,9 @@
+"""Settings the capture layer and the command line share, in a module that imports
+nothing: the CLI builds its parser (and runs ``convert``, ``report``, ``view`` and
+``diff``) without importing wasmtime, which only ``record`` needs."""
+
+DEFAULT_CAPACITY = 20_000     # samples in each store's ring
+DEFAULT_MAX_DEPTH = 65536     # guest frames walked per sample: whole stacks by default
+STUB_MODES = ("trap", "zero")  # what a stood-in import does: trap naming itself, or return 0s
+TRAP_EXIT_CODE = 134          # what `wasmtime run` uses for a trap on Unix (128 + SIGABRT)
+INTERRUPT_EXIT_CODE = 130     # 128 + SIGINT
