@@ -290,6 +290,10 @@ def _write_output(rec: Recording, path: str, fmt: str) -> None:
         write(rec, path, fmt)
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def _shown(path: str) -> str:
     """An output path as the messages name it."""
     return "the standard output" if path == STDOUT else os.path.abspath(path)
@@ -441,7 +445,7 @@ def _summary(rec: Recording, written: List[Tuple[str, str]], top: int,
     what = "wall time" if rec.clock == "wall" else "CPU"
     source = {"perf": " (perf events)", "itimer": " (interval timer)"}.get(
         str(rec.meta.get("tick_source")), "")
-    print(f"sigprof: {rec.samples} samples, {sampled_ms:.1f} ms {what} sampled, clock {rec.clock}"
+    print(f"sigprof: {_count(rec.samples, 'sample')}, {sampled_ms:.1f} ms {what} sampled, clock {rec.clock}"
           + source
           + (f", {rec.dropped} dropped" if rec.dropped else "")
           + (f", {rec.truncated} truncated" if rec.truncated else ""), file=err)
@@ -459,7 +463,8 @@ def cmd_convert(a: argparse.Namespace) -> int:
     fmt, = _output_formats([a.output], a.format)
     rec = rawfile.load(a.input)
     _write_output(rec, a.output, fmt)
-    print(f"sigprof: wrote {_shown(a.output)} ({fmt}, {rec.samples} samples)", file=sys.stderr)
+    print(f"sigprof: wrote {_shown(a.output)} ({fmt}, {_count(rec.samples, 'sample')})",
+          file=sys.stderr)
     warnings = rec.meta.get("warnings") or []
     if fmt == "collapsed" and warnings:
         print(f"sigprof: note: collapsed stacks cannot carry the recording's "

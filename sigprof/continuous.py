@@ -54,8 +54,7 @@ class ContinuousProfiler:
         self.suffix = exporter(format).suffixes[0]
         self.format = format
         self.directory = os.fspath(directory)
-        if not os.path.isdir(self.directory):
-            raise FileNotFoundError(f"directory {self.directory} does not exist")
+        os.makedirs(self.directory, exist_ok=True)      # as a log directory would be
         from . import _native
         _native.require_for_background_profiles("sigprof.continuous")
         self.period_s = period_s

@@ -35,7 +35,7 @@ class _Options(argparse.ArgumentParser):
 
 _OPTIONS = _Options(prog="%sigprof", add_help=False)
 _OPTIONS.add_argument("--interval", help="sampling interval, e.g. 1ms, 250us (default: 1 ms)")
-_OPTIONS.add_argument("--clock", choices=("cpu", "wall"), default="cpu")
+_OPTIONS.add_argument("--clock", choices=("cpu", "prof", "wall"), default="cpu")
 _OPTIONS.add_argument("-o", "--output", help="also save the profile here (format from suffix)")
 _OPTIONS.add_argument("--height", type=int, default=480, help="px of the inline flame graph")
 _TAKES_VALUE = {"--interval", "--clock", "-o", "--output", "--height"}
@@ -65,6 +65,17 @@ def flame_graph_html(rec: Recording, height_px: int = 480) -> str:
             f'srcdoc="{html.escape(document, quote=True)}"></iframe>')
 
 
+def _summary_line(recording: Recording) -> str:
+    """One line for a frontend that draws no HTML: the samples and the hottest functions."""
+    from .analysis import summarise_recording
+    summary = summarise_recording(recording)
+    top = ", ".join(f"{t.function.name} {summary.share(t.self_weight):.1f}%"
+                    for t in summary.top_self(3) if t.self_weight)
+    return (f"sigprof: {recording.samples} sample(s), {summary.total_weight / 1e6:.1f} ms "
+            f"{recording.clock}; top by self time: {top or 'none'} (sigprof.notebook.last "
+            f"holds the recording)")
+
+
 def _profiled(options: argparse.Namespace, run: Callable[[], Any]) -> Any:
     global last
     from .profiler import profile
@@ -80,8 +91,10 @@ def _profiled(options: argparse.Namespace, run: Callable[[], Any]) -> Any:
 
 def _show(recording: Recording, options: argparse.Namespace) -> None:
     display: Any = importlib.import_module("IPython.display")   # untyped: not a dependency
-    # Raw HTML: IPython's HTML() warns about every <iframe> it is given.
-    display.display({"text/html": flame_graph_html(recording, options.height)}, raw=True)
+    # Raw HTML: IPython's HTML() warns about every <iframe> it is given.  The text is
+    # what a terminal IPython shows, where HTML is not drawn.
+    display.display({"text/html": flame_graph_html(recording, options.height),
+                     "text/plain": _summary_line(recording)}, raw=True)
     if options.output:
         from .export import write
         try:

@@ -57,9 +57,13 @@ def test_bad_options_are_one_clear_error(tmp_path, options, message):
         sigprof.continuous(tmp_path, **options)
 
 
-def test_a_missing_directory_is_one_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="does not exist"):
-        sigprof.continuous(tmp_path / "nope")
+def test_a_missing_directory_is_made_and_a_file_in_its_way_is_an_error(tmp_path):
+    with sigprof.continuous(tmp_path / "new" / "profiles", period_s=1) as writer:
+        pass
+    assert len(writer.written) == 1 and (tmp_path / "new" / "profiles").is_dir()
+    (tmp_path / "file").write_text("")
+    with pytest.raises(FileExistsError):
+        sigprof.continuous(tmp_path / "file")
 
 
 def test_a_profile_option_the_profiler_refuses_is_raised_by_the_call(tmp_path):

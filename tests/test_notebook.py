@@ -50,6 +50,8 @@ def test_a_cell_magic_shows_the_cells_flame_graph_inline(shell, tmp_path):
     svg = inline_svg(captured)
     assert svg.startswith("<?xml") and "hot_loop" in svg and "<script" in svg
     assert sigprof.notebook.last is not None and sigprof.notebook.last.samples
+    (output,) = captured.outputs
+    assert output.data["text/plain"].startswith("sigprof: ") and "hot_loop" in output.data["text/plain"]
     assert sigprof.load(saved).samples
 
 
@@ -69,7 +71,7 @@ def test_a_cell_that_raises_still_shows_its_profile(shell):
 
 
 @pytest.mark.parametrize("line, message", [
-    ("--clock sundial x", "invalid choice: 'sundial'"),
+    ("--clock sundial x", "invalid choice: 'sundial' (choose from 'cpu', 'prof', 'wall')"),
     ("--bogus 1 x", "unrecognized arguments: --bogus"),
     ("--interval", "expected one argument"),
     ("--interval 3parsecs x", "invalid interval '3parsecs'"),

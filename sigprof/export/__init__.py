@@ -47,7 +47,7 @@ def exporter_for_path(path: str) -> Exporter:
             return e
     suffixes = [s for e in EXPORTERS for s in e.suffixes]
     raise UnknownFormat(
-        f"cannot tell the output format from {os.path.basename(path)!r}: use a name ending in "
+        f"cannot tell the output format from {path!r}: use a name ending in "
         f"{', '.join(suffixes[:-1])} or {suffixes[-1]}, or name the format")
 
 
