@@ -12,13 +12,16 @@ the counter, as a recording of such a run would.
 from __future__ import annotations
 
 import json
+import os
 import sys
+import threading
+import time
 
 import pytest
 import wasmtime
 
 import sigprof
-from sigprof import _native, _ring
+from sigprof import _native, _ring, _session
 from sigprof.profiler import counter_warnings
 from sigprof._timer import ManualTicks
 
@@ -154,10 +157,61 @@ def test_a_profile_reports_only_the_losses_made_while_it_ran(guest, monkeypatch)
     assert not _warnings_mentioning(prof.meta, "host-tick sampler")
 
 
+def _burn_cpu_s(seconds):
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
+        pass
+
+
+@pytest.mark.parametrize("failure", ["pipe-refuses", "sampler-raises"])
+def test_ticks_the_host_tick_sampler_never_got_are_a_warning(guest, native_capture, monkeypatch,
+                                                              failure):
+    """Off the main thread, ticks in a Python host function go down a pipe to the
+    host-tick sampler.  Provoked: the pipe refusing them (the C side pointed at a
+    pipe whose read end is closed: EPIPE, as a full one gives EAGAIN), or the sampler
+    raising (its per-tick function replaced by one that raises)."""
+    ext = _native.extension()
+    dead_read, dead_write = os.pipe()
+    os.close(dead_read)
+    if failure == "sampler-raises":
+        def raises(tids):
+            raise RuntimeError("provoked")
+        monkeypatch.setattr(_session, "_host_ticks_elsewhere", raises)
+    g = guest("host")
+    store = wasmtime.Store(g.engine)
+
+    def burn(n):
+        if failure == "pipe-refuses":
+            ext.set_host_ticks(0, dead_write)
+        _burn_cpu_s(0.3)
+
+    inst = link_host(store, g.module, burn=burn)
+    done = {}
+
+    def profile_here():               # not the main thread: host ticks take the pipe
+        with sigprof.profile(store, source="itimer") as prof:
+            inst.exports(store)["run"](store, 1, 1, 1, 0)
+        done["meta"] = prof.meta
+
+    worker = threading.Thread(target=profile_here)
+    try:
+        worker.start()
+        worker.join()
+    finally:
+        os.close(dead_write)
+    meta = done["meta"]
+    # 0.3 s of CPU in the host call under the CPU timer (at most 10 ms a tick: >= 30
+    # ticks, all but the first 2 ms's past the hand-off's threshold): at least one.
+    counter = "host_ticks_unsent" if failure == "pipe-refuses" else "host_tick_errors"
+    assert meta[counter] > 0
+    said = _warnings_mentioning(meta, f"{meta[counter]} ticks in Python host functions")
+    assert len(said) == 1 and "without the Python code it was running" in said[0]
+
+
 @pytest.mark.parametrize("counter, text", [
-    # Not provokable from outside: the sampler's pipe full, the sampler raising, an
-    # error inside sigprof's own epoch callback.  A meta holding the counter stands
-    # for a recording of such a run.
+    # Not provokable from outside: a full host-tick pipe (as opposed to one that
+    # refuses writes, above), an error inside sigprof's own epoch callback.  A meta
+    # holding the counter stands for a recording of such a run.
     ("host_ticks_unsent", "4 ticks in Python host functions could not be handed"),
     ("host_tick_errors", "4 ticks in Python host functions could not be handed"),
     ("callback_errors", "4 errors in sigprof's own sampling code"),
