@@ -201,6 +201,10 @@ class NativeCapture(_CaptureBase):
     def guest_depth(self) -> int:
         return int(self._c.guest_depth)
 
+    @property
+    def activations_lost(self) -> int:
+        return int(self._c.activations_lost)
+
     def host_call(self, func: HostFunc, host_id: int, args: Tuple[Any, ...]) -> Any:
         c = self._c
         origin = host_id + 1
@@ -230,6 +234,7 @@ class PythonCapture(_CaptureBase):
         self.consumed = 0
         self.guest_depth = 0
         self.unslotted = 0
+        self.activations_lost = 0       # no nesting limit here
         self.backtrace = wt.backtrace_function()
         self.set_deadline = wt.set_deadline_function()
         self._header = ring.header

@@ -12,6 +12,8 @@ used when all of these hold, checked once per process:
 * Linux on x86-64 or aarch64 (the handler reads the interrupted PC from the
   ucontext, and the frame layout ``[fp] = older fp, [fp+8] = return address``
   is these two architectures');
+* the ring layout the extension was compiled with (``ring_layout()``) is the
+  one ``_ring.py`` reads (``_ring.check_layout``);
 * a probe on a throwaway store finds ``VMStoreContext`` where wasmtime 50 puts
   it and its exit/entry fields hold what wasmtime's own stack walk expects.
 
@@ -34,7 +36,7 @@ from typing import Dict, Optional, Tuple
 
 import wasmtime
 
-from . import _wasmtime as wt
+from . import _ring, _wasmtime as wt
 
 MIN_PYTHON = (3, 11)
 EXTENSION_NAME = f"{__package__}._csigprof"
@@ -89,7 +91,7 @@ def unavailable_reason() -> str:
         elif not sys.platform.startswith("linux") or platform.machine() not in _SUPPORTED_MACHINES:
             _reason = f"no native capture for {sys.platform}/{platform.machine()}"
         else:
-            _reason = _probe_store_layout()
+            _reason = _ring_layout_mismatch() or _probe_store_layout()
     return _reason
 
 
@@ -101,6 +103,15 @@ def extension() -> ModuleType:
     """The extension module; only call when ``available()``."""
     assert _csigprof is not None
     return _csigprof
+
+
+def _ring_layout_mismatch() -> str:
+    """Why the extension's ring records would not read back here, or ``""``."""
+    try:
+        _ring.check_layout(extension().ring_layout())
+    except _ring.RingLayoutError as exc:
+        return f"{exc}; using the pure-Python capture"
+    return ""
 
 
 _PROBE_WAT = """

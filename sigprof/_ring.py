@@ -19,14 +19,18 @@ from the absolute positions alone.
 
 The writers are the native capture (``_native_src/sample.c``; ``sigprof.h``
 there repeats the layout) and the pure-Python one (``_capture.py``); this module
-owns the layout and the reading back, which happens after the run.
+owns the layout and the reading back, which happens after the run.  The C
+extension reports the layout it was compiled with (``ring_layout()``) and
+``check_layout`` compares it with this one before the native path is used, so a
+change made on one side only turns the native capture off with the field's name
+instead of writing records Python misreads.
 """
 
 from __future__ import annotations
 
 import ctypes
 import mmap
-from typing import Iterator, NamedTuple
+from typing import Dict, Iterator, NamedTuple
 
 # Header record layout (indices into one record).
 H_TIME = 0        # ns since the start of the profile: when the sample's tick came
@@ -45,6 +49,8 @@ H_TID = 12        # the thread the sample was taken on (kernel thread id)
 H_ENTRY = 13      # serial of the innermost guest entry its stack's ENTRY marks stand for
 H_CALLEE = 14     # serial of the Python frames a host function was running (0: none)
 HEADER_FIELDS = 15
+HEADER_WORD_BYTES = 8   # each header field: a signed 64-bit integer
+PC_WORD_BYTES = 8       # each PC stream word: an unsigned 64-bit integer
 
 FLAG_DEPTH_LIMITED = 1  # the walk stopped at max_depth (or at a frame chain it did not trust)
 
@@ -75,8 +81,8 @@ class Ring:
         # ``capacity`` samples of average depth, plus the slack the writer may skip
         # at the end of the stream (it needs ``max_depth`` free words per sample).
         self.pc_capacity = capacity * pcs_per_sample + max_depth
-        self._maps = (mmap.mmap(-1, 8 * HEADER_FIELDS * capacity),
-                      mmap.mmap(-1, 8 * self.pc_capacity))
+        self._maps = (mmap.mmap(-1, HEADER_WORD_BYTES * HEADER_FIELDS * capacity),
+                      mmap.mmap(-1, PC_WORD_BYTES * self.pc_capacity))
         self.header = memoryview(self._maps[0]).cast("q")
         self.pcs = memoryview(self._maps[1]).cast("Q")
         self.header_address = _address(self._maps[0])
@@ -125,6 +131,38 @@ class Ring:
         readable = sum(1 for n in self.retained()
                        if self.intact(hdr[(n % self.capacity) * HEADER_FIELDS + H_PC_START]))
         return self.count - readable + self.refused
+
+
+class RingLayoutError(Exception):
+    """The C extension was built with a ring layout other than this module's."""
+
+
+def check_layout(native_layout: Dict[str, int]) -> None:
+    """Raise ``RingLayoutError`` naming the first field whose value in
+    ``native_layout`` (the extension's ``ring_layout()``) differs from this
+    module's, or that only one side defines."""
+    ours = globals()
+    for name, value in native_layout.items():
+        if name not in ours:
+            raise RingLayoutError(f"the C extension's ring layout has {name} = {value}, which "
+                                  f"sigprof/_ring.py does not define ({_REBUILD})")
+        if ours[name] != value:
+            raise RingLayoutError(f"ring layout mismatch: {name} is {value} in the C extension "
+                                  f"but {ours[name]} in sigprof/_ring.py ({_REBUILD})")
+    for name in _LAYOUT_NAMES:
+        if name not in native_layout:
+            raise RingLayoutError(f"the C extension's ring layout has no {name}, which "
+                                  f"sigprof/_ring.py defines ({_REBUILD})")
+
+
+_REBUILD = ("_native_src/sigprof.h and _ring.py must agree: fix the side that changed and "
+            "rebuild the extension")
+# The names the C side must report: the H_* fields and the record constants.
+_LAYOUT_NAMES = tuple(name for name in list(globals())
+                      if name.startswith("H_") or name in (
+                          "HEADER_FIELDS", "HEADER_WORD_BYTES", "PC_WORD_BYTES",
+                          "FLAG_DEPTH_LIMITED", "ORIGIN_GUEST", "ORIGIN_OUTSIDE",
+                          "MARK_ENTRY", "MARK_HOST"))
 
 
 def _address(buffer: mmap.mmap) -> int:

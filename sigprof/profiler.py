@@ -263,6 +263,7 @@ class Profiler:
         self._t0_ns = 0
         self._ticks_at_start = 0
         self._uncovered_at_start = 0
+        self._native_losses_at_start = (0, 0)
         self._start_unix_ns = 0
         self.recording: Optional[Recording] = None
 
@@ -289,6 +290,7 @@ class Profiler:
                     f"already running set the process's one timer")
             self._ticks_at_start = ticks.ticks
             self._uncovered_at_start = SESSION.uncovered_calls
+            self._native_losses_at_start = _native_losses()
             self._t0_ns = time.monotonic_ns()
             self._start_unix_ns = time.time_ns()
             with SESSION.lock:
@@ -372,6 +374,7 @@ class Profiler:
         finished: List[Tuple[int, int, int, int]] = []
         host_callables = SESSION.host_callables      # the last profile out resets it
         uncovered = SESSION.uncovered_calls - self._uncovered_at_start
+        losses = [now - then for now, then in zip(_native_losses(), self._native_losses_at_start)]
         try:
             for capture in captures:
                 finished.append(capture.finish())
@@ -390,6 +393,8 @@ class Profiler:
             here or (0, 0, 0, time.monotonic_ns() - self._t0_ns))
         meta = self._meta(captures, ticks, notes, unsampled_cpu, unsampled_wall, thread_cpu,
                           duration, ticks_taken, uncovered)
+        meta["lost_ticks"], meta["host_ticks_unsent"] = losses
+        meta["warnings"].extend(counter_warnings(meta))
         segments: Dict[int, Any] = {}
         for capture in captures:
             segments.update(capture.python_segments)
@@ -454,6 +459,8 @@ class Profiler:
             "dropped": sum(c.ring.dropped() for c in captures),
             "shared_stacks": sum(c.shared_stacks for c in captures),
             "callback_errors": sum(c.errors for c in captures),
+            "activations_lost": sum(c.activations_lost for c in captures),
+            "host_tick_errors": notes.get("host_tick_errors", 0),
             "unsampled_guest_calls": self._plain_engine_calls,
             "uncovered_guest_calls": uncovered,
             "versions": {"sigprof": __version__, "wasmtime": wt.WASMTIME_VERSION,
@@ -619,6 +626,51 @@ def profile(store: Optional[wasmtime.Store] = None,
     return Profiler(store, modules, interval, clock, capacity, max_depth, when_full,
                     host_details, ticks, name, use_tick_pc, names, memories, python_frames,
                     source)
+
+
+def _native_losses() -> Tuple[int, int]:
+    """The C tick handler's process-wide loss counts so far: ticks on threads its
+    thread table had no room for, and ticks in host calls its pipe to the sampler
+    thread had no room for.  A profile reports how much they grew while it ran."""
+    if not _native.available():
+        return 0, 0
+    ext = _native.extension()
+    return int(ext.tick_counts()[1]), int(ext.host_ticks_unsent())
+
+
+def counter_warnings(meta: Dict[str, Any]) -> List[str]:
+    """A sentence for each loss counter ``meta`` holds that is not zero: what was lost
+    and what it means for the profile."""
+    said: List[str] = []
+    dropped = int(meta.get("dropped", 0))
+    if dropped:
+        kept = ("the newest samples only: the start of the run is missing"
+                if meta.get("when_full", "newest") == "newest"
+                else "the run until the ring filled: the rest of it is missing")
+        said.append(f"{dropped} samples were dropped because the ring was full (capacity "
+                    f"{meta.get('capacity')}): the profile holds {kept}; raise the capacity "
+                    f"(--capacity) to keep every sample")
+    lost_ticks = int(meta.get("lost_ticks", 0))
+    if lost_ticks:
+        said.append(f"{lost_ticks} ticks landed on threads beyond sigprof's thread table "
+                    f"(4096 threads) and were not recorded: those threads' time is missing "
+                    f"from the profile")
+    unforwarded = int(meta.get("host_tick_errors", 0)) + int(meta.get("host_ticks_unsent", 0))
+    if unforwarded:
+        said.append(f"{unforwarded} ticks in Python host functions could not be handed to "
+                    f"the host-tick sampler (its pipe was full or it failed): their time is "
+                    f"charged to the host function without the Python code it was running")
+    activations = int(meta.get("activations_lost", 0))
+    if activations:
+        said.append(f"{activations} guest calls or host calls were nested more than 256 deep: "
+                    f"samples taken inside them miss the frames of the levels past 256 (and "
+                    f"their Python frames)")
+    errors = int(meta.get("callback_errors", 0))
+    if errors:
+        said.append(f"{errors} errors in sigprof's own sampling code were caught: the samples "
+                    f"they were taking are missing or lack their Python frames (please report "
+                    f"this)")
+    return said
 
 
 def _cpu_name() -> str:

@@ -247,6 +247,7 @@ static PyObject *Capture_host_enter(Capture *c, PyObject *origin)
         c->act_count++;
     } else {
         c->act_overflow++;
+        c->activations_lost++;
     }
     if (c->enabled && bind(c)) {
         if (c->python_frames) {       /* only then is a tick in host code handed on */
@@ -342,6 +343,8 @@ static PyObject *Capture_guest_enter(Capture *c, PyObject *unused)
     }
     if (c->guest_depth < MAX_ACTIVATIONS)
         c->entries[c->guest_depth] = __atomic_add_fetch(&next_entry_serial, 1, __ATOMIC_RELAXED);
+    else
+        c->activations_lost++;
     c->guest_depth++;
     if (c->guest_depth == 1 && c->enabled) {
         if (bind(c)) {
@@ -474,6 +477,8 @@ static PyMemberDef Capture_members[] = {
     {"overhead_ns", T_LONGLONG, offsetof(Capture, overhead_ns), READONLY, "time spent sampling"},
     {"unslotted", T_LONGLONG, offsetof(Capture, unslotted), READONLY,
      "epoch checks on a thread the thread table had no room for"},
+    {"activations_lost", T_LONGLONG, offsetof(Capture, activations_lost), READONLY,
+     "guest entries and host calls nested deeper than MAX_ACTIVATIONS"},
     {"enabled", T_INT, offsetof(Capture, enabled), 0, "sampling on"},
     {"deadline_delta", T_ULONGLONG, offsetof(Capture, deadline_delta), 0,
      "epoch deadline delta the callback sets (1; benchmarks use 0)"},

@@ -19,6 +19,7 @@
 static int host_tick_signum;
 static int host_tick_fd = -1;
 static uint64_t main_tid;
+static volatile uint64_t host_ticks_unsent;   /* ticks the full pipe refused */
 /* The sampler thread gets the GIL a switch interval (5 ms) after asking, at best:
  * a host call shorter than that has returned by then, and waking it for nothing
  * costs the thread GIL hand-offs.  So only ticks at least this far into a host call
@@ -34,6 +35,7 @@ void sp_forward_host_tick(const ThreadSlot *s, uint64_t tid)
     else if (fd >= 0 && s->wall_ns - s->host_since_ns >= HOST_TICK_AFTER_NS
              && write(fd, &tid, sizeof tid) < 0) {
         /* full (the sampler is behind): this tick goes to the host function */
+        __atomic_add_fetch(&host_ticks_unsent, 1, __ATOMIC_RELAXED);
     }
 }
 
@@ -50,4 +52,13 @@ PyObject *sp_py_set_host_ticks(PyObject *self, PyObject *args)
     __atomic_store_n(&host_tick_fd, fd, __ATOMIC_RELEASE);
     __atomic_store_n(&host_tick_signum, signum, __ATOMIC_RELEASE);
     Py_RETURN_NONE;
+}
+
+/* host_ticks_unsent() -> ticks in host calls the pipe had no room for, ever */
+PyObject *sp_py_host_ticks_unsent(PyObject *self, PyObject *unused)
+{
+    (void)self;
+    (void)unused;
+    return PyLong_FromUnsignedLongLong(
+        (unsigned long long)__atomic_load_n(&host_ticks_unsent, __ATOMIC_ACQUIRE));
 }

@@ -6,6 +6,26 @@
 
 #include <pthread.h>
 
+/* ring_layout() -> {name: value}: the ring layout (sigprof.h's H_* and the record
+ * constants) this build writes, so that _ring.py, which owns it, can check that
+ * the two agree before the native capture writes a single record. */
+static PyObject *py_ring_layout(PyObject *self, PyObject *unused)
+{
+    (void)self;
+    (void)unused;
+    return Py_BuildValue(
+        "{sisisisisisisisisisisisisisisisisisisisisisKsK}",
+        "H_TIME", H_TIME, "H_CPU", H_CPU, "H_WALL", H_WALL, "H_PC_START", H_PC_START,
+        "H_PC_COUNT", H_PC_COUNT, "H_ORIGIN", H_ORIGIN, "H_TICKS", H_TICKS,
+        "H_TICK_PC", H_TICK_PC, "H_FLAGS", H_FLAGS, "H_HASH", H_HASH, "H_RSS", H_RSS,
+        "H_MEMORY", H_MEMORY, "H_TID", H_TID, "H_ENTRY", H_ENTRY, "H_CALLEE", H_CALLEE,
+        "HEADER_FIELDS", HEADER_FIELDS,
+        "HEADER_WORD_BYTES", (int)sizeof(int64_t), "PC_WORD_BYTES", (int)sizeof(uint64_t),
+        "FLAG_DEPTH_LIMITED", FLAG_DEPTH_LIMITED,
+        "ORIGIN_GUEST", ORIGIN_GUEST, "ORIGIN_OUTSIDE", ORIGIN_OUTSIDE,
+        "MARK_ENTRY", (unsigned long long)MARK_ENTRY, "MARK_HOST", (unsigned long long)MARK_HOST);
+}
+
 static PyMethodDef module_methods[] = {
     {"python_stack", sp_py_python_stack, METH_VARARGS,
      "python_stack(frame, stop_code) -> ((code, lasti, ...), reached stop_code)"},
@@ -22,6 +42,10 @@ static PyMethodDef module_methods[] = {
     {"uninstall", sp_py_uninstall, METH_VARARGS, "uninstall(restore=True)"},
     {"handler_is_ours", sp_py_handler_is_ours, METH_NOARGS, "is our handler still installed?"},
     {"tick_counts", sp_py_tick_counts, METH_NOARGS, "(ticks so far, ticks lost)"},
+    {"host_ticks_unsent", sp_py_host_ticks_unsent, METH_NOARGS,
+     "ticks in host calls the sampler pipe had no room for, ever"},
+    {"ring_layout", py_ring_layout, METH_NOARGS,
+     "the ring layout this build writes: {name: value} (checked by sigprof._ring)"},
     {"last_tick", sp_py_last_tick, METH_NOARGS,
      "the calling thread's latest tick: (count, cpu_ns, wall_ns, pc, tid) or None"},
     {"disposition", sp_py_disposition, METH_VARARGS, "raw handler address for a signal"},

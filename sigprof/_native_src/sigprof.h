@@ -9,7 +9,8 @@
  * `Capture` per profiled store has an epoch callback wasmtime calls directly, with no
  * Python on the path: when the tick count moved it walks the guest's frames by frame
  * pointer from wasmtime's VMStoreContext and writes one record into the ring the
- * Python side allocated (sigprof/_ring.py owns that layout; H_* below repeat it).
+ * Python side allocated (sigprof/_ring.py owns that layout; H_* below repeat it,
+ * and module.c's ring_layout() reports them for _ring.check_layout to compare).
  *
  * One file per job, and who owns what:
  *
@@ -172,6 +173,7 @@ PyObject *sp_py_perf_stop(PyObject *self, PyObject *args);
 void sp_forward_host_tick(const ThreadSlot *s, uint64_t tid);
 
 PyObject *sp_py_set_host_ticks(PyObject *self, PyObject *args);
+PyObject *sp_py_host_ticks_unsent(PyObject *self, PyObject *unused);
 
 /* ---- the ring and the store's frames (capture.c, sample.c) ------------------------- */
 
@@ -273,7 +275,8 @@ typedef struct {
     /* outer activations of a re-entered guest, oldest first */
     Activation act[MAX_ACTIVATIONS];
     int act_count;
-    long long act_overflow;
+    long long act_overflow;       /* host calls in progress beyond MAX_ACTIVATIONS */
+    long long activations_lost;   /* guest entries and host calls ever nested beyond it */
 } Capture;
 
 static inline int64_t mono_ns(Capture *c)
