@@ -4,8 +4,8 @@
 
 * A million samples of a 30-deep workload: a recording built by hand (a
   100-function module, 2,000 distinct 30-deep stacks drawn from a fixed seed,
-  samples spread over them) is saved as Firefox JSON, as raw ``.sigprof``, and
-  reported.  A reference measured in the same run: ``json.dumps`` of a list of
+  samples spread over them) is saved as Firefox JSON, as raw ``.sigprof`` and
+  as pprof (their sizes printed), and reported.  A reference measured in the same run: ``json.dumps`` of a list of
   ``--samples`` floats, so a slower machine is visible as a larger reference.
 * A real 3000-deep recording (the recursion guest, 1 s at 2 kHz wall clock):
   ``Recording.report()`` and ``sigprof report`` on its raw file.
@@ -114,6 +114,12 @@ def main() -> None:
                                                              a.repeat)))
         rows.append(line("save raw (.sigprof)", timed(lambda: big.save(out / "big.sigprof"),
                                                       a.repeat)))
+        rows.append(line("save pprof (.pb.gz)", timed(lambda: big.save(out / "big.pb.gz"),
+                                                      a.repeat)))
+        for name in ("big.json", "big.sigprof", "big.pb.gz"):
+            size = (out / name).stat().st_size
+            print(f"  size of {name:<38} {size / 1e6:8.2f} MB")
+            rows.append({"what": f"size of {name}", "bytes": size})
         rows.append(line("load raw", timed(lambda: sigprof.load(out / "big.sigprof"), a.repeat)))
         rows.append(line("report", timed(big.report, a.repeat)))
         rec = deep()
