@@ -22,7 +22,8 @@ What goes where:
   and first line, the pseudo frames under their own names;
 * a ``thread`` label on every sample; the profile's warnings as comments.
 
-Samples keep their own order; pprof sums equal stacks itself.
+One pprof Sample per distinct stack and thread, its count and weight summed (as Go's
+CPU profiles are), so a profile grows with its stacks, not its samples.
 """
 
 from __future__ import annotations
@@ -147,13 +148,18 @@ def convert(rec: "Recording") -> bytes:
     thread_names = [str(t.get("name", "")) for t in rec.meta.get("threads") or []] or [""]
     thread_key = strings("thread")
     thread_column = rec.sample_table.thread
-    stack_locations: Dict[int, List[int]] = {}
+    # Samples of one stack on one thread are one pprof Sample (count, weight summed), as
+    # Go's own CPU profiles are: pprof has no per-sample time to lose, and a profile then
+    # grows with its distinct stacks, not its samples.
+    totals: Dict[Tuple[int, int], List[int]] = {}
     for i, (stack, weight_ns) in enumerate(zip(rec.sample_table.stack, rec.weights_ns())):
-        ids = stack_locations.get(stack)
-        if ids is None:
-            ids = stack_locations[stack] = [locations[f] for f in reversed(rec.stack_frames(stack))] if stack >= 0 else []
-        sample = _Message().packed(1, ids).packed(2, [1, weight_ns])
-        thread = thread_names[thread_column[i]] if thread_column else thread_names[0]
+        total = totals.setdefault((stack, thread_column[i] if thread_column else 0), [0, 0])
+        total[0] += 1
+        total[1] += weight_ns
+    for (stack, thread_index), (count, weight_ns) in totals.items():
+        ids = [locations[f] for f in reversed(rec.stack_frames(stack))] if stack >= 0 else []
+        sample = _Message().packed(1, ids).packed(2, [count, weight_ns])
+        thread = thread_names[thread_index]
         if thread:
             sample.message(3, _Message().scalar(1, thread_key).scalar(2, strings(thread)))
         profile.message(_PROFILE_SAMPLE, sample)
@@ -173,7 +179,7 @@ def convert(rec: "Recording") -> bytes:
 
 
 def render(rec: "Recording", path: str) -> bytes:
-    return gzip.compress(convert(rec), mtime=0)
+    return gzip.compress(convert(rec), compresslevel=6, mtime=0)   # 9 costs more, saves little
 
 
 EXPORTER = Exporter("pprof", (".pb.gz", ".pprof"), "pprof profile (go tool pprof, Pyroscope, "
