@@ -1,4 +1,4 @@
-"""Continuous profiling to files: memory stays flat over many periods, and what it costs.
+"""Continuous profiling to files and the live endpoint: flat memory, and what they cost.
 
     python benchmarks/continuous.py [--periods 60] [--period 1] [--repeat 3]
 
@@ -7,7 +7,9 @@ A thread runs the demo guest on a store-less-profiled engine while
 directory (cap: 5 files).  Reported: resident memory (psutil) after the
 first 5 periods and after the last, and the guest's work rate (calls of
 ``run`` per CPU-second of the process) with the writer running, as a ratio
-to the same loop with no profiler, measured alternately in the same run.
+to the same loop with no profiler, measured alternately in the same run; the
+same ratio while a client scrapes ``/debug/pprof/profile?seconds=3`` from
+``sigprof.serve``.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import psutil
@@ -58,6 +61,18 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as out, sigprof.continuous(out, period_s=1):
             profiled = calls_per_cpu_s(engine, module, 3.0)
         ratios.append(profiled / bare)
+    endpoint = []
+    with sigprof.serve("127.0.0.1:0") as server:
+        for _ in range(args.repeat):
+            bare = calls_per_cpu_s(engine, module, 3.0)
+            scrape = threading.Thread(target=lambda: urllib.request.urlopen(
+                server.url + "profile?seconds=3", timeout=60).read())
+            scrape.start()
+            profiled = calls_per_cpu_s(engine, module, 3.0)
+            scrape.join()
+            endpoint.append(profiled / bare)
+    print(f"work rate while scraped / not: median {statistics.median(endpoint):.3f} "
+          f"(min {min(endpoint):.3f}, max {max(endpoint):.3f}, n={len(endpoint)})")
     print(f"work rate with the writer / without: median {statistics.median(ratios):.3f} "
           f"(min {min(ratios):.3f}, max {max(ratios):.3f}, n={len(ratios)})")
 
