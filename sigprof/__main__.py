@@ -354,7 +354,7 @@ def _record(a: argparse.Namespace, stops: StopSignals) -> int:
         print(f"sigprof: {why} before the guest ran; nothing was recorded", file=sys.stderr)
         return exit_code
     except runner.StoppedBeforeRecording as exc:
-        print(f"sigprof: {exc.message}", file=sys.stderr)
+        print(f"sigprof: {exc}", file=sys.stderr)
         return exc.exit_code
     except runner.RunError as exc:
         misplaced = _misplaced_options(args)
@@ -445,7 +445,8 @@ def _summary(rec: Recording, written: List[Tuple[str, str]], top: int,
     what = "wall time" if rec.clock == "wall" else "CPU"
     source = {"perf": " (perf events)", "itimer": " (interval timer)"}.get(
         str(rec.meta.get("tick_source")), "")
-    print(f"sigprof: {_count(rec.samples, 'sample')}, {sampled_ms:.1f} ms {what} sampled, clock {rec.clock}"
+    print(f"sigprof: {_count(rec.samples, 'sample')}, {sampled_ms:.1f} ms {what} sampled, "
+          f"clock {rec.clock}"
           + source
           + (f", {rec.dropped} dropped" if rec.dropped else "")
           + (f", {rec.truncated} truncated" if rec.truncated else ""), file=err)
@@ -476,8 +477,7 @@ def cmd_convert(a: argparse.Namespace) -> int:
 
 def cmd_report(a: argparse.Namespace) -> int:
     from . import rawfile
-    top = _positive(a.top, "--top") or 10
-    print(rawfile.load(a.input).report(top), end="")
+    print(rawfile.load(a.input).report(a.top), end="")   # --top: at least 1 (_positive_int)
     return 0
 
 

@@ -1,4 +1,5 @@
-"""The C extension (``sigprof._csigprof``, built from ``_native_src/``) and whether this process may use it.
+"""The C extension (``sigprof._csigprof``, built from ``_native_src/``) and whether
+this process may use it.
 
 The native path is the tick signal handler and the epoch-callback capture that
 walks guest frames by frame pointer from wasmtime's ``VMStoreContext``.  It is

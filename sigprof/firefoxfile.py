@@ -103,9 +103,9 @@ def _recording(profile: JSON, section: JSON) -> Recording:
         stack_frame.append(int(stacks["frame"][i]))
         root.append(root[i - offset] if offset else i)
     truncated = [frames[stack_frame[r]].type == FRAME_TRUNCATED for r in root]
-    rows = _samples(profile, meta)
-    rows.sort(key=lambda row: row[0])                    # one time order over the threads
     weight_is_wall = CLOCK_WEIGHT.get(str(meta.get("clock", "cpu")), "cpu") == "wall"
+    rows = _samples(profile, meta, weight_is_wall)
+    rows.sort(key=lambda row: row[0])                    # one time order over the threads
     table = SampleTable.empty()
     for time_ns, weight_ns, other_ns, stack, thread in rows:
         table.time_ns.append(time_ns)
@@ -125,9 +125,9 @@ def _ns(ms: Any) -> int:
     return round(float(ms) * 1e6)
 
 
-def _samples(profile: JSON, meta: JSON) -> List[Tuple[int, int, int, int, int]]:
+def _samples(profile: JSON, meta: JSON,
+             weight_is_wall: bool) -> List[Tuple[int, int, int, int, int]]:
     """(time, weight, the other clock's time (ns), stack, thread) of every sample."""
-    weight_is_wall = CLOCK_WEIGHT.get(str(meta.get("clock", "cpu")), "cpu") == "wall"
     tids = [row.get("tid", i) for i, row in enumerate(meta.get("threads") or [])]
     taken: set[int] = set()
     out = []

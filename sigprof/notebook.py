@@ -28,17 +28,21 @@ from .recording import Recording
 
 last: Optional[Recording] = None          # the most recent profile a magic took
 
+
 class _Options(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:     # one line for the cell, not usage + exit
         raise ValueError(message)
 
 
 _OPTIONS = _Options(prog="%sigprof", add_help=False)
-_OPTIONS.add_argument("--interval", help="sampling interval, e.g. 1ms, 250us (default: 1 ms)")
+_OPTIONS.add_argument("--interval", help="sampling interval, e.g. 1ms, 250us (default: "
+                                          "profile()'s: one kernel tick for the CPU clocks, "
+                                          "1 ms for wall)")
 _OPTIONS.add_argument("--clock", choices=("cpu", "prof", "wall"), default="cpu")
 _OPTIONS.add_argument("-o", "--output", help="also save the profile here (format from suffix)")
 _OPTIONS.add_argument("--height", type=int, default=480, help="px of the inline flame graph")
-_TAKES_VALUE = {"--interval", "--clock", "-o", "--output", "--height"}
+_TAKES_VALUE = {o for action in _OPTIONS._actions if action.nargs != 0  # not a flag
+                for o in action.option_strings}
 _WORD = re.compile(r"\s*(\S+)")
 
 

@@ -233,14 +233,14 @@ class Profiler:
         # sustains (``_timer.interval_floor``), with a warning.
         self.requested_interval_s = (float(interval) if interval is not None
                                      else default_interval(clock))
-        floor = 0.0 if ticks is not None else interval_floor(
-            clock, planned_source(clock, self.requested_interval_s, source))
+        planned = planned_source(clock, self.requested_interval_s, source)
+        floor = 0.0 if ticks is not None else interval_floor(clock, planned)
         self.interval_s = max(self.requested_interval_s, floor)
         self._floor_warning = (
             f"interval raised from {self.requested_interval_s * 1e3:g} ms to "
-            f"{self.interval_s * 1e3:g} ms: {_SOURCE_NAMES[planned_source(clock, floor, source)]}"
-            f" cannot sustain a finer one (each tick costs the guest's thread CPU time, which "
-            f"the profile would report as the guest's)"
+            f"{self.interval_s * 1e3:g} ms: {_SOURCE_NAMES[planned]} cannot sustain a finer "
+            f"one (each tick costs the guest's thread CPU time, which the profile would "
+            f"report as the guest's)"
             if self.interval_s > self.requested_interval_s else "")
         self.clock = clock if ticks is None else ticks.clock
         self.capacity = capacity

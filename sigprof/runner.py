@@ -33,7 +33,6 @@ from .recording import Recording
 from .wasmfile import FuncSignature, WasmFormatError, WasmInfo, read_wasm, wasm_bytes
 
 
-
 class RunError(ValueError):
     """The module could not be run as asked (the message says why, in one line)."""
 
@@ -41,9 +40,9 @@ class RunError(ValueError):
 class StoppedBeforeRecording(Exception):
     """The guest trapped or exited in its start function, before anything was recorded."""
 
-    def __init__(self, exit_code: int, outcome: str, message: str):
+    def __init__(self, exit_code: int, message: str):
         super().__init__(message)
-        self.exit_code, self.outcome, self.message = exit_code, outcome, message
+        self.exit_code = exit_code
 
 
 @dataclass
@@ -277,20 +276,21 @@ def _instantiate(linker: wasmtime.Linker, store: wasmtime.Store, module: wasmtim
     try:
         return linker.instantiate(store, module)
     except wasmtime.ExitTrap as exc:
-        raise StoppedBeforeRecording(exc.code, "exit", f"guest exited with code {exc.code} "
-                                                       f"in its start function; {before}") from None
+        raise StoppedBeforeRecording(exc.code, f"guest exited with code {exc.code} in its "
+                                               f"start function; {before}") from None
     except wasmtime.Trap as exc:
         name, why = _trap_place(exc)
         where = f"in {name}, its start function" if name else "in its start function"
-        raise StoppedBeforeRecording(TRAP_EXIT_CODE, "trap",
+        raise StoppedBeforeRecording(TRAP_EXIT_CODE,
                                      f"guest trapped {where}: {why}; {before}") from None
     except StubCalled as exc:
-        raise StoppedBeforeRecording(TRAP_EXIT_CODE, "trap", f"guest trapped in its start "
-                                                             f"function: {exc}; {before}") from None
+        raise StoppedBeforeRecording(TRAP_EXIT_CODE, f"guest trapped in its start "
+                                                     f"function: {exc}; {before}") from None
     except wasmtime.WasmtimeError as exc:
         if "wasm backtrace" in str(exc):          # the start function ran and failed
-            raise StoppedBeforeRecording(TRAP_EXIT_CODE, "trap", f"guest trapped in its start "
-                                         f"function: {_reason(exc)}; {before}") from None
+            raise StoppedBeforeRecording(TRAP_EXIT_CODE, f"guest trapped in its start "
+                                                         f"function: {_reason(exc)}; "
+                                                         f"{before}") from None
         raise RunError(f"{path}: cannot instantiate the module: {_reason(exc)}") from None
 
 

@@ -6,7 +6,8 @@ port, under a path with a random token, with the CORS header the profiler's
 origin needs, and opens that page.  Nothing else is served: any other path is
 a 404.  A ``.sigprof`` recording is converted to the profiler's format in
 memory first.  With ``svg``, the flame graph (of a recording, or of a
-Firefox profile sigprof wrote) is served instead and opened directly.  The URL is printed for machines without a browser; Ctrl-C stops.
+Firefox profile sigprof wrote) is served instead and opened directly.  The
+URL is printed for machines without a browser; Ctrl-C stops.
 """
 
 from __future__ import annotations
