@@ -299,6 +299,14 @@ def set_last_exception(exc: BaseException) -> None:
     _wt_func.LAST_EXCEPTION = exc  # type: ignore[assignment]  # it re-raises any BaseException
 
 
+def error_text(exc: BaseException) -> str:
+    """wasmtime's message for a trap or error, without the Rust backtrace that
+    wasmtime 38-41 append to it when ``RUST_BACKTRACE`` is set."""
+    text = str(exc)
+    cut = text.find("\n\nStack backtrace:")
+    return text[:cut] if cut >= 0 else text
+
+
 def set_max_wasm_stack(config: wasmtime.Config, size_bytes: int) -> None:
     """``config.max_wasm_stack = size_bytes``; before wasmtime-py 45 the property is
     missing (assigning it would only set a Python attribute), the C call is not."""

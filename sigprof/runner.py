@@ -260,12 +260,12 @@ def _trap_message(trap: wasmtime.Trap) -> str:
 
 def _reason(exc: BaseException) -> str:
     """wasmtime's cause: the last line of ``... wasm backtrace: ... Caused by: WHY``."""
-    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    lines = [line.strip() for line in wt.error_text(exc).strip().splitlines() if line.strip()]
     return lines[-1] if lines else ""
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
+    text = wt.error_text(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 
 
