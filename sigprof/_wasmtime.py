@@ -32,6 +32,7 @@ import wasmtime._func as _wt_func
 from wasmtime import _bindings as _b
 
 from .defaults import WASMTIME_MAJORS, WASMTIME_REQUIREMENT
+from .symbols import ImageFinder
 
 WASMTIME_VERSION = importlib.metadata.version("wasmtime")
 
@@ -75,11 +76,15 @@ class Release:
     # can still take signals, so a handler run on it (SA_ONSTACK) can fault at
     # thread exit; from 48 it lives until the thread is gone.
     tick_handler_on_alt_stack: bool
+    # wasmtime 40's ``wasmtime_module_image_range`` gives the range of the code
+    # alone, not of the whole image (before and after, the image's).
+    image_range_is_text: bool = False
 
 
 def _release(major: int) -> Release:
     if major <= 42:
-        return Release(4, 5, 7, tick_handler_on_alt_stack=False)
+        return Release(4, 5, 7, tick_handler_on_alt_stack=False,
+                       image_range_is_text=major == 40)
     return Release(5, 6, 8, tick_handler_on_alt_stack=major >= 48)
 
 
@@ -319,6 +324,12 @@ def module_image_range(module: wasmtime.Module) -> Tuple[int, int]:
     start = ctypes.c_void_p()
     end = ctypes.c_void_p()
     _b.wasmtime_module_image_range(module.ptr(), ctypes.byref(start), ctypes.byref(end))
+    if RELEASE.image_range_is_text and start.value:
+        # The image's header is a few pages below its code, as for any image
+        # found from a PC alone.
+        whole = ImageFinder(read_memory).image_range(start.value)
+        if whole is not None:
+            return whole
     return (start.value or 0, end.value or 0)
 
 
