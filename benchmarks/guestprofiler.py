@@ -43,8 +43,10 @@ class NativeGuestProfiler:
         self._title = _name_vec(name)
         self._modules = modules
         self._entries = entries
+        # wasmtime-py 39 added the engine as the first argument.
+        engine_arg = () if len(_b._wasmtime_guestprofiler_new.argtypes) == 4 else (engine.ptr(),)
         self._ptr: Optional[ctypes._Pointer] = _b.wasmtime_guestprofiler_new(
-            engine.ptr(), ctypes.byref(self._title), interval_ns, entries, len(modules))
+            *engine_arg, ctypes.byref(self._title), interval_ns, entries, len(modules))
 
     def sample(self, store: wasmtime.Store, delta_ns: int) -> None:
         _b.wasmtime_guestprofiler_sample(self._ptr, store.ptr(), delta_ns)

@@ -28,7 +28,8 @@ try:    # Ctrl-C while Python loads wasmtime and the rest: one line, not a trace
     from typing import TYPE_CHECKING, Any, Dict, List, NoReturn, Optional, Sequence, Set, Tuple
 
     from . import __version__
-    from .defaults import DEFAULT_CAPACITY, DEFAULT_MAX_DEPTH, INTERRUPT_EXIT_CODE, STUB_MODES
+    from .defaults import DEFAULT_CAPACITY, DEFAULT_MAX_DEPTH, INTERRUPT_EXIT_CODE, STUB_MODES, \
+        WASMTIME_REQUIREMENT
     from .export import FORMATS, UnknownFormat, exporter, exporter_for_path, write
     from .rawfile import RecordingFormatError
     from .recording import Recording
@@ -309,10 +310,13 @@ def cmd_record(a: argparse.Namespace) -> int:
     try:
         from . import runner
         from .profiler import ProfileWarning
-    except ModuleNotFoundError as exc:
-        raise CliError(f"record needs wasmtime-py ({exc}): pip install 'wasmtime>=50,<51'") \
+        from ._wasmtime import UnsupportedWasmtime, check_supported
+    except ImportError as exc:
+        raise CliError(f"record needs wasmtime-py ({exc}): pip install '{WASMTIME_REQUIREMENT}'") \
             from None
-    except ImportError as exc:                     # the wasmtime-py the capture cannot use
+    try:
+        check_supported()
+    except UnsupportedWasmtime as exc:
         raise CliError(str(exc)) from None
     warnings.simplefilter("ignore", ProfileWarning)    # the summary lists the profile's warnings
     try:

@@ -15,8 +15,9 @@ used when all of these hold, checked once per process:
   is these two architectures');
 * the ring layout the extension was compiled with (``ring_layout()``) is the
   one ``_ring.py`` reads (``_ring.check_layout``);
-* a probe on a throwaway store finds ``VMStoreContext`` where wasmtime 50 puts
-  it and its exit/entry fields hold what wasmtime's own stack walk expects.
+* a probe on a throwaway store finds ``VMStoreContext``, and its exit/entry
+  fields at the words ``_wasmtime.RELEASE`` names for this wasmtime-py (handed
+  to the extension here) hold what wasmtime's own stack walk expects.
 
 Otherwise ``unavailable_reason()`` says why in one line, and sigprof runs the
 pure-Python path: a wakeup-fd relay thread, a Python epoch callback and glibc
@@ -143,12 +144,14 @@ def _probe_store_layout() -> str:
     image_start, image_end = wt.module_image_range(module)
     seen: Dict[str, object] = {}
 
-    ext = extension()
+    release = wt.RELEASE
+    extension().set_store_layout(release.exit_trampoline_fp_word, release.exit_pc_word,
+                                 release.entry_fp_word)
 
     def look() -> None:
-        words = (ctypes.c_uint64 * (ext.VM_ENTRY_FP + 1)).from_address(vm)
-        exit_fp = words[ext.VM_EXIT_TRAMPOLINE_FP]
-        exit_pc, entry_fp = words[ext.VM_EXIT_PC], words[ext.VM_ENTRY_FP]
+        words = (ctypes.c_uint64 * (release.entry_fp_word + 1)).from_address(vm)
+        exit_fp = words[release.exit_trampoline_fp_word]
+        exit_pc, entry_fp = words[release.exit_pc_word], words[release.entry_fp_word]
         seen["pc_in_module"] = image_start <= exit_pc < image_end
         depth, fp = 0, exit_fp
         if 0 < exit_fp < entry_fp and entry_fp - exit_fp < 1 << 20 and not exit_fp & 7:

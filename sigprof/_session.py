@@ -70,7 +70,8 @@ class Session:
         self._engine_users: Dict[int, List[Any]] = {}    # id(engine) -> [engine, stores]
         self._retired_engines: List[wasmtime.Engine] = []
         self.host_callables: List[HostFunc] = []         # host id -> the Python callable
-        self._host_wrappers: Dict[int, HostFunc] = {}    # slab handle -> sampling wrapper
+        # slab handle -> (the host function it held, its sampling wrapper)
+        self._host_wrappers: Dict[int, Tuple[HostFunc, HostFunc]] = {}
         self._original_get: Callable[[int], Any] = lambda idx: None
         self._get_hook = self._host_get         # one bound method: uninstall compares it
         self._guard: Optional[_capture.SignalGuard] = None
@@ -217,13 +218,16 @@ class Session:
     def _host_get(self, idx: int) -> Any:
         """``FUNCTIONS.get`` while profiling: hand wasmtime-py a sampling wrapper."""
         entry = self._original_get(idx)
-        wrapped = self._host_wrappers.get(idx)
-        if wrapped is None:
+        func = entry[0]
+        # Keyed by handle, checked by identity: wasmtime-py before 50 hands a freed
+        # handle to the next host function it defines.
+        cached = self._host_wrappers.get(idx)
+        if cached is None or cached[0] is not func:
             with self.lock:
                 host_id = len(self.host_callables)
-                self.host_callables.append(entry[0])
-                wrapped = self._host_wrappers[idx] = _sampling_wrapper(entry[0], host_id)
-        return (wrapped,) + tuple(entry[1:])
+                self.host_callables.append(func)
+                cached = self._host_wrappers[idx] = (func, _sampling_wrapper(func, host_id))
+        return (cached[1],) + tuple(entry[1:])
 
     def _install_hooks(self) -> None:
         self._uninstall_hooks()         # a forked child may hold its parent's

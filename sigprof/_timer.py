@@ -248,7 +248,8 @@ class NativeRelay:
         if host_ticks is not None and self._on_main:
             self._previous_python = signal.signal(self.signum, host_ticks.on_main)
         try:
-            self._ext.install(self.signum, wt.INCREMENT_EPOCH_ADDRESS)
+            self._ext.install(self.signum, wt.INCREMENT_EPOCH_ADDRESS,
+                           wt.RELEASE.tick_handler_on_alt_stack)
         except BaseException:
             self._restore_python_handler()
             raise

@@ -1,11 +1,14 @@
 """The one module that touches wasmtime-py's private parts and the C API by ctypes.
 
-Everything here is a thin handle on wasmtime 50 as its Python bindings expose
-it: the epoch-deadline callback, module image ranges, the store's
-``VMStoreContext`` (where wasmtime records the last wasm exit and entry), the
-hooks sigprof puts on wasmtime-py (its host-function slab and ``enter_wasm``),
-and glibc ``backtrace`` for the pure-Python capture.  Importing this module
-checks the wasmtime-py version.
+Everything here is a thin handle on wasmtime as its Python bindings expose it,
+for every wasmtime-py release from 38 to 50: the epoch-deadline callback,
+module image ranges, the store's ``VMStoreContext`` (where wasmtime records the
+last wasm exit and entry), the hooks sigprof puts on wasmtime-py (its
+host-function slab and ``enter_wasm``), and glibc ``backtrace`` for the
+pure-Python capture.  What differs between those releases is in ``RELEASE``
+(one ``Release`` per range of majors); importing this module works on any
+wasmtime-py, and ``check_supported()`` -- called when a profile starts -- refuses
+one outside the range in one line.
 
 Lifetimes: a store keeps calling its epoch callback while a deadline is set
 and calls the finalizer when it is deleted, so every callback object a store
@@ -16,24 +19,84 @@ per-profile state is reached through the callback's data word.
 from __future__ import annotations
 
 import ctypes
+import importlib
 import importlib.metadata
 from array import array
+from dataclasses import dataclass
 import threading
+from types import ModuleType
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import wasmtime
 import wasmtime._func as _wt_func
-import wasmtime._instance as _wt_instance
-import wasmtime._instance_pre as _wt_instance_pre
-import wasmtime._linker as _wt_linker
 from wasmtime import _bindings as _b
 
-SUPPORTED_WASMTIME = "50."
+from .defaults import WASMTIME_MAJORS, WASMTIME_REQUIREMENT
+from .symbols import ImageFinder
+
 WASMTIME_VERSION = importlib.metadata.version("wasmtime")
-if not WASMTIME_VERSION.startswith(SUPPORTED_WASMTIME):
-    raise ImportError(f"sigprof needs wasmtime {SUPPORTED_WASMTIME}x (the C API and store layout "
-                      f"it binds to); this is wasmtime {WASMTIME_VERSION}: "
-                      f"pip install 'wasmtime>=50,<51'")
+
+
+def _major(version: str) -> int:
+    head = version.split(".", 1)[0]
+    return int(head) if head.isdigit() else -1
+
+
+WASMTIME_MAJOR = _major(WASMTIME_VERSION)
+
+
+class UnsupportedWasmtime(RuntimeError):
+    pass
+
+
+def check_supported() -> None:
+    """Refuse a wasmtime-py whose private layout this module has not been checked against."""
+    if WASMTIME_MAJOR not in WASMTIME_MAJORS:
+        raise UnsupportedWasmtime(
+            f"sigprof supports wasmtime-py {WASMTIME_MAJORS[0]} to {WASMTIME_MAJORS[-1]} (it binds "
+            f"to their store layout and private parts); this is wasmtime {WASMTIME_VERSION}: "
+            f"pip install '{WASMTIME_REQUIREMENT}'")
+
+
+@dataclass(frozen=True)
+class Release:
+    """The facts sigprof relies on that differ between wasmtime-py releases.
+
+    Read from wasmtime's and wasmtime-py's sources per release, and checked at
+    run time where they can be (the store layout by ``_native``'s probe).
+    """
+
+    # VMStoreContext words after ``epoch_deadline`` that the native walk reads: the
+    # last exit's trampoline frame pointer and PC, and the entry trampoline's frame
+    # pointer.  wasmtime 43 added a word (the execution version) before them.
+    exit_trampoline_fp_word: int
+    exit_pc_word: int
+    entry_fp_word: int
+    # Before 48, wasmtime frees a thread's alternate signal stack while the thread
+    # can still take signals, so a handler run on it (SA_ONSTACK) can fault at
+    # thread exit; from 48 it lives until the thread is gone.
+    tick_handler_on_alt_stack: bool
+    # wasmtime 40's ``wasmtime_module_image_range`` gives the range of the code
+    # alone, not of the whole image (before and after, the image's).
+    image_range_is_text: bool = False
+
+
+def _release(major: int) -> Release:
+    if major <= 42:
+        return Release(4, 5, 7, tick_handler_on_alt_stack=False,
+                       image_range_is_text=major == 40)
+    return Release(5, 6, 8, tick_handler_on_alt_stack=major >= 48)
+
+
+RELEASE = _release(WASMTIME_MAJOR)
+
+
+def _optional_module(name: str) -> Optional[ModuleType]:
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        return None
+
 
 # --- the epoch-deadline callback --------------------------------------------
 
@@ -241,12 +304,32 @@ def set_last_exception(exc: BaseException) -> None:
     _wt_func.LAST_EXCEPTION = exc  # type: ignore[assignment]  # it re-raises any BaseException
 
 
+def error_text(exc: BaseException) -> str:
+    """wasmtime's message for a trap or error, without the Rust backtrace that
+    wasmtime 38-41 append to it when ``RUST_BACKTRACE`` is set."""
+    text = str(exc)
+    cut = text.find("\n\nStack backtrace:")
+    return text[:cut] if cut >= 0 else text
+
+
+def set_max_wasm_stack(config: wasmtime.Config, size_bytes: int) -> None:
+    """``config.max_wasm_stack = size_bytes``; before wasmtime-py 45 the property is
+    missing (assigning it would only set a Python attribute), the C call is not."""
+    _b.wasmtime_config_max_wasm_stack_set(config.ptr(), size_bytes)
+
+
 # --- module images -----------------------------------------------------------
 
 def module_image_range(module: wasmtime.Module) -> Tuple[int, int]:
     start = ctypes.c_void_p()
     end = ctypes.c_void_p()
     _b.wasmtime_module_image_range(module.ptr(), ctypes.byref(start), ctypes.byref(end))
+    if RELEASE.image_range_is_text and start.value:
+        # The image's header is a few pages below its code, as for any image
+        # found from a PC alone.
+        whole = ImageFinder(read_memory).image_range(start.value)
+        if whole is not None:
+            return whole
     return (start.value or 0, end.value or 0)
 
 
@@ -286,7 +369,11 @@ def engine_has_epoch_interruption(engine: wasmtime.Engine) -> bool:
 # ``enter_wasm`` context manager, imported by name into four of its modules.
 
 ORIGINAL_ENTER_WASM = _wt_func.enter_wasm
-_ENTER_WASM_USERS = (_wt_func, _wt_instance, _wt_instance_pre, _wt_linker)
+# The modules that call ``enter_wasm`` by the name they imported: ``_instance_pre``
+# exists from wasmtime-py 45.
+ENTER_WASM_USERS = tuple(m for m in (_wt_func, _optional_module("wasmtime._instance"),
+                                     _optional_module("wasmtime._instance_pre"),
+                                     _optional_module("wasmtime._linker")) if m is not None)
 LAST_EXCEPTION_HOLDER = _wt_func        # wasmtime-py re-raises its LAST_EXCEPTION
 
 
@@ -309,12 +396,12 @@ def host_hook_installed() -> bool:
 
 
 def install_entry_hook(enter_wasm: Callable[[Any], Any]) -> None:
-    for module in _ENTER_WASM_USERS:
+    for module in ENTER_WASM_USERS:
         setattr(module, "enter_wasm", enter_wasm)
 
 
 def uninstall_entry_hook(enter_wasm: Callable[[Any], Any]) -> None:
-    for module in _ENTER_WASM_USERS:
+    for module in ENTER_WASM_USERS:
         if getattr(module, "enter_wasm") is enter_wasm:
             setattr(module, "enter_wasm", ORIGINAL_ENTER_WASM)
 
@@ -335,4 +422,4 @@ def install_define_func_hook(remember: Callable[[Callable[..., Any], str, str], 
 
 
 def entry_hook_installed() -> bool:
-    return any(getattr(m, "enter_wasm") is not ORIGINAL_ENTER_WASM for m in _ENTER_WASM_USERS)
+    return any(getattr(m, "enter_wasm") is not ORIGINAL_ENTER_WASM for m in ENTER_WASM_USERS)

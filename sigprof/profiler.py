@@ -272,6 +272,7 @@ class Profiler:
     def start(self) -> "Profiler":
         if self._started or self.recording is not None:
             raise RuntimeError("this profiler was already started; make a new one")
+        wt.check_supported()
         if self.store is not None:
             _check_engine(self.store)
         _imports.install()

@@ -26,7 +26,7 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import wasmtime
 
-from . import profiler
+from . import _wasmtime as wt, profiler
 from .defaults import INTERRUPT_EXIT_CODE, TRAP_EXIT_CODE
 from .demangle import display_name
 from .recording import Recording
@@ -204,7 +204,7 @@ def engine_for_record(cache: bool, max_wasm_stack: Optional[int]) -> wasmtime.En
     if cache:
         config.cache = True              # wasmtime's own compile cache (~/.cache/wasmtime)
     if max_wasm_stack is not None:
-        config.max_wasm_stack = max_wasm_stack
+        wt.set_max_wasm_stack(config, max_wasm_stack)
     return profiler.engine(config)
 
 
@@ -260,12 +260,12 @@ def _trap_message(trap: wasmtime.Trap) -> str:
 
 def _reason(exc: BaseException) -> str:
     """wasmtime's cause: the last line of ``... wasm backtrace: ... Caused by: WHY``."""
-    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    lines = [line.strip() for line in wt.error_text(exc).strip().splitlines() if line.strip()]
     return lines[-1] if lines else ""
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
+    text = wt.error_text(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 
 

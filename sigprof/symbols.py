@@ -171,7 +171,7 @@ class SymbolTable:
                  epoch_builtin: Optional[int], read_code: Callable[[int, int], bytes],
                  digest: Callable[[], str], name_data: Callable[[], bytes],
                  names: Optional[WasmInfo] = None,
-                 info_data: Callable[[], bytes] = lambda: b""):
+                 info_data: Callable[[], Tuple[bytes, bool]] = lambda: (b"", True)):
         self.name = name
         self.text_offset = text_offset
         self.text_size = text_size
@@ -253,7 +253,7 @@ class SymbolTable:
         has an entry trampoline of its index; if any has none, the layout was not
         what the reader expects and no export names are used."""
         if self._exports is None:
-            exports = _exports_from_info(self._info_data())
+            exports = _exports_from_info(*self._info_data())
             entries = set()
             for i in range(len(self._starts)):
                 match = _ENTRY_RE.match(self._symbol(i))
@@ -341,8 +341,9 @@ def read_image(read: ReadMemory, start: int, end: int, name: Optional[str] = Non
         name_offsets = [w & 0xFFFFFFFF for w in _pick(first, keep)]
         epoch_builtin = next((starts[k] for k, at in enumerate(name_offsets)
                               if at == builtin_name), None)
+        pooled = _compiled_by_major(sections) >= _FIRST_POOLED_INFO_MAJOR
         info = sections.index.get(".wasmtime.info")
-        hint = _name_from_info(sections.data(info)) if info is not None else None
+        hint = _name_from_info(sections.data(info), pooled) if info is not None else None
         name_index = sections.index.get(".name.wasm")
     except struct.error as exc:
         raise ImageError(f"cannot parse module image: {exc}") from None
@@ -361,8 +362,8 @@ def read_image(read: ReadMemory, start: int, end: int, name: Optional[str] = Non
     def name_data() -> bytes:
         return sections.data(name_index) if name_index is not None else b""
 
-    def info_data() -> bytes:
-        return sections.data(info) if info is not None else b""
+    def info_data() -> Tuple[bytes, bool]:
+        return (sections.data(info) if info is not None else b""), pooled
 
     final = name or (names.module_name if names else None) or hint or f"wasm-{digest()[:8]}"
     table = SymbolTable(final, text_offset, text_size, array("Q", starts), array("Q", lengths),
@@ -401,74 +402,103 @@ def epoch_checks(text: bytes, start: int, size: int, builtin: int) -> Tuple[int,
     return tuple(sites)
 
 
-def _name_from_info(data: bytes) -> Optional[str]:
-    """The module's name-section name from wasmtime 50's ``.wasmtime.info``.
+# wasmtime's own serialisation (postcard) of a compiled module's metadata.  Its
+# strings are inline (a varint length, then UTF-8) up to wasmtime 42; from 43 they
+# are gathered into a string pool at the front and referred to by 1-based index.
+_FIRST_POOLED_INFO_MAJOR = 43
 
-    That section is wasmtime's own serialisation (postcard) of the compiled
-    module's metadata.  It begins with a string pool -- a zero byte, a varint
-    count, then length-prefixed UTF-8 strings -- followed by the module name
-    as an optional 1-based index into the pool.  (Postcard's varints are
-    unsigned LEB128, as in wasm.)  This layout is wasmtime's internal detail,
-    checked against wasmtime 50 by the tests; anything that does not fit
-    returns None and the caller falls back to a placeholder.
+
+def _compiled_by_major(sections: _Sections) -> int:
+    """The major version of the wasmtime that compiled the image, or -1.
+
+    ``.wasmtime.engine`` begins with the module-version strategy (0: wasmtime's
+    own version) and that version as a postcard string, e.g. ``"38"``."""
+    index = sections.index.get(".wasmtime.engine")
+    try:
+        r = ByteReader(sections.data(index) if index is not None else b"")
+        if r.byte() != 0:
+            return -1
+        digits = r.take(r.u32()).split(b".", 1)[0]
+    except (WasmFormatError, ImageError):
+        return -1
+    return int(digits) if digits.isdigit() else -1
+
+
+def _name_from_info(data: bytes, pooled: bool) -> Optional[str]:
+    """The module's name-section name from ``.wasmtime.info``.
+
+    The section begins with a zero byte, then (``pooled``) the string pool -- a
+    varint count of length-prefixed strings -- and the module name as an
+    optional index into it, or (inline) the name as an optional string.
+    (Postcard's varints are unsigned LEB128, as in wasm.)  This layout is
+    wasmtime's internal detail, checked against each release by the tests;
+    anything that does not fit returns None and the caller falls back to a
+    placeholder.
     """
     try:
-        pool, name, _ = _info_head(data)
+        return _InfoReader(data, pooled).head()
     except (WasmFormatError, UnicodeDecodeError):
         return None
-    return name
 
 
-def _info_head(data: bytes) -> Tuple[List[str], Optional[str], ByteReader]:
-    """The string pool and the module name of ``.wasmtime.info`` (see ``_name_from_info``),
-    and a reader positioned after them."""
-    r = ByteReader(data)
-    if r.byte() != 0:
-        raise WasmFormatError("not a string pool")
-    count = r.u32()
-    if count > 1_000_000:
-        raise WasmFormatError("implausible string pool")
-    pool = [r.take(r.u32()).decode("utf-8") for _ in range(count)]
-    present = r.byte()
-    if present not in (0, 1):
-        raise WasmFormatError("not an optional name")
-    name = None
-    if present:
+class _InfoReader:
+    """Reads ``.wasmtime.info``'s strings in either layout (see ``_name_from_info``)."""
+
+    def __init__(self, data: bytes, pooled: bool):
+        self.r = ByteReader(data)
+        self.pooled = pooled
+        self.pool: List[str] = []
+
+    def head(self) -> Optional[str]:
+        """Past the pool (if any) and the module name; returns the name."""
+        r = self.r
+        if r.byte() != 0:
+            raise WasmFormatError("not a module's metadata")
+        if self.pooled:
+            count = r.u32()
+            if count > 1_000_000:
+                raise WasmFormatError("implausible string pool")
+            self.pool = [r.take(r.u32()).decode("utf-8") for _ in range(count)]
+        present = r.byte()
+        if present not in (0, 1):
+            raise WasmFormatError("not an optional name")
+        return (self.string() or None) if present else None
+
+    def string(self) -> str:
+        r = self.r
+        if not self.pooled:
+            return r.take(r.u32()).decode("utf-8")
         index = r.u32()
-        if not 1 <= index <= len(pool):
-            raise WasmFormatError("name outside the pool")
-        name = pool[index - 1] or None
-    return pool, name, r
+        if not 1 <= index <= len(self.pool):
+            raise WasmFormatError("string outside the pool")
+        return self.pool[index - 1]
 
 
 _ENTITY_FUNCTION = 0        # wasmtime's EntityIndex::Function
 
 
-def _exports_from_info(data: bytes) -> Dict[int, str]:
-    """Function index -> its first export name, from wasmtime 50's ``.wasmtime.info``.
+def _exports_from_info(data: bytes, pooled: bool) -> Dict[int, str]:
+    """Function index -> its first export name, from ``.wasmtime.info``.
 
-    After the pool and the name (``_info_head``) come the module's initializers --
-    each an import: variant 0, two pool atoms (module, field) and an entity index
-    (kind varint, index varint) -- then its exports: a count, and per export a pool
-    atom and an entity index.  wasmtime's internal layout again: anything that does
-    not fit gives no names, and the caller checks the indices against the image.
+    After the pool and the name (``_InfoReader.head``) come the module's
+    initializers -- each an import: variant 0, two strings (module, field) and an
+    entity index (kind varint, index varint) -- then its exports: a count, and per
+    export a string and an entity index.  wasmtime's internal layout again:
+    anything that does not fit gives no names, and the caller checks the indices
+    against the image.
     """
     try:
-        pool, _, r = _info_head(data)
-
-        def atom() -> str:
-            index = r.u32()
-            if not 1 <= index <= len(pool):
-                raise WasmFormatError("atom outside the pool")
-            return pool[index - 1]
+        info = _InfoReader(data, pooled)
+        info.head()
+        r = info.r
         for _ in range(r.u32()):
             if r.byte() != 0:                  # the one initializer kind: an import
                 return {}
-            atom(), atom()
+            info.string(), info.string()
             r.u32(), r.u32()
         out: Dict[int, str] = {}
         for _ in range(r.u32()):
-            name = atom()
+            name = info.string()
             kind, index = r.u32(), r.u32()
             if kind == _ENTITY_FUNCTION:
                 out.setdefault(index, name)

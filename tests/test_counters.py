@@ -21,7 +21,7 @@ import pytest
 import wasmtime
 
 import sigprof
-from sigprof import _native, _ring, _session
+from sigprof import _native, _ring, _session, _wasmtime as wt
 from sigprof.profiler import counter_warnings
 from sigprof._timer import ManualTicks
 
@@ -74,7 +74,7 @@ def test_nesting_past_the_native_activation_limit_is_a_warning(native_capture):
     config = wasmtime.Config()
     # The guest's stack limit covers every re-entry's native frames (~3.5 KiB each, so
     # ~1 MiB here); 2 MiB is the most wasmtime allows (its async stack size).
-    config.max_wasm_stack = 2 << 20
+    wt.set_max_wasm_stack(config, 2 << 20)
     engine = sigprof.engine(config)
     store = wasmtime.Store(engine)
     module = wasmtime.Module(engine, NESTING_WAT)

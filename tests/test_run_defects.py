@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, List, Optional
 
 import pytest
+import wasmtime
 
 import sigprof
 from sigprof.runner import TRAP_EXIT_CODE
@@ -49,18 +50,32 @@ SPIN_FOREVER_WAT = """
     (call $forever)))
 """
 
-TYPES_WAT = """
+def _compiles(wat: str) -> bool:
+    try:
+        wasmtime.Module(wasmtime.Engine(), wat)
+    except wasmtime.WasmtimeError:
+        return False
+    return True
+
+
+# anyref, exnref and (ref func) need the GC proposal, which wasmtime enables by default
+# only in recent releases (off in 38, 44 and 45, on in 47): before, such a module does
+# not compile at all, and the compile error says so.
+GC_TYPES = _compiles('(module (func (param anyref)))')
+_GC_FUNCS = """
+  (func (export "takes_anyref") (param anyref))
+  (func (export "takes_exnref") (param exnref))
+  (func (export "takes_ref") (param i32 (ref func)))""" if GC_TYPES else ""
+TYPES_WAT = f"""
 (module
   (func (export "takes_v128") (param v128) (result i32) i32.const 1)
   (func (export "takes_funcref") (param funcref))
-  (func (export "takes_externref") (param externref))
-  (func (export "takes_anyref") (param anyref))
-  (func (export "takes_exnref") (param exnref))
-  (func (export "takes_ref") (param i32 (ref func)))
+  (func (export "takes_externref") (param externref)){_GC_FUNCS}
   (func (export "returns_externref") (result externref) ref.null extern)
   (func (export "returns_v128") (result v128) v128.const i64x2 0 0)
   (func (export "fine") (param i32 i64 f32 f64) (result i32) local.get 0))
 """
+NEEDS_GC = pytest.mark.skipif(not GC_TYPES, reason="this wasmtime compiles no GC types")
 
 
 def _env(tmp_path: Path, **extra: str) -> dict:
@@ -199,7 +214,9 @@ def slow_to_compile(functions: int = 200, operations: int = 2000) -> bytes:
 
 @pytest.mark.parametrize("export, kind", [
     ("takes_v128", "v128"), ("takes_funcref", "funcref"), ("takes_externref", "externref"),
-    ("takes_anyref", "anyref"), ("takes_exnref", "exnref"), ("takes_ref", "(ref func)"),
+    pytest.param("takes_anyref", "anyref", marks=NEEDS_GC),
+    pytest.param("takes_exnref", "exnref", marks=NEEDS_GC),
+    pytest.param("takes_ref", "(ref func)", marks=NEEDS_GC),
     ("returns_externref", "externref"), ("returns_v128", "v128")])
 def test_types_the_command_line_cannot_pass_are_refused_before_the_call(tmp_path, export, kind):
     (tmp_path / "types.wat").write_text(TYPES_WAT)

@@ -43,7 +43,7 @@ def test_module_names_from_the_name_section_else_a_stable_placeholder(engine):
     assert unnamed.symbols.name == again.symbols.name          # stable
     given, _ = _parsed(engine, '(module $my_app (func (export "f")))', name="chosen")
     assert given.symbols.name == "chosen"
-    assert symbols._name_from_info(b"") is None and symbols._name_from_info(b"\x01\x02") is None
+    assert symbols._name_from_info(b"", True) is None and symbols._name_from_info(b"\x01\x02", True) is None
 
 
 def test_unnamed_functions_get_wasmtime_style_names(engine):

@@ -30,8 +30,9 @@ PyObject *sp_py_install(PyObject *self, PyObject *args)
 {
     int signum;
     long long increment_address;
+    int on_alt_stack;
     (void)self;
-    if (!PyArg_ParseTuple(args, "iL", &signum, &increment_address))
+    if (!PyArg_ParseTuple(args, "iLp", &signum, &increment_address, &on_alt_stack))
         return NULL;
     if (installed_signum) {
         PyErr_SetString(PyExc_RuntimeError, "the native tick handler is already installed");
@@ -41,7 +42,10 @@ PyObject *sp_py_install(PyObject *self, PyObject *args)
     struct sigaction action;
     memset(&action, 0, sizeof action);
     action.sa_sigaction = sp_on_tick;
-    action.sa_flags = SA_SIGINFO | SA_RESTART | SA_ONSTACK;
+    /* On wasmtime's alternate stack where it outlives the thread's signals
+     * (_wasmtime.Release.tick_handler_on_alt_stack): a tick in wasm near the stack
+     * limit then has room to run. */
+    action.sa_flags = SA_SIGINFO | SA_RESTART | (on_alt_stack ? SA_ONSTACK : 0);
     sigemptyset(&action.sa_mask);
     if (sigaction(signum, &action, &previous_action) != 0)
         return PyErr_SetFromErrno(PyExc_OSError);

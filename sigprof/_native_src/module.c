@@ -29,7 +29,10 @@ static PyObject *py_ring_layout(PyObject *self, PyObject *unused)
 static PyMethodDef module_methods[] = {
     {"python_stack", sp_py_python_stack, METH_VARARGS,
      "python_stack(frame, stop_code) -> ((code, lasti, ...), reached stop_code)"},
-    {"install", sp_py_install, METH_VARARGS, "install(signum, increment_epoch_address)"},
+    {"install", sp_py_install, METH_VARARGS,
+     "install(signum, increment_epoch_address, on_alt_stack)"},
+    {"set_store_layout", sp_py_set_store_layout, METH_VARARGS,
+     "set_store_layout(exit_trampoline_fp_word, exit_pc_word, entry_fp_word)"},
     {"add_engine", sp_py_add_engine, METH_O, "bump this engine's epoch at every tick"},
     {"remove_engine", sp_py_remove_engine, METH_O, "stop bumping this engine's epoch"},
     {"reset_threads", sp_py_reset_threads, METH_NOARGS, "forget every thread's tick record"},
@@ -75,9 +78,6 @@ PyMODINIT_FUNC PyInit__csigprof(void)
         || PyModule_AddObject(m, "EPOCH_CALLBACK", PyLong_FromVoidPtr((void *)(uintptr_t)sp_epoch_callback)) < 0
         || PyModule_AddObject(m, "RELEASE_CAPTURE", PyLong_FromVoidPtr((void *)(uintptr_t)sp_release_capture)) < 0
         || PyModule_AddIntConstant(m, "HEADER_FIELDS", HEADER_FIELDS) < 0
-        || PyModule_AddIntConstant(m, "VM_EXIT_TRAMPOLINE_FP", VM_EXIT_TRAMPOLINE_FP) < 0
-        || PyModule_AddIntConstant(m, "VM_EXIT_PC", VM_EXIT_PC) < 0
-        || PyModule_AddIntConstant(m, "VM_ENTRY_FP", VM_ENTRY_FP) < 0
         || PyModule_AddIntConstant(m, "MAX_ACTIVATIONS", MAX_ACTIVATIONS) < 0
         || PyModule_AddObject(m, "MARK_ENTRY", PyLong_FromUnsignedLongLong(MARK_ENTRY)) < 0
         || PyModule_AddObject(m, "MARK_HOST", PyLong_FromUnsignedLongLong(MARK_HOST)) < 0) {

@@ -66,12 +66,29 @@ static long long walk(uint64_t pc, uint64_t fp, uint64_t entry_fp, uint64_t *out
     return n;
 }
 
+static int exit_trampoline_fp_word, exit_pc_word, entry_fp_word;
+
+PyObject *sp_py_set_store_layout(PyObject *self, PyObject *args)
+{
+    int words[3];
+    (void)self;
+    if (!PyArg_ParseTuple(args, "iii", &words[0], &words[1], &words[2]))
+        return NULL;
+    for (int i = 0; i < 3; i++)
+        if (words[i] < 1 || words[i] > 64)
+            return PyErr_Format(PyExc_ValueError, "store word %d out of range", words[i]);
+    exit_trampoline_fp_word = words[0];
+    exit_pc_word = words[1];
+    entry_fp_word = words[2];
+    Py_RETURN_NONE;
+}
+
 /* The current activation as wasmtime recorded it at the last exit to the host. */
 int sp_current_activation(Capture *c, Activation *a)
 {
-    uint64_t tramp_fp = c->vm[VM_EXIT_TRAMPOLINE_FP];
-    a->pc = c->vm[VM_EXIT_PC];
-    a->entry_fp = c->vm[VM_ENTRY_FP];
+    uint64_t tramp_fp = c->vm[exit_trampoline_fp_word];
+    a->pc = c->vm[exit_pc_word];
+    a->entry_fp = c->vm[entry_fp_word];
     if (tramp_fp == 0 || a->pc == 0 || a->entry_fp == 0 || (tramp_fp & 7)) {
         a->fp = 0;
         return 0;

@@ -177,12 +177,11 @@ PyObject *sp_py_host_ticks_unsent(PyObject *self, PyObject *unused);
 
 /* ---- the ring and the store's frames (capture.c, sample.c) ------------------------- */
 
-/* Words of VMStoreContext after epoch_deadline (wasmtime 50): execution_version,
- * stack_limit, gc_heap (base, length), then the exit/entry fields walked here.
- * Exported, so that _native's layout probe checks these very indices. */
-#define VM_EXIT_TRAMPOLINE_FP 5
-#define VM_EXIT_PC 6
-#define VM_ENTRY_FP 8
+/* Which words of VMStoreContext after epoch_deadline hold the last exit's trampoline
+ * frame pointer and PC and the entry trampoline's frame pointer: a per-release fact
+ * of wasmtime's, set once from _wasmtime.RELEASE by _native before its layout probe
+ * checks them, and before any capture exists. */
+PyObject *sp_py_set_store_layout(PyObject *self, PyObject *args);
 
 /* Ring header record (see _ring.py). */
 enum { H_TIME, H_CPU, H_WALL, H_PC_START, H_PC_COUNT, H_ORIGIN, H_TICKS, H_TICK_PC, H_FLAGS,
