@@ -513,6 +513,7 @@ def cmd_run(a: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
     outputs, formats, options = _recording_options(a)
     warnings.simplefilter("ignore", ProfileWarning)
+    sigprof.instrument()        # before the program makes its engines
     profiler = sigprof.profile(name=launch.program_name(program), **options)
     exit_code = launch.run_program(program, lambda: profiler)
     rec = profiler.recording
