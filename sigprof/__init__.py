@@ -31,7 +31,8 @@ if TYPE_CHECKING:
 _LAZY = {"Recording": "recording", "RecordingFormatError": "rawfile",
          "FAR_DEADLINE": "profiler", "Profiler": "profiler", "engine": "profiler",
          "profile": "profiler", "serve": "serve", "PprofServer": "serve",
-         "continuous": "continuous", "ContinuousProfiler": "continuous"}
+         "continuous": "continuous", "ContinuousProfiler": "continuous",
+         "instrument": "instrument"}
 
 
 def load(path: "str | os.PathLike[str]") -> "Recording":
@@ -62,4 +63,4 @@ def __dir__() -> List[str]:
 
 
 __all__ = ["ContinuousProfiler", "FAR_DEADLINE", "PprofServer", "Profiler", "Recording",
-           "RecordingFormatError", "continuous", "engine", "load", "profile", "serve", "__version__"]
+           "RecordingFormatError", "continuous", "engine", "instrument", "load", "profile", "serve", "__version__"]

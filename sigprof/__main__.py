@@ -4,6 +4,7 @@
                    [--capacity N]
                    [--invoke NAME [--arg VALUE]...] [--dir HOST::GUEST]... [--env KEY=VALUE]...
                    MODULE.wasm|MODULE.wat [ARGS...]
+    sigprof run [OPTIONS] (SCRIPT.py | -m MODULE | COMMAND) [ARGS...]
     sigprof convert IN.sigprof|IN.json[.gz] -o OUT [--format firefox|raw|collapsed|text|svg|pprof]
     sigprof report IN.sigprof|IN.json[.gz] [--top N]
     sigprof view [--svg] IN.sigprof|IN.json[.gz]
@@ -93,36 +94,43 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     defaults = _ShowDefaults
 
-    rec = sub.add_parser("record", help="run a module under the profiler and write a profile",
-                         formatter_class=defaults)
-    rec.add_argument("-o", "--output", action="append", default=[],
+    # The options of a recording and its outputs: record and run share them.
+    out = _Parser(add_help=False)
+    out.add_argument("-o", "--output", action="append", default=[],
                      help="output file; its suffix picks the format: .json/.json.gz (Firefox "
                           "Profiler), .sigprof (raw), .collapsed/.folded (collapsed stacks, "
                           "weights in µs), .txt, .svg (flame graph), .pb.gz/.pprof; - "
                           "for the standard "
                           "output (text, or --format); repeat to write the same recording in "
                           "several formats; when none is given: sigprof.json")
-    rec.add_argument("--format", choices=FORMATS,
+    out.add_argument("--format", choices=FORMATS,
                      help="the format of every output, whatever its name")
-    rec.add_argument("--clock", choices=("cpu", "prof", "wall"), default="cpu",
+    out.add_argument("--clock", choices=("cpu", "prof", "wall"), default="cpu",
                      help="cpu: user CPU time (ITIMER_VIRTUAL); prof: user+system; wall: "
                           "wall-clock time")
-    rec.add_argument("--interval",
+    out.add_argument("--interval",
                      help="time between samples: 250us, 1ms, 0.004 (seconds); when not given, "
                           "1 ms, or one kernel tick (4 ms at HZ=250) for the CPU clocks, whose "
                           "interval timer cannot tick faster (a finer one uses perf events: "
                           "see --source)")
-    rec.add_argument("--source", choices=("auto", "perf", "itimer"), default="auto",
+    out.add_argument("--source", choices=("auto", "perf", "itimer"), default="auto",
                      help="what makes CPU-time ticks: auto uses the interval timer at the "
                           "kernel tick and above and perf events (per-thread task clocks) for "
                           "a finer --interval, falling back to the timer where perf events "
                           "are refused; perf or itimer insists on one")
-    rec.add_argument("--capacity", type=int, default=DEFAULT_CAPACITY,
+    out.add_argument("--capacity", type=int, default=DEFAULT_CAPACITY,
                      help="samples the ring buffer holds")
-    rec.add_argument("--max-depth", type=int, default=DEFAULT_MAX_DEPTH,
+    out.add_argument("--max-depth", type=int, default=DEFAULT_MAX_DEPTH,
                      help="guest frames walked per sample")
-    rec.add_argument("--when-full", choices=("newest", "stop"), default="newest",
+    out.add_argument("--when-full", choices=("newest", "stop"), default="newest",
                      help="ring full: keep the newest samples or stop recording")
+    out.add_argument("--host-details", action="store_true",
+                     help="include host name, pid/tid and full paths (for private use)")
+    out.add_argument("--top", type=_positive_int, default=5,
+                     help="functions listed in the summary")
+
+    rec = sub.add_parser("record", help="run a module under the profiler and write a profile",
+                         formatter_class=defaults, parents=[out])
     rec.add_argument("--invoke", metavar="NAME",
                      help="call this exported function instead of the WASI _start")
     rec.add_argument("--arg", action="append", default=[], metavar="VALUE",
@@ -143,15 +151,21 @@ def _parser() -> argparse.ArgumentParser:
                      help="compile without wasmtime's compile cache (~/.cache/wasmtime)")
     rec.add_argument("--max-wasm-stack", type=int, metavar="BYTES",
                      help="the guest's stack limit (default: wasmtime's)")
-    rec.add_argument("--host-details", action="store_true",
-                     help="include host name, pid/tid and full paths (for private use)")
-    rec.add_argument("--top", type=_positive_int, default=5,
-                     help="functions listed in the summary")
     RECORD_OPTIONS.update(o for action in rec._actions for o in action.option_strings)
     rec.add_argument("module", metavar="MODULE.wasm|MODULE.wat")
     rec.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS",
                      help="arguments passed to the WASI program (everything after MODULE goes "
                           "to the program, as with `wasmtime run`: put sigprof's options first)")
+
+    run = sub.add_parser("run", help="run a Python program (a script, -m MODULE, or a console "
+                                     "script on PATH) under a profile of every store it "
+                                     "enters", formatter_class=defaults, parents=[out])
+    run.add_argument("-m", dest="run_module", metavar="MODULE",
+                     help="run a module as python -m does (what follows is its arguments)")
+    run.add_argument("program", nargs=argparse.REMAINDER,
+                     metavar="SCRIPT.py|COMMAND [ARGS]",
+                     help="the script or command and its arguments (put sigprof's options "
+                          "first: everything after it goes to the program)")
 
     conv = sub.add_parser("convert", help="convert a recording to another format",
                           formatter_class=defaults)
@@ -326,7 +340,9 @@ def cmd_record(a: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
 
 
-def _record(a: argparse.Namespace, stops: StopSignals) -> int:
+def _recording_options(a: argparse.Namespace) -> Tuple[List[str], List[str], Dict[str, Any]]:
+    """The shared options of record and run, checked: the outputs, their formats, and
+    the profile's keyword arguments."""
     from . import runner
     interval = runner.parse_interval(a.interval) if a.interval is not None else None
     outputs = a.output or ["sigprof.json"]
@@ -342,6 +358,12 @@ def _record(a: argparse.Namespace, stops: StopSignals) -> int:
                "host_details": a.host_details,
                "capacity": _positive(a.capacity, "--capacity"),
                "max_depth": _positive(a.max_depth, "--max-depth")}
+    return outputs, formats, options
+
+
+def _record(a: argparse.Namespace, stops: StopSignals) -> int:
+    from . import runner
+    outputs, formats, options = _recording_options(a)
     if a.invoke is None and a.arg:
         raise CliError("--arg needs --invoke NAME")
     args = a.args[1:] if a.args[:1] == ["--"] else a.args
@@ -430,7 +452,6 @@ def _rescue(rec: Recording) -> Optional[str]:
 
 def _summary(rec: Recording, written: List[Tuple[str, str]], top: int,
              result: "RunResult") -> None:
-    from .analysis import summarise_recording
     err = sys.stderr
     if result.outcome == "trap":
         print(f"sigprof: guest trapped{result.message}", file=err)
@@ -441,6 +462,13 @@ def _summary(rec: Recording, written: List[Tuple[str, str]], top: int,
     if result.results:
         print(f"sigprof: {result.recording.meta.get('name')} returned "
               f"{', '.join(map(str, result.results))}", file=err)
+    _profile_summary(rec, written, top)
+
+
+def _profile_summary(rec: Recording, written: List[Tuple[str, str]], top: int) -> None:
+    """What was written, the profile's warnings, its sample count and top functions."""
+    from .analysis import summarise_recording
+    err = sys.stderr
     sampled_ms = sum(rec.weights_ns()) / 1e6
     for path, fmt in written:
         print(f"sigprof: wrote {_shown(path)} ({exporter(fmt).description})", file=err)
@@ -461,6 +489,49 @@ def _summary(rec: Recording, written: List[Tuple[str, str]], top: int,
             if f.self_weight <= 0:
                 break
             print(f"  {summary.share(f.self_weight):5.1f}%  {f.function.label('summary')}", file=err)
+
+
+def cmd_run(a: argparse.Namespace) -> int:
+    from . import launch
+    program_args = list(a.program)
+    if a.run_module is None:
+        if program_args[:1] == ["--"]:
+            program_args = program_args[1:]
+        if not program_args:
+            raise CliError("run needs a program: SCRIPT.py, -m MODULE or COMMAND "
+                           "(see `sigprof run --help`)")
+        target, program_args = program_args[0], program_args[1:]
+    else:
+        target = a.run_module
+    try:
+        program = launch.find_program(target, program_args, module=a.run_module is not None)
+    except launch.LaunchError as exc:
+        raise CliError(str(exc)) from None
+    try:
+        import sigprof
+        from .profiler import ProfileWarning
+    except ModuleNotFoundError as exc:
+        raise CliError(f"run needs wasmtime-py ({exc}): pip install 'wasmtime>=50,<51'") \
+            from None
+    except ImportError as exc:
+        raise CliError(str(exc)) from None
+    outputs, formats, options = _recording_options(a)
+    warnings.simplefilter("ignore", ProfileWarning)
+    sigprof.instrument()        # before the program makes its engines
+    profiler = sigprof.profile(name=launch.program_name(program), **options)
+    exit_code = launch.run_program(program, lambda: profiler)
+    rec = profiler.recording
+    if rec is None:                 # the profile could not start: the program did not run
+        return exit_code
+    with StopSignals() as stops:    # from here a signal must not cost the profile
+        stops.stop_raising()
+        written, failures = _write_outputs(rec, outputs, formats)
+    if written:
+        _profile_summary(rec, written, a.top)
+    if failures:
+        _report_failures(rec, written, failures)
+        return EXIT_BAD_INPUT
+    return exit_code
 
 
 def cmd_convert(a: argparse.Namespace) -> int:
@@ -515,7 +586,7 @@ def cmd_view(a: argparse.Namespace) -> int:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         a = _parser().parse_args(argv)
-        return {"record": cmd_record, "convert": cmd_convert, "report": cmd_report,
+        return {"record": cmd_record, "run": cmd_run, "convert": cmd_convert, "report": cmd_report,
                 "view": cmd_view, "diff": cmd_diff}[a.command](a)
     except SystemExit as exc:                      # --help / --version
         return int(exc.code or 0)
