@@ -511,7 +511,7 @@ def cmd_run(a: argparse.Namespace) -> int:
         import sigprof
         from .profiler import ProfileWarning
     except ModuleNotFoundError as exc:
-        raise CliError(f"run needs wasmtime-py ({exc}): pip install 'wasmtime>=50,<51'") \
+        raise CliError(f"run needs wasmtime-py ({exc}): pip install '{WASMTIME_REQUIREMENT}'") \
             from None
     except ImportError as exc:
         raise CliError(str(exc)) from None
