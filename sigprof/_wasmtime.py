@@ -28,6 +28,8 @@ import wasmtime._instance_pre as _wt_instance_pre
 import wasmtime._linker as _wt_linker
 from wasmtime import _bindings as _b
 
+from . import _wasmtime_component
+
 SUPPORTED_WASMTIME = "50."
 WASMTIME_VERSION = importlib.metadata.version("wasmtime")
 if not WASMTIME_VERSION.startswith(SUPPORTED_WASMTIME):
@@ -311,12 +313,14 @@ def host_hook_installed() -> bool:
 def install_entry_hook(enter_wasm: Callable[[Any], Any]) -> None:
     for module in _ENTER_WASM_USERS:
         setattr(module, "enter_wasm", enter_wasm)
+    _wasmtime_component.install_entry_hook(enter_wasm)
 
 
 def uninstall_entry_hook(enter_wasm: Callable[[Any], Any]) -> None:
     for module in _ENTER_WASM_USERS:
         if getattr(module, "enter_wasm") is enter_wasm:
             setattr(module, "enter_wasm", ORIGINAL_ENTER_WASM)
+    _wasmtime_component.uninstall_entry_hook()
 
 
 def install_define_func_hook(remember: Callable[[Callable[..., Any], str, str], None]) -> None:
@@ -335,4 +339,5 @@ def install_define_func_hook(remember: Callable[[Callable[..., Any], str, str], 
 
 
 def entry_hook_installed() -> bool:
-    return any(getattr(m, "enter_wasm") is not ORIGINAL_ENTER_WASM for m in _ENTER_WASM_USERS)
+    return (any(getattr(m, "enter_wasm") is not ORIGINAL_ENTER_WASM for m in _ENTER_WASM_USERS)
+            or _wasmtime_component.entry_hook_installed())

@@ -1,0 +1,64 @@
+"""sigprof's hook on wasmtime-py's component model (``wasmtime.component``).
+
+wasmtime-py calls a component's functions through an ``enter_wasm`` of its own
+(``wasmtime/component/_enter.py``), not the core one: it takes a closure ``run``
+that makes the C call and returns its error, and no store.  Each caller's
+``run`` closes over the store it enters (``store``), which is how the hook
+finds the capture.  The core hook (``_wasmtime.install_entry_hook``) installs
+this one too, with the same guest-call context manager.
+
+Where wasmtime-py enters a component's code without ``enter_wasm``
+(``component.Linker.instantiate``, which runs core start functions), that code
+is not profiled.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, List, Optional
+
+import wasmtime.component._enter as _enter
+import wasmtime.component._func as _func
+import wasmtime.component._resources as _resources
+
+ORIGINAL_ENTER_WASM = _enter.enter_wasm
+# Every wasmtime-py module that imports the component ``enter_wasm`` by name
+# (checked against wasmtime-py's sources by tests/test_enter_wasm_coverage.py).
+ENTER_WASM_USERS = (_func, _resources)
+
+_installed: List[Callable[[Callable[[], Any]], None]] = []     # the hook now in place
+
+
+def _store_of(run: Callable[[], Any]) -> Optional[Any]:
+    """The store ``run`` closes over, if it closes over one named ``store``."""
+    names = getattr(getattr(run, "__code__", None), "co_freevars", ())
+    if "store" not in names or run.__closure__ is None:
+        return None
+    return run.__closure__[names.index("store")].cell_contents
+
+
+def install_entry_hook(guest_call: Callable[[Any], Any]) -> None:
+    """Run every component call inside ``guest_call(store)`` (a context manager that
+    wraps the core ``enter_wasm``, which for a component call sees no trap pointer set
+    and passes the component ``enter_wasm``'s error through)."""
+    uninstall_entry_hook()
+
+    def enter_wasm(run: Callable[[], Any]) -> None:
+        store = _store_of(run)
+        if store is None:
+            return ORIGINAL_ENTER_WASM(run)
+        with guest_call(store):
+            return ORIGINAL_ENTER_WASM(run)
+    _installed.append(enter_wasm)
+    for module in ENTER_WASM_USERS:
+        setattr(module, "enter_wasm", enter_wasm)
+
+
+def uninstall_entry_hook() -> None:
+    for module in ENTER_WASM_USERS:
+        if getattr(module, "enter_wasm") in _installed:
+            setattr(module, "enter_wasm", ORIGINAL_ENTER_WASM)
+    _installed.clear()
+
+
+def entry_hook_installed() -> bool:
+    return any(getattr(m, "enter_wasm") is not ORIGINAL_ENTER_WASM for m in ENTER_WASM_USERS)
