@@ -69,3 +69,20 @@ def test_hook_is_removed_after_the_profile(engine, component):
     with sigprof.profile():
         assert wt.entry_hook_installed()
     assert not wt.entry_hook_installed()
+
+
+def test_serialized_component_splits_into_its_core_modules(engine, component):
+    """Offline, from the component's compiled image: one table per run of a core
+    module's functions, named after the module, and the parts tile .text."""
+    from sigprof.symbols import core_module_parts, read_image
+    image = bytes(component.serialize())
+    table = read_image(lambda at, size: image[at:at + size], 0, len(image)).symbols
+    parts = core_module_parts(table)
+    assert [part.name for _, part in parts][:2] == ["Leaf", "Driver"]
+    assert parts[0][0] == 0
+    for (base, part), (next_base, _) in zip(parts, parts[1:]):
+        assert base + part.text_size == next_base
+    assert parts[-1][0] + parts[-1][1].text_size == table.text_size
+    functions = {part.name: {part.function_at(i).name for i in range(len(part))}
+                 for _, part in parts[:2]}
+    assert functions == {"Leaf": {"spin"}, "Driver": {"work", "run"}}
