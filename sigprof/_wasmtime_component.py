@@ -14,16 +14,22 @@ is not profiled.
 
 from __future__ import annotations
 
-from typing import Any, Callable, List, Optional
+from types import ModuleType
+from typing import Any, Callable, List, Optional, Tuple
 
-import wasmtime.component._enter as _enter
-import wasmtime.component._func as _func
-import wasmtime.component._resources as _resources
-
-ORIGINAL_ENTER_WASM = _enter.enter_wasm
+ORIGINAL_ENTER_WASM: Optional[Callable[[Callable[[], Any]], None]] = None
 # Every wasmtime-py module that imports the component ``enter_wasm`` by name
 # (checked against wasmtime-py's sources by tests/test_enter_wasm_coverage.py).
-ENTER_WASM_USERS = (_func, _resources)
+# wasmtime-py has bound components since 39.0.0; before, there is nothing to hook.
+ENTER_WASM_USERS: Tuple[ModuleType, ...] = ()
+try:
+    import wasmtime.component._enter as _enter
+    import wasmtime.component._func as _func
+    import wasmtime.component._resources as _resources
+    ORIGINAL_ENTER_WASM = _enter.enter_wasm
+    ENTER_WASM_USERS = (_func, _resources)
+except ImportError:
+    pass
 
 _installed: List[Callable[[Callable[[], Any]], None]] = []     # the hook now in place
 
@@ -42,12 +48,16 @@ def install_entry_hook(guest_call: Callable[[Any], Any]) -> None:
     and passes the component ``enter_wasm``'s error through)."""
     uninstall_entry_hook()
 
+    original = ORIGINAL_ENTER_WASM
+    if original is None:
+        return
+
     def enter_wasm(run: Callable[[], Any]) -> None:
         store = _store_of(run)
         if store is None:
-            return ORIGINAL_ENTER_WASM(run)
+            return original(run)
         with guest_call(store):
-            return ORIGINAL_ENTER_WASM(run)
+            return original(run)
     _installed.append(enter_wasm)
     for module in ENTER_WASM_USERS:
         setattr(module, "enter_wasm", enter_wasm)
