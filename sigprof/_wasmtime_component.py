@@ -28,7 +28,10 @@ try:
     import wasmtime.component._resources as _resources
     ORIGINAL_ENTER_WASM = _enter.enter_wasm
     ENTER_WASM_USERS = (_func, _resources)
+    import wasmtime.component._linker as _linker
+    HOST_SLAB: Optional[Any] = _linker.FUNCTIONS     # handle -> the Python host callable
 except ImportError:
+    HOST_SLAB = None
     pass
 
 _installed: List[Callable[[Callable[[], Any]], None]] = []     # the hook now in place
@@ -72,3 +75,33 @@ def uninstall_entry_hook() -> None:
 
 def entry_hook_installed() -> bool:
     return any(getattr(m, "enter_wasm") is not ORIGINAL_ENTER_WASM for m in ENTER_WASM_USERS)
+
+
+# Component host functions: wasmtime-py calls each through ``func_impl``, which
+# looks the callable up in ``component._linker.FUNCTIONS`` (``get(idx)``).
+_host_hooks: List[Callable[[int], Any]] = []
+
+
+def install_host_hook(wrap: Callable[[int, Any], Any]) -> None:
+    """Shadow the component host slab's ``get``: it returns ``wrap(idx, callable)``."""
+    uninstall_host_hook()
+    slab = HOST_SLAB
+    if slab is None:
+        return
+    original: Callable[[int], Any] = type(slab).get.__get__(slab)
+
+    def get(idx: int) -> Any:
+        return wrap(idx, original(idx))
+    _host_hooks.append(get)
+    setattr(slab, "get", get)             # an instance attribute shadows the method
+
+
+def uninstall_host_hook() -> None:
+    slab = HOST_SLAB
+    if slab is not None and slab.__dict__.get("get") in _host_hooks:
+        del slab.get
+    _host_hooks.clear()
+
+
+def host_hook_installed() -> bool:
+    return HOST_SLAB is not None and "get" in HOST_SLAB.__dict__
