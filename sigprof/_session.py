@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Set, Tupl
 
 import wasmtime
 
-from . import _capture, _native, _wasmtime as wt
+from . import _capture, _native, _wasmtime as wt, _wasmtime_component
 from ._capture import Capture, HostFunc, NativeCapture
 from ._pyframes import read_entry
 from ._timer import HostTicks, ITimerTicks, Notes, PerfTicks, TickSource, start_ticks
@@ -74,6 +74,7 @@ class Session:
         self._host_wrappers: Dict[int, Tuple[HostFunc, HostFunc]] = {}
         self._original_get: Callable[[int], Any] = lambda idx: None
         self._get_hook = self._host_get         # one bound method: uninstall compares it
+        self._component_wrappers: Dict[int, HostFunc] = {}  # component slab handle -> wrapper
         self._guard: Optional[_capture.SignalGuard] = None
         self.epoch_engines: "weakref.WeakSet[wasmtime.Engine]" = weakref.WeakSet()
         self._plain_engines: "weakref.WeakSet[wasmtime.Engine]" = weakref.WeakSet()
@@ -152,6 +153,7 @@ class Session:
                     self._uninstall_hooks()
                     self.host_callables = []
                     self._host_wrappers.clear()
+                    self._component_wrappers.clear()
             return notes
 
     # -- stores and engines -------------------------------------------------------
@@ -229,10 +231,21 @@ class Session:
                 cached = self._host_wrappers[idx] = (func, _sampling_wrapper(func, host_id))
         return (cached[1],) + tuple(entry[1:])
 
+    def _component_host_get(self, idx: int, func: HostFunc) -> HostFunc:
+        """A component host function's sampling wrapper (its slab holds bare callables)."""
+        wrapped = self._component_wrappers.get(idx)
+        if wrapped is None:
+            with self.lock:
+                host_id = len(self.host_callables)
+                self.host_callables.append(func)
+                wrapped = self._component_wrappers[idx] = _sampling_wrapper(func, host_id)
+        return wrapped
+
     def _install_hooks(self) -> None:
         self._uninstall_hooks()         # a forked child may hold its parent's
         self._original_get = wt.install_host_hook(self._get_hook)
         wt.install_entry_hook(_GuestCall)
+        _wasmtime_component.install_host_hook(self._component_host_get)
         if not _native.available():
             signum = self.timer.signum if self.timer is not None else None
             self._guard = _capture.SignalGuard(skip=(signum,) if signum else ())
@@ -241,12 +254,14 @@ class Session:
     def _uninstall_hooks(self) -> None:
         wt.uninstall_host_hook(self._get_hook)
         wt.uninstall_entry_hook(_GuestCall)
+        _wasmtime_component.uninstall_host_hook()
         if self._guard is not None:
             self._guard.uninstall()
             self._guard = None
 
     def hooks_installed(self) -> bool:
-        return wt.host_hook_installed() or wt.entry_hook_installed()
+        return (wt.host_hook_installed() or wt.entry_hook_installed()
+                or _wasmtime_component.host_hook_installed())
 
     # -- fork ----------------------------------------------------------------------
 

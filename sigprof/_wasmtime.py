@@ -31,6 +31,7 @@ import wasmtime
 import wasmtime._func as _wt_func
 from wasmtime import _bindings as _b
 
+from . import _wasmtime_component
 from .defaults import WASMTIME_MAJORS, WASMTIME_REQUIREMENT
 from .symbols import ImageFinder
 
@@ -398,12 +399,14 @@ def host_hook_installed() -> bool:
 def install_entry_hook(enter_wasm: Callable[[Any], Any]) -> None:
     for module in ENTER_WASM_USERS:
         setattr(module, "enter_wasm", enter_wasm)
+    _wasmtime_component.install_entry_hook(enter_wasm)
 
 
 def uninstall_entry_hook(enter_wasm: Callable[[Any], Any]) -> None:
     for module in ENTER_WASM_USERS:
         if getattr(module, "enter_wasm") is enter_wasm:
             setattr(module, "enter_wasm", ORIGINAL_ENTER_WASM)
+    _wasmtime_component.uninstall_entry_hook()
 
 
 def install_define_func_hook(remember: Callable[[Callable[..., Any], str, str], None]) -> None:
@@ -422,4 +425,5 @@ def install_define_func_hook(remember: Callable[[Callable[..., Any], str, str], 
 
 
 def entry_hook_installed() -> bool:
-    return any(getattr(m, "enter_wasm") is not ORIGINAL_ENTER_WASM for m in ENTER_WASM_USERS)
+    return (any(getattr(m, "enter_wasm") is not ORIGINAL_ENTER_WASM for m in ENTER_WASM_USERS)
+            or _wasmtime_component.entry_hook_installed())

@@ -634,16 +634,118 @@ def discover(pcs: Iterable[int], known: Sequence[LiveImage], read_memory: ReadMe
     """Images (beyond ``known``) that hold any of ``pcs``."""
     starts = sorted((img.text_start, img.text_end) for img in known)
     finder: Optional[ImageFinder] = None
-    found: Dict[Tuple[int, int], LiveImage] = {}
+    found: Dict[Tuple[int, int], List[LiveImage]] = {}
     for pc in sorted(set(pcs)):
         i = bisect.bisect_right(starts, (pc, float("inf"))) - 1
         if i >= 0 and starts[i][0] <= pc < starts[i][1]:
             continue
-        if any(img.text_start <= pc < img.text_end for img in found.values()):
+        if any(img.text_start <= pc < img.text_end for parts in found.values() for img in parts):
             continue
         if finder is None:
             finder = ImageFinder(read_memory)
         bounds = finder.image_range(pc)
         if bounds is not None and bounds not in found:
-            found[bounds] = image_from_memory(bounds[0], bounds[1], None, allowed, read_memory)
-    return list(found.values())
+            found[bounds] = images_from_memory(bounds[0], bounds[1], allowed, read_memory)
+    return [image for parts in found.values() for image in parts]
+
+
+# --- components: one image, several core modules ---------------------------------
+
+def images_from_memory(start: int, end: int, allowed: bool,
+                       read_memory: ReadMemory) -> List[LiveImage]:
+    """The image at ``[start, end)`` as live images: one for a core module's image; for a
+    component's (whose ELF holds every core module's code, ``wasm[N]::...`` for core
+    module N), one per run of a core module's functions, named after that module, and
+    one per run of the component's shared code (trampolines), named after the image."""
+    parsed = read_image(read_memory, start, end)
+    text_start = start + parsed.text_offset
+    table = parsed.symbols
+    return [LiveImage(text_start + base, text_start + base + part.text_size, part, allowed)
+            for base, part in core_module_parts(table)]
+
+
+def core_module_parts(table: SymbolTable) -> List[Tuple[int, SymbolTable]]:
+    """``table`` split by core module: (offset of the part in .text, its table); the
+    whole table alone when all its guest functions belong to one core module.
+
+    wasmtime lays a component's code out as each core module's functions in module
+    order, then the trampolines; the split follows the symbols as laid out, so
+    each part is one contiguous run and the parts tile .text."""
+    keys = []
+    for i in range(len(table._starts)):
+        match = _FUNCTION_RE.match(table._symbol(i))
+        keys.append(int(match.group(1)) if match else None)
+    modules = sorted({k for k in keys if k is not None})
+    if len(modules) <= 1:
+        return [(0, table)]
+    info, pooled = table._info_data()
+    # Before wasmtime 43 the strings are inline: no pool to find, and the parts numbered.
+    names = _core_module_names(info, len(modules)) if pooled else None
+    runs: List[Tuple[Optional[int], int]] = []          # (core module or None, first symbol)
+    for i, key in enumerate(keys):
+        if not runs or runs[-1][0] != key:
+            runs.append((key, i))
+    parts = []
+    for r, (key, first) in enumerate(runs):
+        last = runs[r + 1][1] if r + 1 < len(runs) else len(keys)
+        base = 0 if r == 0 else table._starts[first]
+        end = table._starts[last] if last < len(keys) else table.text_size
+        name = (names[modules.index(key)] if names else f"{table.name}::wasm[{key}]") \
+            if key is not None else table.name
+        parts.append((base, _part_table(table, name, base, end, first, last)))
+    return parts
+
+
+def _part_table(table: SymbolTable, name: str, base: int, end: int, first: int,
+                last: int) -> SymbolTable:
+    """Symbols ``[first, last)`` of ``table``, covering .text ``[base, end)``, as a table
+    of their own whose offsets count from ``base``."""
+    whole_digest = table._digest
+
+    def read_code(offset: int, size: int) -> bytes:
+        return table._read_code(base + offset, size) if 0 <= offset <= end - base - size else b""
+
+    def digest() -> str:
+        return hashlib.sha256(f"{whole_digest()}:{base}:{end}".encode()).hexdigest()
+
+    builtin = table._epoch_builtin
+    return SymbolTable(name, table.text_offset + base, end - base,
+                       array("Q", (s - base for s in table._starts[first:last])),
+                       table._sizes[first:last], table._name_offsets[first:last], table._strtab,
+                       builtin - base if builtin is not None else None, read_code, digest,
+                       table._name_data, None, table._info_data)
+
+
+def _core_module_names(data: bytes, modules: int) -> Optional[List[str]]:
+    """The core modules' names from a component's ``.wasmtime.info``, in module order.
+
+    wasmtime 50 serialises a component's artifacts with each core module's compiled
+    info in module order; in each, a string pool (varint count, length-prefixed
+    strings) is followed by the module's name as ``Some`` (1) and a 1-based index
+    into that pool (see ``_InfoReader``; the byte before the pool is a field that
+    varies).  Those are found by scanning for a pool of printable, non-empty
+    strings followed by such a name.  Used only when exactly one is found per core
+    module (every module named, no stray match); otherwise None and parts are
+    numbered."""
+    names = []
+    at = 0
+    while at < len(data):
+        try:
+            r = ByteReader(data, at)
+            count = r.u32()
+            pool: List[str] = []
+            while 0 < count <= len(data) - r.pos and len(pool) < count:
+                text = r.take(r.u32()).decode("utf-8")
+                if not text or not text.isprintable():
+                    break
+                pool.append(text)
+            if pool and len(pool) == count and r.byte() == 1:
+                index = r.u32()
+                if 1 <= index <= count:
+                    names.append(pool[index - 1])
+                    at = r.pos
+                    continue
+        except (WasmFormatError, UnicodeDecodeError):
+            pass
+        at += 1
+    return names if len(names) == modules else None

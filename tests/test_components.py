@@ -1,0 +1,111 @@
+"""Component-model guests (``wasmtime.component``) are profiled like core modules:
+calls through wasmtime-py's component ``enter_wasm`` are sampled, and each core
+module of the component is named in the profile with its own functions."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import wasmtime
+import wasmtime.component as wc
+
+import sigprof
+from sigprof import _wasmtime as wt
+
+from conftest import GUESTS, busy_python
+
+CPU_SECONDS = 0.5           # guest CPU time per profile: ~125 ticks at the 4 ms default
+# Leaf's spin and Driver's work run the same loop n times per call, so each holds
+# about half the samples.  Taking a share of at least 0.3 and 30 samples, a core
+# module is missing from a profile with probability at most 0.7**30 < 3e-5, and
+# one of the two in both tests below under 1/1000.
+MIN_SAMPLES = 30
+
+
+@pytest.fixture(scope="module")
+def component(engine):
+    return wc.Component(engine, (GUESTS / "component_two_modules.wat").read_text())
+
+
+def run_component(engine, component, store=None):
+    """Instantiate the component in ``store`` (or a new one) and call ``run`` until
+    CPU_SECONDS of CPU time have gone."""
+    store = store or wasmtime.Store(engine)
+    store.set_epoch_deadline(wt.FAR_DEADLINE)
+    run = wc.Linker(engine).instantiate(store, component).get_func(store, "run")
+    assert run is not None
+    deadline = time.process_time() + CPU_SECONDS
+    while time.process_time() < deadline:
+        assert run(store, 2_000_000) == 4_000_000
+        run.post_return(store)
+    return store
+
+
+def check_core_modules(prof):
+    recording = prof.recording
+    assert recording.samples >= MIN_SAMPLES, prof.report()
+    names = {m.name for m in recording.modules}
+    assert {"Leaf", "Driver"} <= names, names
+    stacks = prof.to_collapsed()          # frames as module!function, caller first
+    assert "Driver!run;Driver!work " in stacks, stacks
+    assert "Driver!run;Leaf!spin " in stacks, stacks
+
+
+def test_store_profile_names_each_core_module(engine, component):
+    store = wasmtime.Store(engine)
+    with sigprof.profile(store) as prof:
+        run_component(engine, component, store)
+    check_core_modules(prof)
+
+
+def test_storeless_profile_names_each_core_module(engine, component):
+    with sigprof.profile() as prof:
+        run_component(engine, component)
+    check_core_modules(prof)
+
+
+def test_hook_is_removed_after_the_profile(engine, component):
+    with sigprof.profile():
+        assert wt.entry_hook_installed()
+    assert not wt.entry_hook_installed()
+
+
+def test_serialized_component_splits_into_its_core_modules(engine, component):
+    """Offline, from the component's compiled image: one table per run of a core
+    module's functions, named after the module, and the parts tile .text."""
+    from sigprof.symbols import core_module_parts, read_image
+    image = bytes(component.serialize())
+    table = read_image(lambda at, size: image[at:at + size], 0, len(image)).symbols
+    parts = core_module_parts(table)
+    assert [part.name for _, part in parts][:2] == ["Leaf", "Driver"]
+    assert parts[0][0] == 0
+    for (base, part), (next_base, _) in zip(parts, parts[1:]):
+        assert base + part.text_size == next_base
+    assert parts[-1][0] + parts[-1][1].text_size == table.text_size
+    functions = {part.name: {part.function_at(i).name for i in range(len(part))}
+                 for _, part in parts[:2]}
+    assert functions == {"Leaf": {"spin"}, "Driver": {"work", "run"}}
+
+
+def test_component_host_function_is_sampled_under_its_caller(engine, native_capture):
+    """A Python host function a component imports is sampled as a host frame under the
+    guest function that called it.  It holds nearly all the time; taking a share of at
+    least 0.5 and MIN_SAMPLES samples, it is missing with probability below 0.5**30."""
+    component = wc.Component(engine, (GUESTS / "component_host.wat").read_text())
+    linker = wc.Linker(engine)
+
+    def burn(store, n):
+        busy_python(n)
+    with linker.root() as root:
+        root.add_func("burn", burn)
+    store = wasmtime.Store(engine)
+    store.set_epoch_deadline(wt.FAR_DEADLINE)
+    run = linker.instantiate(store, component).get_func(store, "run")
+    with sigprof.profile(store) as prof:
+        deadline = time.process_time() + CPU_SECONDS
+        while time.process_time() < deadline:
+            run(store, 100_000)
+            run.post_return(store)
+    assert prof.recording.samples >= MIN_SAMPLES, prof.report()
+    assert "!run;burn;" in prof.to_collapsed(), prof.to_collapsed()     # then its callees
