@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import importlib.util
 from pathlib import Path
 from typing import Dict, List
 
@@ -34,7 +35,9 @@ def enter_wasm_callers() -> Dict[str, List[ast.Call]]:
 
 def test_wasmtime_py_enters_wasm_somewhere():
     callers = enter_wasm_callers()
-    assert "wasmtime._func" in callers and "wasmtime.component._func" in callers, callers
+    assert "wasmtime._func" in callers, callers
+    if importlib.util.find_spec("wasmtime.component") is not None:    # from wasmtime-py 39
+        assert "wasmtime.component._func" in callers, callers
 
 
 def test_every_enter_wasm_caller_is_hooked_while_profiling():
