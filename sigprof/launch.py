@@ -20,6 +20,7 @@ import runpy
 import shutil
 import signal
 import sys
+import sysconfig
 import traceback
 from dataclasses import dataclass
 from typing import Any, Callable, List, Optional, Sequence
@@ -52,19 +53,21 @@ def _is_python_script(path: str) -> bool:
 
 
 def find_program(target: str, args: Sequence[str], module: bool = False) -> Program:
-    """The program ``target`` names: a module (``-m``), a file, or a command on PATH."""
+    """The program ``target`` names: a module (``-m``), a file, or a command on PATH or
+    among this interpreter's own scripts (a venv's console scripts, not activated)."""
     if module:
         return Program("module", target, [target, *args])
     if os.path.isfile(target):
         return Program("script", target, [target, *args])
     if os.sep not in target:
-        found = shutil.which(target)
+        found = shutil.which(target) or shutil.which(target, path=sysconfig.get_path("scripts"))
         if found is not None:
             if not _is_python_script(found):
                 raise LaunchError(f"{found} is not a Python script (its first line names no "
                                   f"python); sigprof run profiles Python programs in-process")
             return Program("script", found, [found, *args])
-    raise LaunchError(f"{target}: no such file, and no command of that name on PATH")
+    raise LaunchError(f"{target}: no such file, and no command of that name on PATH "
+                      f"or among this Python's scripts")
 
 
 class _Terminated(BaseException):
