@@ -33,7 +33,8 @@ import wasmtime
 
 from . import _capture, _native, _wasmtime as wt
 from ._capture import Capture, HostFunc, NativeCapture
-from ._pyframes import read_entry
+from ._pyframes import EntryFrames, read_entry
+from ._ring import ORIGIN_OUTSIDE, RawSample
 from ._timer import HostTicks, ITimerTicks, Notes, PerfTicks, TickSource, start_ticks
 
 if TYPE_CHECKING:
@@ -80,6 +81,8 @@ class Session:
         # Guest calls Python made into stores no profile covers, while one ran
         # (profiles report the count over their own span).
         self.uncovered_calls = 0
+        # A running store-less profile's Python time (native tick handler only).
+        self.python_time: Optional[PythonTime] = None
 
     # -- profiles joining and leaving ------------------------------------------
 
@@ -282,10 +285,50 @@ def _sampling_wrapper(func: HostFunc, host_id: int) -> HostFunc:
 _HOST_CALL_CODE = _sampling_wrapper(print, 0).__code__
 
 
+class PythonTime:
+    """A store-less profile's samples of Python time: ticks on a thread with no guest
+    call in progress, charged to its Python frames (``_native_src/hostticks.c``:
+    python_tick).  Each is a sample with no guest frames whose entry serial names the
+    frames, as a host tick's callees are named; up to ``capacity`` are kept, the rest
+    counted as dropped."""
+
+    SERIALS_FROM = 1 << 62          # never one of the C captures' entry serials
+
+    def __init__(self, t0_ns: int, interval_ns: int, capacity: int):
+        self._ext = _native.extension()
+        self._t0_ns = t0_ns
+        self._interval_ns = interval_ns
+        self._capacity = capacity
+        self.samples: List[RawSample] = []
+        self.segments: Dict[int, EntryFrames] = {}
+        self.dropped = 0
+        self.errors = 0
+        self._no_pcs = memoryview(b"").cast("Q")
+
+    def tick(self, tid: int, frame: Optional[FrameType]) -> None:
+        """Charge thread ``tid``'s due tick, if it is Python's, to ``frame`` outwards."""
+        charged = self._ext.python_tick(tid)
+        if charged is None or frame is None:
+            return
+        cpu_ns, wall_ns, ticks, tick_wall_ns = charged
+        if cpu_ns < 0:                  # the thread's first tick: no interval start known
+            cpu_ns = wall_ns = self._interval_ns * ticks
+        if len(self.samples) >= self._capacity:
+            self.dropped += 1
+            return
+        serial = self.SERIALS_FROM + len(self.samples)
+        self.segments[serial] = (0, read_entry(frame, _HOST_CALL_CODE))
+        self.samples.append(RawSample(
+            time_ns=tick_wall_ns - self._t0_ns, cpu_ns=cpu_ns, wall_ns=wall_ns,
+            origin=ORIGIN_OUTSIDE, ticks=ticks, pcs=self._no_pcs, stack_hash=0,
+            depth_limited=False, tid=tid, entry=serial))
+
+
 def _host_tick(signum: int, frame: Optional[FrameType]) -> None:
     """A tick landed in a Python host function on the main thread (the C handler
     passed it on, see ``_timer.NativeRelay``): sample it here, with the Python
-    frames the host function is running -- its callees."""
+    frames the host function is running -- its callees.  Or it landed in Python
+    outside any guest call, and a store-less profile charges it to those frames."""
     stack = _calls.stack
     capture = stack[-1] if stack else None
     if isinstance(capture, NativeCapture):
@@ -293,6 +336,12 @@ def _host_tick(signum: int, frame: Optional[FrameType]) -> None:
             _keep_callees(capture, capture.host_tick(), frame)
         except Exception:  # a signal handler: raising here would raise in the user's code
             capture.errors += 1
+    python_time = SESSION.python_time
+    if python_time is not None:
+        try:
+            python_time.tick(threading.get_native_id(), frame)
+        except Exception:  # as above
+            python_time.errors += 1
 
 
 def _host_ticks_elsewhere(tids: Set[int]) -> None:
@@ -300,15 +349,26 @@ def _host_ticks_elsewhere(tids: Set[int]) -> None:
     the sampler thread holding the GIL, so each thread is at a bytecode boundary and
     its frames can be read; sample each one's due tick with them."""
     frames = sys._current_frames()
+    python_time = SESSION.python_time
     for tid in tids:
         found = stacks.get(tid)
-        if found is None:
-            continue
-        ident, stack = found
-        capture = stack[-1] if stack else None
-        frame = frames.get(ident)
-        if isinstance(capture, NativeCapture) and frame is not None:
-            _keep_callees(capture, capture.host_tick_elsewhere(tid), frame)
+        capture = found[1][-1] if found is not None and found[1] else None
+        if isinstance(capture, NativeCapture):
+            frame = frames.get(found[0]) if found is not None else None
+            if frame is not None:
+                _keep_callees(capture, capture.host_tick_elsewhere(tid), frame)
+        elif python_time is not None and tid != threading.get_native_id():
+            ident = found[0] if found is not None else _ident_of(tid)
+            python_time.tick(tid, frames.get(ident) if ident is not None else None)
+
+
+def _ident_of(tid: int) -> Optional[int]:
+    """The Python thread ident of kernel thread ``tid`` (one that never called a guest)."""
+    for thread in threading.enumerate():
+        if thread.native_id == tid:
+            named.setdefault(tid, thread.name)
+            return thread.ident
+    return None
 
 
 def _keep_callees(capture: NativeCapture, serial: int, frame: Optional[FrameType]) -> None:
