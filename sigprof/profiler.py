@@ -295,12 +295,8 @@ class Profiler:
             self._start_unix_ns = time.time_ns()
             with SESSION.lock:
                 self._running = True
-                if self.store is None and self.python_frames and ticks.relay == "native" \
-                        and ticks.tick_word is None and ticks.clock != "wall":
-                    # The whole program is this profile's: its Python time too.
-                    SESSION.python_time = _session.PythonTime(
-                        self._t0_ns, round(ticks.interval_s * 1e9), self.capacity)
-                    _native.extension().set_python_ticks(True)
+                if self.store is None and self.python_frames and ticks.clock != "wall":
+                    self._start_python_time(ticks)
                 if self.store is not None:
                     self._attach(self.store, self.memories)
         except BaseException:
@@ -315,6 +311,9 @@ class Profiler:
         assert self._ticks is not None
         ring = Ring(self.capacity, self.max_depth, when_full=self.when_full)
         capture = _capture.new_capture(store, ring, self.python_frames)
+        if isinstance(capture, _capture.PythonCapture) and self.store is None:
+            pure = _session.pure_python_time
+            capture.python_time_mark = pure.calling_thread_mark if pure is not None else None
         capture.measure_memories(memories)
         capture.attach()
         try:
@@ -360,9 +359,24 @@ class Profiler:
                 capture.detach()
             SESSION.remove_capture(capture, self._ticks, orphan)
 
+    def _start_python_time(self, ticks: TickSource) -> None:
+        """The whole program is this profile's: its Python time too (under the lock)."""
+        interval_ns = round(ticks.interval_s * 1e9)
+        if ticks.relay == "native" and ticks.tick_word is None:
+            SESSION.python_time = _session.PythonTime(self._t0_ns, interval_ns, self.capacity)
+            _native.extension().set_python_ticks(True)
+        elif ticks.relay == "wakeup":
+            SESSION.python_time = _session.pure_python_time = _session.PurePythonTime(
+                self._t0_ns, interval_ns, self.capacity)
+
     def _stop_python_time(self) -> None:
-        if self.store is None and SESSION.python_time is not None:
-            _native.extension().set_python_ticks(False)
+        python_time = SESSION.python_time
+        if self.store is None and python_time is not None:
+            if _session.pure_python_time is None:
+                _native.extension().set_python_ticks(False)
+            else:
+                python_time.stop()
+                _session.pure_python_time = None
             SESSION.python_time = None
 
     def _leave(self) -> Notes:
