@@ -360,7 +360,14 @@ class PurePythonTime(PythonTime):
             cpu = _thread_cpu_ns(thread.ident)
             if cpu is not None and thread.ident is not None:
                 self._marks[thread.ident] = cpu
-        self._relay_ident = 0
+        # thread ident -> tick signals that came in its outermost guest call in progress
+        self._guest_ticked: Dict[int, int] = {}
+
+    def guest_ticked(self) -> None:
+        """The tick signal's Python-level handler ran inside the calling thread's guest
+        call (as the guest returned to wasmtime-py): the tick landed in the guest."""
+        ident = threading.get_ident()
+        self._guest_ticked[ident] = self._guest_ticked.get(ident, 0) + 1
 
     def _charge(self, ident: int, tid: int, frame: Optional[FrameType], cpu: int) -> None:
         spent = cpu - self._marks.get(ident, 0)
@@ -393,6 +400,9 @@ class PurePythonTime(PythonTime):
         """The calling thread's outermost guest call (into ``capture``'s store) returned."""
         if isinstance(capture, _capture.PythonCapture):
             ident = threading.get_ident()
+            signals = self._guest_ticked.pop(ident, 0)
+            if signals > capture.ring.count - capture.samples_at_entry:
+                capture.charge_unsampled_call()
             sampled_to = capture.cpu_prev + capture.cpu_pending
             if sampled_to > self._marks.get(ident, 0):
                 self._marks[ident] = sampled_to
@@ -438,9 +448,12 @@ def _host_tick(signum: int, frame: Optional[FrameType]) -> None:
         except Exception:  # a signal handler: raising here would raise in the user's code
             capture.errors += 1
     python_time = SESSION.python_time
-    if python_time is not None and not (stack and stack[-1] is not None):
+    if python_time is not None:
         try:
-            python_time.tick(threading.get_native_id(), frame)
+            if not (stack and stack[-1] is not None):
+                python_time.tick(threading.get_native_id(), frame)
+            elif isinstance(python_time, PurePythonTime):
+                python_time.guest_ticked()
         except Exception:  # as above
             python_time.errors += 1
 
@@ -509,9 +522,11 @@ class _GuestCall:
             return self._inner.__exit__(*exc_info)
         finally:
             stack = _calls.stack
-            stack.pop()
-            if not stack and pure_python_time is not None:
+            if len(stack) == 1 and pure_python_time is not None:
+                # before the pop: a tick's Python handler running meanwhile must not
+                # charge this call's time to Python as well
                 pure_python_time.guest_left(self._capture)
+            stack.pop()
             capture = self._capture
             if capture is not None:
                 sampled = capture.guest_exit()

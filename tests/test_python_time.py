@@ -54,7 +54,8 @@ def sampled_by_thread(rec) -> Dict[str, Tuple[int, int, float]]:
     per: Dict[str, list] = {}
     for thread, stack, cpu in zip(table.thread, table.stack, table.cpu_ns):
         funcs = [rec.function(f) for f in rec.stack_frames(stack)] if stack >= 0 else []
-        in_guest = any(f.kind == "wasm" for f in funcs)
+        # (unknown: a guest call the pure-Python capture charged without its frames)
+        in_guest = any(f.kind in ("wasm", "unknown") for f in funcs)
         per.setdefault(names[thread], []).append((cpu, in_guest))
     return {name: (sum(c for c, _ in rows), sum(c for c, g in rows if g),
                    effective_samples([c for c, _ in rows])) for name, rows in per.items()}
