@@ -391,6 +391,7 @@ class PurePythonTime(PythonTime):
                 continue                            # in a guest call: the captures' time
             cpu = _thread_cpu_ns(ident)
             if cpu is not None:
+                named.setdefault(tid, thread.name)
                 self._charge(ident, tid, frames.get(ident), cpu)
 
     def calling_thread_mark(self) -> int:

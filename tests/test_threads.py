@@ -240,7 +240,7 @@ def test_asyncio_runs_guests_in_executor_threads(guest):
     # The guests ran in the executor's threads; the main thread's own Python time (the
     # event loop's) is in the store-less profile too.
     assert all(name.startswith("asyncio_") or name == "MainThread"
-               for name in _thread_names(rec))
+               for name in _thread_names(rec)), _thread_names(rec)
 
 
 def test_overlapping_profiles_must_share_the_clock(guest):
