@@ -246,6 +246,11 @@ class PythonCapture(_CaptureBase):
         self.overhead_cpu_ns = 0
         self.overhead_wall_ns = 0
         self.cpu_pending = self.wall_pending = 0
+        # A store-less profile charges the Python time between guest calls itself
+        # (``_session.PurePythonTime``): then this capture's interval at a guest entry
+        # starts at the thread's mark, which this returns.
+        self.python_time_mark: Optional[Callable[[], int]] = None
+        self.samples_at_entry = 0       # then: the ring's count at the outermost entry
         self._cpu_ns: Callable[[], int] = thread_time_ns
         self._wall_ns: Callable[[], int] = perf_counter_ns
         self._memories: List[wasmtime.Memory] = []
@@ -345,10 +350,23 @@ class PythonCapture(_CaptureBase):
         if self.guest_depth == 0 and self.enabled:
             self._bind()
             total = self.tick_word.value
-            if total != self.consumed:
+            if self.python_time_mark is not None:
+                self.samples_at_entry = self.ring.count
+                self.consumed = total
+                self.cpu_prev, self.wall_prev = self.python_time_mark(), self._wall_ns()
+                self.cpu_pending = self.wall_pending = 0
+            elif total != self.consumed:
                 self._record(ORIGIN_OUTSIDE, total, False)
             self.set_deadline(self.context, 1)
         self.guest_depth += 1
+
+    def charge_unsampled_call(self) -> None:
+        """An outermost guest call returns with fewer samples than tick signals came in
+        it (the relay counts a tick too late for an epoch check near the call's end):
+        charge the call's time since its last sample to the guest, its frames unknown,
+        rather than to the Python after it."""
+        if self.enabled and self.native_tid == get_native_id():
+            self._record(ORIGIN_GUEST, max(self.tick_word.value, self.consumed), False)
 
     def guest_exit(self) -> Optional[Tuple[int, int]]:
         """The guest call returned; None: no Python frames are needed (this capture's
@@ -365,7 +383,7 @@ class PythonCapture(_CaptureBase):
         no sample accounts for is reported, not invented), the thread's CPU
         time over the whole profile, and the profile's wall duration.
         """
-        if self.enabled and self.native_tid == get_native_id():
+        if self.enabled and self.native_tid == get_native_id() and self.python_time_mark is None:
             total = self.tick_word.value
             if total != self.consumed:
                 self._record(ORIGIN_OUTSIDE, total, False)

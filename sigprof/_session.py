@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import os
 import sys
+from array import array
 import threading
+import time
 import weakref
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Set, Tuple, Union
@@ -33,7 +35,8 @@ import wasmtime
 
 from . import _capture, _native, _wasmtime as wt, _wasmtime_component
 from ._capture import Capture, HostFunc, NativeCapture
-from ._pyframes import read_entry
+from ._pyframes import EntryFrames, RawEntry, read_entry
+from ._ring import MARK_ENTRY, ORIGIN_OUTSIDE, RawSample
 from ._timer import HostTicks, ITimerTicks, Notes, PerfTicks, TickSource, start_ticks
 
 if TYPE_CHECKING:
@@ -56,6 +59,9 @@ named: Dict[int, str] = {}          # kernel thread id -> Python thread name, as
 # sampler thread of host ticks elsewhere (``_host_ticks_elsewhere``)
 stacks: Dict[int, Tuple[int, List[Optional[Capture]]]] = {}
 _calls = _Calls()
+# The running store-less profile's Python time when it is the wakeup relay's (guest
+# calls move its marks); None otherwise.
+pure_python_time: Optional["PurePythonTime"] = None
 
 
 class Session:
@@ -82,6 +88,8 @@ class Session:
         # Guest calls Python made into stores no profile covers, while one ran
         # (profiles report the count over their own span).
         self.uncovered_calls = 0
+        # A running store-less profile's Python time (native tick handler only).
+        self.python_time: Optional[PythonTime] = None
 
     # -- profiles joining and leaving ------------------------------------------
 
@@ -110,7 +118,8 @@ class Session:
                 ticks = own_ticks
             elif self.timer is None:
                 timer = start_ticks(profile.clock, profile.interval_s, profile.source, [],
-                                    host_ticks=HostTicks(_host_tick, _host_ticks_elsewhere))
+                                    host_ticks=HostTicks(_host_tick, _host_ticks_elsewhere,
+                                                         _python_time_relayed))
                 assert isinstance(timer, (ITimerTicks, PerfTicks))
                 self.timer = ticks = timer
             else:
@@ -301,10 +310,156 @@ def _sampling_wrapper(func: HostFunc, host_id: int) -> HostFunc:
 _HOST_CALL_CODE = _sampling_wrapper(print, 0).__code__
 
 
+class PythonTime:
+    """A store-less profile's samples of Python time: CPU time a thread spends with no
+    guest call in progress (between guest calls, on any store, or after the last),
+    charged to its Python frames.  Each is a sample with no guest frames whose entry
+    serial names the frames, as a host tick's callees are named; up to ``capacity``
+    are kept, the rest counted as dropped.
+
+    With the native tick handler, the ticks on such a thread are handed on like host
+    ticks and ``tick`` charges each (``_native_src/hostticks.c``: python_tick);
+    ``PurePythonTime`` is the wakeup relay's way."""
+
+    SERIALS_FROM = 1 << 62          # never one of the C captures' entry serials
+
+    def __init__(self, t0_ns: int, interval_ns: int, capacity: int):
+        self._t0_ns = t0_ns
+        self._interval_ns = interval_ns
+        self._capacity = capacity
+        self.samples: List[RawSample] = []
+        self.segments: Dict[int, EntryFrames] = {}
+        self.dropped = 0
+        self.errors = 0
+        # A stack of one entry mark, which the resolver replaces with the entry's frames.
+        self._entry_only = memoryview(array("Q", [MARK_ENTRY]))
+
+    def tick(self, tid: int, frame: Optional[FrameType]) -> None:
+        """Charge thread ``tid``'s due tick, if it is Python's, to ``frame`` outwards."""
+        charged = _native.extension().python_tick(tid)
+        if charged is None or frame is None:
+            return
+        cpu_ns, wall_ns, ticks, tick_wall_ns = charged
+        if cpu_ns < 0:                  # the thread's first tick: no interval start known
+            cpu_ns = wall_ns = self._interval_ns * ticks
+        self._add(tid, read_entry(frame, _HOST_CALL_CODE), cpu_ns, wall_ns, ticks,
+                  tick_wall_ns)
+
+    def _add(self, tid: int, frames: RawEntry, cpu_ns: int, wall_ns: int, ticks: int,
+             wall_at_ns: int) -> None:
+        if len(self.samples) >= self._capacity:
+            self.dropped += 1
+            return
+        serial = self.SERIALS_FROM + len(self.samples)
+        self.segments[serial] = (0, frames)
+        self.samples.append(RawSample(
+            time_ns=wall_at_ns - self._t0_ns, cpu_ns=cpu_ns, wall_ns=wall_ns,
+            origin=ORIGIN_OUTSIDE, ticks=ticks, pcs=self._entry_only, stack_hash=MARK_ENTRY,
+            depth_limited=False, tid=tid, entry=serial))
+
+    def stop(self) -> None:
+        """No more samples (the profile stops)."""
+
+
+class PurePythonTime(PythonTime):
+    """Python time without the native handler: the wakeup relay cannot tell which
+    thread a tick interrupted, so at each tick it relays (``relayed``, holding the
+    GIL) every thread with no guest call in progress is charged the CPU time its own
+    clock advanced since its last mark, at the frame it is at.  A thread's mark is
+    shared with its captures, as the native handler's thread record is: an outermost
+    guest call's first interval starts at it (``PythonCapture.python_time_mark``), and
+    at its exit the mark moves to where the call's last sample ended.  At stop the
+    rest is charged."""
+
+    def __init__(self, t0_ns: int, interval_ns: int, capacity: int):
+        super().__init__(t0_ns, interval_ns, capacity)
+        # Python thread ident -> its CPU clock at its mark; threads started later start at 0
+        self._marks: Dict[int, int] = {}
+        for thread in threading.enumerate():
+            cpu = _thread_cpu_ns(thread.ident)
+            if cpu is not None and thread.ident is not None:
+                self._marks[thread.ident] = cpu
+        # thread ident -> tick signals that came in its outermost guest call in progress
+        self._guest_ticked: Dict[int, int] = {}
+
+    def guest_ticked(self) -> None:
+        """The tick signal's Python-level handler ran inside the calling thread's guest
+        call (as the guest returned to wasmtime-py): the tick landed in the guest."""
+        ident = threading.get_ident()
+        self._guest_ticked[ident] = self._guest_ticked.get(ident, 0) + 1
+
+    def _charge(self, ident: int, tid: int, frame: Optional[FrameType], cpu: int) -> None:
+        spent = cpu - self._marks.get(ident, 0)
+        self._marks[ident] = cpu
+        if spent > 0 and frame is not None:
+            self._add(tid, _python_entry(frame), spent, spent, 1, time.monotonic_ns())
+
+    def tick(self, tid: int, frame: Optional[FrameType]) -> None:
+        """On the main thread, at the tick signal's Python-level handler: charge it."""
+        self._charge(threading.get_ident(), tid, frame, time.thread_time_ns())
+
+    def relayed(self) -> None:
+        me = threading.get_ident()
+        frames = sys._current_frames()
+        for thread in threading.enumerate():
+            ident, tid = thread.ident, thread.native_id or 0
+            if ident is None or ident == me or thread.name.startswith("sigprof-"):
+                continue
+            found = stacks.get(tid)
+            if found is not None and found[0] == ident and found[1]:
+                continue                            # in a guest call: the captures' time
+            cpu = _thread_cpu_ns(ident)
+            if cpu is not None:
+                named.setdefault(tid, thread.name)
+                self._charge(ident, tid, frames.get(ident), cpu)
+
+    def calling_thread_mark(self) -> int:
+        return self._marks.get(threading.get_ident(), 0)
+
+    def guest_left(self, capture: Optional[Capture]) -> None:
+        """The calling thread's outermost guest call (into ``capture``'s store) returned."""
+        if isinstance(capture, _capture.PythonCapture):
+            ident = threading.get_ident()
+            signals = self._guest_ticked.pop(ident, 0)
+            if signals > capture.ring.count - capture.samples_at_entry:
+                capture.charge_unsampled_call()
+            sampled_to = capture.cpu_prev + capture.cpu_pending
+            if sampled_to > self._marks.get(ident, 0):
+                self._marks[ident] = sampled_to
+
+    def stop(self) -> None:
+        self.relayed()
+        self._charge(threading.get_ident(), threading.get_native_id(), sys._getframe(1),
+                     time.thread_time_ns())
+
+
+def _thread_cpu_ns(ident: Optional[int]) -> Optional[int]:
+    """Thread ``ident``'s CPU clock; None once it has ended."""
+    try:
+        return time.clock_gettime_ns(time.pthread_getcpuclockid(ident or 0))
+    except (OSError, ProcessLookupError, ValueError):
+        return None
+
+
+def _python_entry(frame: FrameType) -> RawEntry:
+    """``read_entry`` without the C extension."""
+    flat: List[object] = []
+    reached = False
+    walking: Optional[FrameType] = frame
+    while walking is not None:
+        if walking.f_code is _HOST_CALL_CODE:
+            reached = True
+            break
+        flat.extend((walking.f_code, walking.f_lasti))
+        walking = walking.f_back
+    return tuple(flat), reached
+
+
 def _host_tick(signum: int, frame: Optional[FrameType]) -> None:
     """A tick landed in a Python host function on the main thread (the C handler
     passed it on, see ``_timer.NativeRelay``): sample it here, with the Python
-    frames the host function is running -- its callees."""
+    frames the host function is running -- its callees.  Or it landed in Python
+    outside any guest call, and a store-less profile charges it to those frames."""
     stack = _calls.stack
     capture = stack[-1] if stack else None
     if isinstance(capture, NativeCapture):
@@ -312,6 +467,15 @@ def _host_tick(signum: int, frame: Optional[FrameType]) -> None:
             _keep_callees(capture, capture.host_tick(), frame)
         except Exception:  # a signal handler: raising here would raise in the user's code
             capture.errors += 1
+    python_time = SESSION.python_time
+    if python_time is not None:
+        try:
+            if not (stack and stack[-1] is not None):
+                python_time.tick(threading.get_native_id(), frame)
+            elif isinstance(python_time, PurePythonTime):
+                python_time.guest_ticked()
+        except Exception:  # as above
+            python_time.errors += 1
 
 
 def _host_ticks_elsewhere(tids: Set[int]) -> None:
@@ -319,15 +483,33 @@ def _host_ticks_elsewhere(tids: Set[int]) -> None:
     the sampler thread holding the GIL, so each thread is at a bytecode boundary and
     its frames can be read; sample each one's due tick with them."""
     frames = sys._current_frames()
+    python_time = SESSION.python_time
     for tid in tids:
         found = stacks.get(tid)
-        if found is None:
-            continue
-        ident, stack = found
-        capture = stack[-1] if stack else None
-        frame = frames.get(ident)
-        if isinstance(capture, NativeCapture) and frame is not None:
-            _keep_callees(capture, capture.host_tick_elsewhere(tid), frame)
+        capture = found[1][-1] if found is not None and found[1] else None
+        if isinstance(capture, NativeCapture):
+            frame = frames.get(found[0]) if found is not None else None
+            if frame is not None:
+                _keep_callees(capture, capture.host_tick_elsewhere(tid), frame)
+        elif python_time is not None and tid != threading.get_native_id():
+            ident = found[0] if found is not None else _ident_of(tid)
+            python_time.tick(tid, frames.get(ident) if ident is not None else None)
+
+
+def _ident_of(tid: int) -> Optional[int]:
+    """The Python thread ident of kernel thread ``tid`` (one that never called a guest)."""
+    for thread in threading.enumerate():
+        if thread.native_id == tid:
+            named.setdefault(tid, thread.name)
+            return thread.ident
+    return None
+
+
+def _python_time_relayed() -> None:
+    """The wakeup relay counted a tick (see ``PurePythonTime``)."""
+    python_time = SESSION.python_time
+    if isinstance(python_time, PurePythonTime):
+        python_time.relayed()
 
 
 def _keep_callees(capture: NativeCapture, serial: int, frame: Optional[FrameType]) -> None:
@@ -359,7 +541,12 @@ class _GuestCall:
         try:
             return self._inner.__exit__(*exc_info)
         finally:
-            _calls.stack.pop()
+            stack = _calls.stack
+            if len(stack) == 1 and pure_python_time is not None:
+                # before the pop: a tick's Python handler running meanwhile must not
+                # charge this call's time to Python as well
+                pure_python_time.guest_left(self._capture)
+            stack.pop()
             capture = self._capture
             if capture is not None:
                 sampled = capture.guest_exit()

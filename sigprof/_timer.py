@@ -213,10 +213,12 @@ PythonHandler = Union[SignalHandler, int, None]     # what signal.signal() retur
 
 
 class HostTicks(NamedTuple):
-    """Where the C handler hands ticks that land in Python host functions."""
+    """Where the C handler hands ticks that land in Python host functions (and, for
+    the wakeup relay, what it calls, holding the GIL, after each tick it counts)."""
 
     on_main: SignalHandler                          # the main thread's, as a signal handler
     elsewhere: Callable[[Set[int]], None]           # other threads', by kernel id
+    on_relayed: Optional[Callable[[], None]] = None
 
 
 class NativeRelay:
@@ -325,9 +327,15 @@ class WakeupRelay:
 
     name = "wakeup"
 
-    def __init__(self, signum: int, tick_word: ctypes.c_uint64):
+    def __init__(self, signum: int, tick_word: ctypes.c_uint64,
+                 host_ticks: Optional[HostTicks] = None):
         self.signum = signum
         self.tick_word = tick_word
+        # after each counted tick, on the relay thread; the Python-level handler
+        # (on the main thread, at its next bytecode)
+        self._on_relayed = host_ticks.on_relayed if host_ticks is not None else None
+        self._on_signal: SignalHandler = (host_ticks.on_main if host_ticks is not None
+                                          else _ignore_tick)
         self.notes: Notes = {}
         self._thread: Optional[threading.Thread] = None
         self._read_fd = self._write_fd = -1
@@ -347,7 +355,7 @@ class WakeupRelay:
         os.set_blocking(self._write_fd, False)
         self._thread = threading.Thread(target=self._relay, name="sigprof-relay", daemon=True)
         self._thread.start()
-        self._previous_handler = signal.signal(self.signum, _ignore_tick)
+        self._previous_handler = signal.signal(self.signum, self._on_signal)
         self._python_handler_installed = True
         # Restart interrupted system calls (CPython installs handlers without
         # SA_RESTART): a tick must not turn a guest's blocking WASI call into EINTR.
@@ -376,6 +384,12 @@ class WakeupRelay:
             n = data.count(tick)
             if n:
                 word.value += n
+                if self._on_relayed is not None:
+                    try:
+                        self._on_relayed()
+                    except Exception:  # pragma: no cover - a sample lost, never the relay
+                        self.notes["relayed_tick_errors"] = (
+                            self.notes.get("relayed_tick_errors", 0) + 1)
             if n != len(data):
                 others = bytes(b for b in data if b != tick and b != _STOP_BYTE)
                 if others and self._previous_wakeup_fd >= 0:
@@ -520,7 +534,7 @@ class ITimerTicks(_SignalTicks):
                 self.tick_word = None
             else:
                 assert self.tick_word is not None
-                self._relay = WakeupRelay(self._signal, self.tick_word)
+                self._relay = WakeupRelay(self._signal, self.tick_word, self._host_ticks)
             self._relay.install(engines)
             self.relay = relay
             signal.setitimer(self.which, self.interval_s, self.interval_s)

@@ -296,6 +296,8 @@ class Profiler:
             self._start_unix_ns = time.time_ns()
             with SESSION.lock:
                 self._running = True
+                if self.store is None and self.python_frames and ticks.clock != "wall":
+                    self._start_python_time(ticks)
                 if self.store is not None:
                     self._attach(self.store, self.memories)
         except BaseException:
@@ -310,6 +312,9 @@ class Profiler:
         assert self._ticks is not None
         ring = Ring(self.capacity, self.max_depth, when_full=self.when_full)
         capture = _capture.new_capture(store, ring, self.python_frames)
+        if isinstance(capture, _capture.PythonCapture) and self.store is None:
+            pure = _session.pure_python_time
+            capture.python_time_mark = pure.calling_thread_mark if pure is not None else None
         capture.measure_memories(memories)
         capture.attach()
         try:
@@ -355,7 +360,28 @@ class Profiler:
                 capture.detach()
             SESSION.remove_capture(capture, self._ticks, orphan)
 
+    def _start_python_time(self, ticks: TickSource) -> None:
+        """The whole program is this profile's: its Python time too (under the lock)."""
+        interval_ns = round(ticks.interval_s * 1e9)
+        if ticks.relay == "native" and ticks.tick_word is None:
+            SESSION.python_time = _session.PythonTime(self._t0_ns, interval_ns, self.capacity)
+            _native.extension().set_python_ticks(True)
+        elif ticks.relay == "wakeup":
+            SESSION.python_time = _session.pure_python_time = _session.PurePythonTime(
+                self._t0_ns, interval_ns, self.capacity)
+
+    def _stop_python_time(self) -> None:
+        python_time = SESSION.python_time
+        if self.store is None and python_time is not None:
+            if _session.pure_python_time is None:
+                _native.extension().set_python_ticks(False)
+            else:
+                python_time.stop()
+                _session.pure_python_time = None
+            SESSION.python_time = None
+
     def _leave(self) -> Notes:
+        self._stop_python_time()
         notes = SESSION.leave(self)
         if self._own_ticks is not None:
             notes = self._own_ticks.stop() or {}
@@ -371,6 +397,8 @@ class Profiler:
         with SESSION.lock:
             self._running = False
             captures = list(self._captures)
+            python_time = SESSION.python_time if self.store is None else None
+            self._stop_python_time()
         notes: Notes = {}
         finished: List[Tuple[int, int, int, int]] = []
         host_callables = SESSION.host_callables      # the last profile out resets it
@@ -384,6 +412,8 @@ class Profiler:
             # The rings are read below, before their stores are let go.
             try:
                 raw = self._read_rings(captures)
+                if python_time is not None and python_time.samples:
+                    raw = sorted(raw + python_time.samples, key=lambda sample: sample.time_ns)
             finally:
                 try:
                     self._release()
@@ -395,10 +425,16 @@ class Profiler:
         meta = self._meta(captures, ticks, notes, unsampled_cpu, unsampled_wall, thread_cpu,
                           duration, ticks_taken, uncovered)
         meta["lost_ticks"], meta["host_ticks_unsent"] = losses
+        if python_time is not None:
+            meta["python_time_samples"] = len(python_time.samples)
+            meta["dropped"] += python_time.dropped
+            meta["callback_errors"] += python_time.errors
         meta["warnings"].extend(counter_warnings(meta))
         segments: Dict[int, Any] = {}
         for capture in captures:
             segments.update(capture.python_segments)
+        if python_time is not None:
+            segments.update(python_time.segments)
         try:
             self.recording = _resolve.resolve_recording(
                 raw, modules=self._module_refs, discover_allowed=self.modules is None,

@@ -237,7 +237,10 @@ def test_asyncio_runs_guests_in_executor_threads(guest):
     rec = prof.recording
     assert rec.samples > 5
     assert ("twin_a", "work") in _functions(rec)
-    assert all(name.startswith("asyncio_") for name in _thread_names(rec))
+    # The guests ran in the executor's threads; the main thread's own Python time (the
+    # event loop's) is in the store-less profile too.
+    assert all(name.startswith("asyncio_") or name == "MainThread"
+               for name in _thread_names(rec)), _thread_names(rec)
 
 
 def test_overlapping_profiles_must_share_the_clock(guest):

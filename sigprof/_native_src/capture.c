@@ -57,7 +57,15 @@ static int bind(Capture *c)
         s->pending_ns = 0;
         s->ready = 1;
     }
-    /* Nothing from before this capture joined the thread is charged to it. */
+    /* Nothing from before this capture joined the thread is charged to it -- unless
+     * a store-less profile charges the thread's Python time (hostticks.c): then a
+     * tick in Python not yet charged goes to this store's entry sample. */
+    if (sp_python_ticks_on() && c->use_tick_record && !c->every_thread) {
+        c->bound_ticks = s->consumed;
+        c->bound_cpu_ns = s->cpu_prev;
+        c->bound_wall_ns = s->wall_prev;
+        return 1;
+    }
     c->bound_ticks = ticks_now(c);
     c->bound_cpu_ns = cpu;
     c->bound_wall_ns = wall;
@@ -336,6 +344,9 @@ static PyObject *Capture_host_tick_elsewhere(Capture *c, PyObject *arg)
 static PyObject *Capture_guest_enter(Capture *c, PyObject *unused)
 {
     (void)unused;
+    ThreadSlot *here = sp_slot_for(sp_thread_tid());
+    if (here)
+        here->guests++;               /* ticks here are no longer Python's */
     if (c->guest_depth > 0 && c->enabled && c->python_frames) {
         ThreadSlot *s = own_slot(c);
         if (s && s->in_host > 0)
@@ -364,6 +375,9 @@ static PyObject *Capture_guest_exit(Capture *c, PyObject *unused)
 {
     (void)unused;
     uint64_t serial = 0, parent = 0;
+    ThreadSlot *here = sp_slot_for(sp_thread_tid());
+    if (here && here->guests > 0)
+        here->guests--;
     if (c->guest_depth > 0) {
         long long level = c->guest_depth - 1;
         if (c->sampled_depth > level) {

@@ -62,3 +62,62 @@ PyObject *sp_py_host_ticks_unsent(PyObject *self, PyObject *unused)
     return PyLong_FromUnsignedLongLong(
         (unsigned long long)__atomic_load_n(&host_ticks_unsent, __ATOMIC_ACQUIRE));
 }
+
+/* -- Python time ---------------------------------------------------------------------
+ * A store-less profile covers the whole program, so a tick on a thread with no guest
+ * call in progress (Python between guest calls, on any store, or after the last) is
+ * handed on like a host tick, and python_tick charges it to the thread's Python
+ * frames.  Owns the switch; the slot fields python_tick writes are the captures'
+ * (capture.c), written here only while the slot's thread runs no guest and the
+ * caller holds the GIL -- so no capture on that thread can be sampling. */
+static int python_ticks;
+
+int sp_python_ticks_on(void)
+{
+    return __atomic_load_n(&python_ticks, __ATOMIC_ACQUIRE);
+}
+
+/* set_python_ticks(on) */
+PyObject *sp_py_set_python_ticks(PyObject *self, PyObject *arg)
+{
+    (void)self;
+    int on = PyObject_IsTrue(arg);
+    if (on < 0)
+        return NULL;
+    __atomic_store_n(&python_ticks, on, __ATOMIC_RELEASE);
+    Py_RETURN_NONE;
+}
+
+/* python_tick(tid) -> (cpu_ns, wall_ns, ticks, tick_wall_ns) or None: charge thread
+ * `tid`'s ticks not yet charged, if it has no guest call in progress: the interval
+ * from where its last sample ended (cpu_ns, wall_ns -1: it has none; the caller
+ * weighs the tick by the interval) to its latest tick (at CLOCK_MONOTONIC
+ * tick_wall_ns).  The caller holds the GIL and reads the thread's Python frames. */
+PyObject *sp_py_python_tick(PyObject *self, PyObject *arg)
+{
+    (void)self;
+    unsigned long long tid = PyLong_AsUnsignedLongLong(arg);
+    if (tid == (unsigned long long)-1 && PyErr_Occurred())
+        return NULL;
+    ThreadSlot *s = sp_slot_for(tid);
+    TickRecord t;
+    if (s == NULL || s->guests > 0 || !sp_read_tick(s, &t) || t.count == 0
+        || (s->ready && t.count <= s->consumed))
+        Py_RETURN_NONE;
+    long long cpu_ns = -1, wall_ns = -1;
+    unsigned long long ticks = 1;
+    if (s->ready) {
+        cpu_ns = t.cpu_ns - (s->cpu_prev + s->pending_ns);
+        wall_ns = t.wall_ns - (s->wall_prev + s->pending_ns);
+        ticks = t.count - s->consumed;
+    }
+    s->consumed = t.count;
+    s->seen = t.count;
+    s->cpu_prev = t.cpu_ns;
+    s->wall_prev = t.wall_ns;
+    s->pending_ns = 0;
+    s->ready = 1;
+    return Py_BuildValue("LLKL", cpu_ns > 0 || cpu_ns == -1 ? cpu_ns : 0LL,
+                         wall_ns > 0 || wall_ns == -1 ? wall_ns : 0LL, ticks,
+                         (long long)t.wall_ns);
+}

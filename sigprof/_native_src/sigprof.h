@@ -113,6 +113,8 @@ typedef struct {
     uint64_t seen;                /* the own tick whose record the last sample used */
     int in_host;                  /* Python host calls in progress (read by the handler) */
     int64_t host_since_ns;        /* CLOCK_MONOTONIC when the newest host call began */
+    int guests;                   /* guest calls in progress on this thread, any store (read
+                                     by the handler: with none, a tick is Python's) */
 } ThreadSlot;
 
 typedef struct {                  /* a consistent copy of a slot's latest tick */
@@ -174,6 +176,12 @@ void sp_forward_host_tick(const ThreadSlot *s, uint64_t tid);
 
 PyObject *sp_py_set_host_ticks(PyObject *self, PyObject *args);
 PyObject *sp_py_host_ticks_unsent(PyObject *self, PyObject *unused);
+/* Python time: a store-less profile asks for ticks on threads with no guest call in
+ * progress too (they go where host ticks go), and charges each to the thread's Python
+ * frames (python_tick).  sp_python_ticks_on: asked for.  ASYNC-SIGNAL-SAFE. */
+int sp_python_ticks_on(void);
+PyObject *sp_py_set_python_ticks(PyObject *self, PyObject *arg);
+PyObject *sp_py_python_tick(PyObject *self, PyObject *arg);
 
 /* ---- the ring and the store's frames (capture.c, sample.c) ------------------------- */
 

@@ -96,7 +96,7 @@ void sp_on_tick(int signum, siginfo_t *info, void *ucv)
         if (clock_gettime(CLOCK_MONOTONIC, &ts) == 0)
             s->wall_ns = ns_of(&ts);
         __atomic_add_fetch(&s->count, 1, __ATOMIC_RELEASE);
-        if (s->in_host > 0)
+        if (s->in_host > 0 || (s->guests == 0 && sp_python_ticks_on()))
             sp_forward_host_tick(s, tid);
     } else {
         __atomic_add_fetch(&lost_ticks, 1, __ATOMIC_RELAXED);
