@@ -238,3 +238,24 @@ def _file_names(program: Any, cu: Any) -> Dict[int, str]:
             directory = os.path.join(comp_dir, directory) if directory else comp_dir
         out[number] = name if os.path.isabs(name) else os.path.join(directory, name)
     return out
+
+
+class ImageLines:
+    """Source frames for text offsets of one compiled module image: its address
+    map (text offset -> wasm file offset) composed with the wasm's DWARF; results
+    cached per text offset, since a profile asks about the same PCs again and again."""
+
+    def __init__(self, address_map: Any, dwarf: ModuleDwarf):
+        self._map = address_map
+        self._dwarf = dwarf
+        self._cache: Dict[int, Tuple[SourceFrame, ...]] = {}
+
+    def frames_at(self, text_offset: int) -> Tuple[SourceFrame, ...]:
+        """Outermost first; empty where the code has no wasm position or no DWARF."""
+        found = self._cache.get(text_offset)
+        if found is None:
+            position = self._map.file_position(text_offset)
+            found = () if position is None else tuple(
+                self._dwarf.frames_at(self._dwarf.code_address(position)))
+            self._cache[text_offset] = found
+        return found

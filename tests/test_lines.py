@@ -62,3 +62,31 @@ def test_a_module_without_dwarf_has_no_lines():
     wasm = (Path(__file__).parent / "guests" / "addrmap.wasm").read_bytes()
     dwarf = ModuleDwarf(wasm)
     assert not dwarf.has_dwarf and dwarf.frames_at(0x10) == []
+
+
+def test_native_text_offsets_resolve_through_the_address_map(tmp_path):
+    """PC in wasmtime's image -> .wasmtime.addrmap -> DWARF address -> frames, as llvm-symbolizer."""
+    wasmtime = pytest.importorskip("wasmtime")
+    from sigprof import addrmap, symbols
+    from sigprof.dwarf import ImageLines
+
+    wasm = _build(tmp_path, "-O2")
+    data = wasm.read_bytes()
+    image = wasmtime.Module(wasmtime.Engine(), data).serialize()
+    read = lambda a, n: image[a:a + n]  # noqa: E731
+    amap = addrmap.read_address_map(read, 0, len(image))
+    dwarf = ModuleDwarf(data)
+    lines = ImageLines(amap, dwarf)
+    table = symbols.read_image(read, 0, len(image)).symbols
+    offsets = [pc for i in range(len(table)) if (f := table.function_at(i)).role == symbols.ROLE_WASM
+               for pc in range(f.start, f.start + f.size)]
+    mapped = [(pc, amap.file_position(pc)) for pc in offsets]
+    mapped = [(pc, dwarf.code_address(pos)) for pc, pos in mapped if pos is not None]
+    assert mapped
+    expected = _symbolizer(wasm, [address for _, address in mapped])
+    functions = set()
+    for (pc, _), want in zip(mapped, expected):
+        got = [(f.function, f"{f.file}:{f.line}:{f.column}") for f in reversed(lines.frames_at(pc))]
+        assert (got or [("??", "??:0:0")]) == want, hex(pc)
+        functions.update(f.function for f in lines.frames_at(pc))
+    assert {"main", "mix", "step", "twist"} <= functions
