@@ -1,0 +1,92 @@
+"""Source lines and inlined frames from a wasm module's DWARF, checked against llvm-symbolizer."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from sigprof.dwarf import ModuleDwarf
+
+SOURCES = Path(__file__).parent / "guests" / "lines"
+SYMBOLIZER = "llvm-symbolizer-14"
+
+
+def _build(tmp_path: Path, opt: str) -> Path:
+    if shutil.which("clang") is None or shutil.which(SYMBOLIZER) is None:
+        pytest.skip("needs Debian clang (wasm32-wasi) and llvm-symbolizer-14")
+    out = tmp_path / f"lines{opt}.wasm"
+    proc = subprocess.run(["clang", "--target=wasm32-wasi", "-g", opt, str(SOURCES / "hot.c"),
+                           str(SOURCES / "step.c"), "-o", str(out)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"clang cannot build for wasm32-wasi here: {proc.stderr.strip()[:200]}")
+    return out
+
+
+def _symbolizer(wasm: Path, addresses: list[int]) -> list[list[tuple[str, str]]]:
+    """llvm-symbolizer's frames (innermost first) per address, as (function, file:line:column)."""
+    proc = subprocess.run([SYMBOLIZER, "--inlines", f"--obj={wasm}"],
+                          input="".join(f"{a:#x}\n" for a in addresses),
+                          capture_output=True, text=True, timeout=120)
+    answers = []
+    for block in proc.stdout.strip("\n").split("\n\n"):
+        lines = block.split("\n")
+        answers.append([(lines[i], lines[i + 1]) for i in range(0, len(lines), 2)])
+    return answers
+
+
+@pytest.mark.parametrize("opt", ["-O2", "-O0"])
+def test_every_code_address_matches_llvm_symbolizer(tmp_path, opt):
+    wasm = _build(tmp_path, opt)
+    dwarf = ModuleDwarf(wasm.read_bytes())
+    assert dwarf.has_dwarf
+    addresses = list(range(0, 0x400))
+    expected = _symbolizer(wasm, addresses)
+    assert len(expected) == len(addresses)
+    for address, want in zip(addresses, expected):
+        got = [(f.function, f"{f.file}:{f.line}:{f.column}") for f in reversed(dwarf.frames_at(address))]
+        assert (got or [("??", "??:0:0")]) == want, hex(address)
+
+
+def test_the_inlined_helper_is_its_own_frame(tmp_path):
+    wasm = _build(tmp_path, "-O2")
+    dwarf = ModuleDwarf(wasm.read_bytes())
+    chains = {tuple(f.function for f in dwarf.frames_at(a)) for a in range(0x400)}
+    assert ("step", "twist") in chains          # twist() inlined into step(), innermost last
+    assert ("main", "mix") in chains
+
+
+def test_a_module_without_dwarf_has_no_lines():
+    wasm = (Path(__file__).parent / "guests" / "addrmap.wasm").read_bytes()
+    dwarf = ModuleDwarf(wasm)
+    assert not dwarf.has_dwarf and dwarf.frames_at(0x10) == []
+
+
+def test_native_text_offsets_resolve_through_the_address_map(tmp_path):
+    """PC in wasmtime's image -> .wasmtime.addrmap -> DWARF address -> frames, as llvm-symbolizer."""
+    wasmtime = pytest.importorskip("wasmtime")
+    from sigprof import addrmap, symbols
+    from sigprof.dwarf import ImageLines
+
+    wasm = _build(tmp_path, "-O2")
+    data = wasm.read_bytes()
+    image = wasmtime.Module(wasmtime.Engine(), data).serialize()
+    read = lambda a, n: image[a:a + n]  # noqa: E731
+    amap = addrmap.read_address_map(read, 0, len(image))
+    dwarf = ModuleDwarf(data)
+    lines = ImageLines(amap, dwarf)
+    table = symbols.read_image(read, 0, len(image)).symbols
+    offsets = [pc for i in range(len(table)) if (f := table.function_at(i)).role == symbols.ROLE_WASM
+               for pc in range(f.start, f.start + f.size)]
+    mapped = [(pc, amap.file_position(pc)) for pc in offsets]
+    mapped = [(pc, dwarf.code_address(pos)) for pc, pos in mapped if pos is not None]
+    assert mapped
+    expected = _symbolizer(wasm, [address for _, address in mapped])
+    functions = set()
+    for (pc, _), want in zip(mapped, expected):
+        got = [(f.function, f"{f.file}:{f.line}:{f.column}") for f in reversed(lines.frames_at(pc))]
+        assert (got or [("??", "??:0:0")]) == want, hex(pc)
+        functions.update(f.function for f in lines.frames_at(pc))
+    assert {"main", "mix", "step", "twist"} <= functions
