@@ -116,11 +116,15 @@ def test_a_host_function_handle_given_out_again_calls_the_new_function(engine):
         return result
 
     profiled = wasmtime.Store(engine)
+    gc.collect()            # earlier tests' garbage freed now, not between these calls
+    expected = list(range(1, 7))
     with sigprof.profile(profiled):
-        results = [call(lambda: 1), call(lambda: 2)]
-    assert results == [1, 2]
+        results = [call(lambda value=value: value) for value in expected]
+    assert results == expected
     if wt.WASMTIME_MAJOR < 50:
-        assert handles[0] == handles[1]          # the case this test is about did happen
+        # The case this test is about did happen (a freed handle comes back first, unless
+        # other garbage freed in the same collection is handed out before it).
+        assert len(set(handles)) < len(handles), handles
 
 
 def _slab_handle_of(host) -> int:
