@@ -318,7 +318,7 @@ class Profiler:
         capture.measure_memories(memories)
         capture.attach()
         try:
-            store.set_epoch_deadline(1)
+            wt.set_store_deadline(store, 1)
             SESSION.add_capture(capture, self._ticks)
             capture.begin(self._ticks.tick_word, self._ticks.fake_clock, self._t0_ns,
                           every_thread=self._ticks.clock == "wall")

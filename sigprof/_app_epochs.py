@@ -1,0 +1,113 @@
+"""The application's own epochs, kept apart from sigprof's.
+
+An application may time its guests out with epochs: ``store.set_epoch_deadline(n)``
+and a ticker thread calling ``engine.increment_epoch()``.  A profile bumps the
+same engine's epoch at every tick (from C, or ``_wasmtime.increment_epoch``: never
+through the Python method) and its epoch callback keeps moving the deadline, so
+on their own the application's deadlines would never fire.  Hence, once
+``install()`` ran (``sigprof.instrument()``, or the first profile):
+
+* ``Engine.increment_epoch`` also counts the application's ticks per engine;
+* ``Store.set_epoch_deadline`` also records the deadline as an absolute count of
+  those ticks (stores that never set one cost nothing);
+* while a capture samples a store with such a deadline, the application tick
+  that reaches it sets the capture's ``app_expired`` -- on the ticker thread,
+  before the epoch moves -- and the capture's epoch callback then returns
+  wasmtime's interrupt trap, which the guest's caller gets as it would
+  unprofiled (``wasmtime.Trap``, ``trap_code`` INTERRUPT);
+* when the capture detaches, the store gets back the ticks the application had
+  left (0 if it expired), on a callback that traps as wasmtime does.
+
+wasmtime-py 38-50 offers only the trap as epoch-deadline behaviour (no
+``epoch_deadline_trap``, ``epoch_deadline_callback`` or
+``epoch_deadline_async_yield_and_update`` on ``Store``), so that is what is kept.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from typing import Any, Dict, Optional
+
+import wasmtime
+
+from . import _wasmtime as wt
+
+_ORIGINAL: Dict[str, Any] = {}
+_lock = threading.Lock()
+# engine -> the application's increment_epoch() calls so far
+_app_ticks: "weakref.WeakKeyDictionary[wasmtime.Engine, int]" = weakref.WeakKeyDictionary()
+# store -> its deadline, in its engine's application ticks (absolute)
+_deadlines: "weakref.WeakKeyDictionary[wasmtime.Store, int]" = weakref.WeakKeyDictionary()
+# id(engine) -> {id(store): the capture sampling it}, for stores being profiled
+_watched: Dict[int, Dict[int, Any]] = {}
+
+
+def install() -> None:
+    """Wrap the two methods (once; idempotent)."""
+    with _lock:
+        if _ORIGINAL:
+            return
+        _ORIGINAL.update(increment_epoch=wasmtime.Engine.increment_epoch,
+                         set_epoch_deadline=wasmtime.Store.set_epoch_deadline)
+        wasmtime.Engine.increment_epoch = _increment_epoch      # type: ignore[method-assign]
+        wasmtime.Store.set_epoch_deadline = _set_epoch_deadline  # type: ignore[method-assign]
+
+
+def _increment_epoch(self: wasmtime.Engine) -> None:
+    ticks = _app_ticks.get(self, 0) + 1
+    _app_ticks[self] = ticks
+    watched = _watched.get(id(self))
+    if watched:
+        # Before the epoch moves: the guest's epoch check that this tick causes
+        # must find the flag set, not wait for the next tick.
+        for capture in tuple(watched.values()):
+            deadline = _deadlines.get(capture.store)
+            if deadline is not None and ticks >= deadline:
+                capture.app_expired = True
+    _ORIGINAL["increment_epoch"](self)
+
+
+def _set_epoch_deadline(self: wasmtime.Store, ticks_after_current: int) -> None:
+    engine = self.engine
+    _deadlines[self] = _app_ticks.get(engine, 0) + ticks_after_current
+    capture = _watched.get(id(engine), {}).get(id(self))
+    if capture is None:
+        _ORIGINAL["set_epoch_deadline"](self, ticks_after_current)
+        return
+    # Profiled: the capture keeps the real deadline one tick ahead (it samples at
+    # every tick) and traps for the application when its ticks reach its deadline.
+    capture.app_expired = ticks_after_current <= 0
+    wt.set_store_deadline(self, 1)
+
+
+def _ticks_left(store: wasmtime.Store) -> Optional[int]:
+    deadline = _deadlines.get(store)
+    if deadline is None:
+        return None
+    return max(0, deadline - _app_ticks.get(store.engine, 0))
+
+
+def watch(capture: Any) -> None:
+    """``capture`` starts sampling its store: follow the application's deadline there."""
+    store = capture.store
+    left = _ticks_left(store)
+    capture.app_expired = left == 0
+    with _lock:
+        _watched.setdefault(id(store.engine), {})[id(store)] = capture
+
+
+def unwatch(capture: Any, restore: bool) -> None:
+    """``capture`` stops; with ``restore`` (its epoch callback was just replaced by the
+    trapping one), give the store the application ticks its deadline had left."""
+    store = capture.store
+    with _lock:
+        watched = _watched.get(id(store.engine))
+        if watched is not None and watched.get(id(store)) is capture:
+            del watched[id(store)]
+            if not watched:
+                del _watched[id(store.engine)]
+    if restore:
+        left = _ticks_left(store)
+        if left is not None:
+            wt.set_store_deadline(store, left)
