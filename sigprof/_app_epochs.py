@@ -5,7 +5,8 @@ and a ticker thread calling ``engine.increment_epoch()``.  A profile bumps the
 same engine's epoch at every tick (from C, or ``_wasmtime.increment_epoch``: never
 through the Python method) and its epoch callback keeps moving the deadline, so
 on their own the application's deadlines would never fire.  Hence, once
-``install()`` ran (``sigprof.instrument()``, or the first profile):
+``install()`` ran (``sigprof.instrument()``, or the first use of sigprof's capture
+layer -- ``sigprof.profile``, ``sigprof.engine`` -- which imports ``profiler``):
 
 * ``Engine.increment_epoch`` also counts the application's ticks per engine;
 * ``Store.set_epoch_deadline`` also records the deadline as an absolute count of
@@ -78,7 +79,7 @@ def _set_epoch_deadline(self: wasmtime.Store, ticks_after_current: int) -> None:
     # Profiled: the capture keeps the real deadline one tick ahead (it samples at
     # every tick) and traps for the application when its ticks reach its deadline.
     capture.app_expired = ticks_after_current <= 0
-    wt.set_store_deadline(self, 1)
+    wt.set_store_deadline(self, 0 if capture.app_expired else 1)
 
 
 def _ticks_left(store: wasmtime.Store) -> Optional[int]:

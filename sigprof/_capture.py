@@ -374,7 +374,8 @@ class PythonCapture(_CaptureBase):
                 self.cpu_pending = self.wall_pending = 0
             elif total != self.consumed:
                 self._record(ORIGIN_OUTSIDE, total, False)
-            self.set_deadline(self.context, 1)
+            # The application's deadline already passed: trap at the first epoch check.
+            self.set_deadline(self.context, 0 if self.app_expired else 1)
         self.guest_depth += 1
 
     def charge_unsampled_call(self) -> None:

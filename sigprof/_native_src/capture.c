@@ -379,7 +379,8 @@ static PyObject *Capture_guest_enter(Capture *c, PyObject *unused)
             if (tick_due(c, total))
                 sp_record(c, ORIGIN_OUTSIDE, total, WALK_ENTRY);
         }
-        c->set_deadline(c->context, 1);
+        /* The application's deadline already passed: trap at the first epoch check. */
+        c->set_deadline(c->context, c->app_expired ? 0 : 1);
     }
     Py_RETURN_NONE;
 }
