@@ -17,7 +17,9 @@ layer -- ``sigprof.profile``, ``sigprof.engine`` -- which imports ``profiler``):
   wasmtime's interrupt trap, which the guest's caller gets as it would
   unprofiled (``wasmtime.Trap``, ``trap_code`` INTERRUPT);
 * when the capture detaches, the store gets back the ticks the application had
-  left (0 if it expired), on a callback that traps as wasmtime does.
+  left (0 if it expired), on a callback that traps as wasmtime does; a capture
+  abandoned on a store still running elsewhere stays its epoch callback, so its
+  flag stays followed (through an object that does not hold the store).
 
 wasmtime-py 38-50 offers only the trap as epoch-deadline behaviour (no
 ``epoch_deadline_trap``, ``epoch_deadline_callback`` or
@@ -28,7 +30,7 @@ from __future__ import annotations
 
 import threading
 import weakref
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import wasmtime
 
@@ -40,8 +42,10 @@ _lock = threading.Lock()
 _app_ticks: "weakref.WeakKeyDictionary[wasmtime.Engine, int]" = weakref.WeakKeyDictionary()
 # store -> its deadline, in its engine's application ticks (absolute)
 _deadlines: "weakref.WeakKeyDictionary[wasmtime.Store, int]" = weakref.WeakKeyDictionary()
-# id(engine) -> {id(store): the capture sampling it}, for stores being profiled
-_watched: Dict[int, Dict[int, Any]] = {}
+# id(engine) -> {id(store): (the store, weakly; what its epoch callback reads the
+# ``app_expired`` flag from)}, for the stores whose epoch callback is a capture's
+Watched = Tuple["weakref.ref[wasmtime.Store]", Any]
+_watched: Dict[int, Dict[int, Watched]] = {}
 
 
 def install() -> None:
@@ -62,24 +66,30 @@ def _increment_epoch(self: wasmtime.Engine) -> None:
     if watched:
         # Before the epoch moves: the guest's epoch check that this tick causes
         # must find the flag set, not wait for the next tick.
-        for capture in tuple(watched.values()):
-            deadline = _deadlines.get(capture.store)
+        for store_ref, flag in tuple(watched.values()):
+            store = store_ref()
+            deadline = _deadlines.get(store) if store is not None else None
             if deadline is not None and ticks >= deadline:
-                capture.app_expired = True
+                flag.app_expired = True
     _ORIGINAL["increment_epoch"](self)
 
 
+def _watched_flag(store: wasmtime.Store) -> Any:
+    entry = _watched.get(id(store.engine), {}).get(id(store))
+    return entry[1] if entry is not None and entry[0]() is store else None
+
+
 def _set_epoch_deadline(self: wasmtime.Store, ticks_after_current: int) -> None:
-    engine = self.engine
-    _deadlines[self] = _app_ticks.get(engine, 0) + ticks_after_current
-    capture = _watched.get(id(engine), {}).get(id(self))
-    if capture is None:
+    _deadlines[self] = _app_ticks.get(self.engine, 0) + ticks_after_current
+    flag = _watched_flag(self)
+    if flag is None:
         _ORIGINAL["set_epoch_deadline"](self, ticks_after_current)
         return
-    # Profiled: the capture keeps the real deadline one tick ahead (it samples at
-    # every tick) and traps for the application when its ticks reach its deadline.
-    capture.app_expired = ticks_after_current <= 0
-    wt.set_store_deadline(self, 0 if capture.app_expired else 1)
+    # Under a capture's callback: the real deadline stays one tick ahead (it samples
+    # at every tick) and the callback traps when the application's ticks reach its
+    # deadline; one already passed traps at the next epoch check.
+    flag.app_expired = ticks_after_current <= 0
+    wt.set_store_deadline(self, 0 if flag.app_expired else 1)
 
 
 def _ticks_left(store: wasmtime.Store) -> Optional[int]:
@@ -89,26 +99,29 @@ def _ticks_left(store: wasmtime.Store) -> Optional[int]:
     return max(0, deadline - _app_ticks.get(store.engine, 0))
 
 
-def watch(capture: Any) -> None:
-    """``capture`` starts sampling its store: follow the application's deadline there."""
-    store = capture.store
-    left = _ticks_left(store)
-    capture.app_expired = left == 0
+def watch(store: wasmtime.Store, flag: Any) -> None:
+    """A capture's epoch callback now runs ``store``: it traps once ``flag.app_expired``
+    is set, which this module does when the application's deadline passes."""
+    flag.app_expired = _ticks_left(store) == 0
+    engine_id = id(store.engine)
     with _lock:
-        _watched.setdefault(id(store.engine), {})[id(store)] = capture
+        watched = _watched.setdefault(engine_id, {})
+        for key, (store_ref, _) in tuple(watched.items()):
+            if store_ref() is None:         # gone: its id may be reused
+                del watched[key]
+        watched[id(store)] = (weakref.ref(store), flag)
 
 
-def unwatch(capture: Any, restore: bool) -> None:
-    """``capture`` stops; with ``restore`` (its epoch callback was just replaced by the
-    trapping one), give the store the application ticks its deadline had left."""
-    store = capture.store
+def unwatch(store: wasmtime.Store) -> None:
+    """The store's epoch callback was just replaced by the trapping one: give it the
+    application ticks its deadline had left."""
     with _lock:
         watched = _watched.get(id(store.engine))
-        if watched is not None and watched.get(id(store)) is capture:
+        entry = watched.get(id(store)) if watched is not None else None
+        if watched is not None and entry is not None and entry[0]() is store:
             del watched[id(store)]
             if not watched:
                 del _watched[id(store.engine)]
-    if restore:
-        left = _ticks_left(store)
-        if left is not None:
-            wt.set_store_deadline(store, left)
+    left = _ticks_left(store)
+    if left is not None:
+        wt.set_store_deadline(store, left)

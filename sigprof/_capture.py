@@ -93,7 +93,7 @@ class _CaptureBase:
         """Give the store back a harmless epoch callback and what the application's own
         deadline had left; nothing here is called after."""
         wt.restore_epoch_behaviour(self.store)
-        _app_epochs.unwatch(self, restore=True)
+        _app_epochs.unwatch(self.store)
         if self._handle:
             wt.unregister_target(self._handle)
             self._handle = 0
@@ -134,7 +134,7 @@ class NativeCapture(_CaptureBase):
         except BaseException:
             ctypes.pythonapi.Py_DecRef(ctypes.py_object(self._c))    # never registered
             raise
-        _app_epochs.watch(self)
+        _app_epochs.watch(self.store, self._c)
 
     @property
     def app_expired(self) -> bool:
@@ -186,8 +186,7 @@ class NativeCapture(_CaptureBase):
         """Stop for good without touching the store (it may be running on another
         thread): the C object lives on as its callback's data, which the store holds
         a reference to, and lets the ring go."""
-        _app_epochs.unwatch(self, restore=False)
-        self._c.release()
+        self._c.release()       # still the store's callback: app_expired is still followed
 
     @property
     def samples_taken(self) -> int:
@@ -279,7 +278,7 @@ class PythonCapture(_CaptureBase):
     def attach(self) -> None:
         self._handle = wt.register_target(self)
         wt.install_epoch_callback(self.store, TRAMPOLINE, self._handle)
-        _app_epochs.watch(self)
+        _app_epochs.watch(self.store, self)
 
     def begin(self, tick_word: Optional[ctypes.c_uint64], fake_clock: Optional[FakeClock],
               t0_ns: int, every_thread: bool = False) -> None:
@@ -315,12 +314,15 @@ class PythonCapture(_CaptureBase):
         return self.native_tid == get_native_id()
 
     def abandon(self) -> None:
-        """Stop for good without touching the store: the trampoline finds no target
-        under the handle and just re-arms."""
+        """Stop for good without touching the store: the trampoline then finds under
+        the handle an orphan that only follows the application's deadline (one small
+        object per abandoned store, kept: the store may call its callback for ever)."""
         self.enabled = False
-        _app_epochs.unwatch(self, restore=False)
         if self._handle:
-            wt.unregister_target(self._handle)
+            orphan = _Orphan(self.app_expired)
+            with wt.TARGETS_LOCK:
+                wt.TARGETS[self._handle] = orphan       # holds nothing of the store
+            _app_epochs.watch(self.store, orphan)
             self._handle = 0
 
     def _bind(self) -> None:
@@ -483,6 +485,17 @@ def _resident_bytes(statm_fd: int) -> int:
         return int(os.pread(statm_fd, 100, 0).split()[1]) * _PAGE_SIZE
     except (OSError, ValueError, IndexError):
         return -1
+
+
+class _Orphan:
+    """What the trampoline finds for an abandoned capture's store: sampling off, the
+    application's deadline still followed."""
+
+    __slots__ = ("app_expired",)
+    enabled = False
+
+    def __init__(self, app_expired: bool):
+        self.app_expired = app_expired
 
 
 Capture = Union[NativeCapture, PythonCapture]

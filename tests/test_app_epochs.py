@@ -176,3 +176,37 @@ def test_a_deadline_that_passed_between_calls_traps_the_next_call(mode):
     proc = run_python(EXPIRED, mode)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["Trap", "TrapCode.INTERRUPT"]
+
+
+ON_A_THREAD = APP + textwrap.dedent("""\
+    got = []
+    ran, stopped = threading.Event(), threading.Event()
+
+    def worker():                       # lives on after the profile stops
+        got.append(timed(40))
+        ran.set()
+        stopped.wait()
+        got.append(timed(40))
+    with profile() as prof:
+        thread = threading.Thread(target=worker)
+        thread.start()
+        ran.wait()
+    stopped.set()
+    thread.join()
+    for kind, code, app_ticks, seconds in got:
+        print(kind, code, app_ticks)
+    """)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_store_run_on_another_thread_keeps_its_deadline_after_the_profile(mode):
+    """A store-less profile leaves a store it sampled on another thread its epoch
+    callback (the store may be running there): that callback still traps at the
+    application's deadline."""
+    proc = run_python(ON_A_THREAD, mode)
+    assert proc.returncode == 0, proc.stderr
+    runs = [line.split() for line in proc.stdout.splitlines()]
+    assert len(runs) == 2, proc.stdout
+    for kind, code, app_ticks in runs:
+        assert (kind, code) == ("Trap", "TrapCode.INTERRUPT"), proc.stdout
+        assert 40 <= int(app_ticks) < 800, proc.stdout
