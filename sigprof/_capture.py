@@ -58,7 +58,7 @@ from typing import Any, Callable, Dict, List, Optional, Set, Tuple, Union
 
 import wasmtime
 
-from . import _native, _wasmtime as wt
+from . import _app_epochs, _native, _wasmtime as wt
 from ._ring import (FLAG_DEPTH_LIMITED, FULL_STOP, H_CPU, H_FLAGS, H_HASH, H_MEMORY, H_ORIGIN,
                     H_PC_COUNT, H_PC_START, H_RSS, H_TICK_PC, H_TICKS, H_TIME, H_WALL,
                     H_TID, H_ENTRY, H_CALLEE, HEADER_FIELDS, ORIGIN_GUEST, ORIGIN_OUTSIDE, Ring)
@@ -90,8 +90,10 @@ class _CaptureBase:
         raise NotImplementedError
 
     def detach(self) -> None:
-        """Give the store back a harmless epoch callback; nothing here is called after."""
+        """Give the store back a harmless epoch callback and what the application's own
+        deadline had left; nothing here is called after."""
         wt.restore_epoch_behaviour(self.store)
+        _app_epochs.unwatch(self.store)
         if self._handle:
             wt.unregister_target(self._handle)
             self._handle = 0
@@ -112,7 +114,8 @@ class NativeCapture(_CaptureBase):
             stop_when_full=ring.when_full == FULL_STOP,
             vm_deadline_address=wt.vm_store_context(store), context=self.context,
             set_deadline=wt.SET_DEADLINE_ADDRESS, error_new=wt.ERROR_NEW_ADDRESS,
-            last_exception_module=wt.LAST_EXCEPTION_HOLDER, python_frames=python_frames)
+            last_exception_module=wt.LAST_EXCEPTION_HOLDER, python_frames=python_frames,
+            trap_new_code=wt.TRAP_NEW_CODE_ADDRESS, interrupt_code=wt.INTERRUPT_CODE)
         self.guest_enter = self._c.guest_enter
         self.guest_exit = self._c.guest_exit
         self.host_tick = self._c.host_tick
@@ -131,6 +134,16 @@ class NativeCapture(_CaptureBase):
         except BaseException:
             ctypes.pythonapi.Py_DecRef(ctypes.py_object(self._c))    # never registered
             raise
+        _app_epochs.watch(self.store, self._c)
+
+    @property
+    def app_expired(self) -> bool:
+        """The application's own epoch deadline passed: the epoch callback traps."""
+        return bool(self._c.app_expired)
+
+    @app_expired.setter
+    def app_expired(self, expired: bool) -> None:
+        self._c.app_expired = int(expired)
 
     def begin(self, tick_word: Optional[ctypes.c_uint64], fake_clock: Optional[FakeClock],
               t0_ns: int, every_thread: bool = False) -> None:
@@ -173,7 +186,7 @@ class NativeCapture(_CaptureBase):
         """Stop for good without touching the store (it may be running on another
         thread): the C object lives on as its callback's data, which the store holds
         a reference to, and lets the ring go."""
-        self._c.release()
+        self._c.release()       # still the store's callback: app_expired is still followed
 
     @property
     def samples_taken(self) -> int:
@@ -235,6 +248,7 @@ class PythonCapture(_CaptureBase):
         self.guest_depth = 0
         self.unslotted = 0
         self.activations_lost = 0       # no nesting limit here
+        self.app_expired = False        # the application's own epoch deadline passed
         self.backtrace = wt.backtrace_function()
         self.set_deadline = wt.set_deadline_function()
         self._header = ring.header
@@ -264,6 +278,7 @@ class PythonCapture(_CaptureBase):
     def attach(self) -> None:
         self._handle = wt.register_target(self)
         wt.install_epoch_callback(self.store, TRAMPOLINE, self._handle)
+        _app_epochs.watch(self.store, self)
 
     def begin(self, tick_word: Optional[ctypes.c_uint64], fake_clock: Optional[FakeClock],
               t0_ns: int, every_thread: bool = False) -> None:
@@ -299,11 +314,15 @@ class PythonCapture(_CaptureBase):
         return self.native_tid == get_native_id()
 
     def abandon(self) -> None:
-        """Stop for good without touching the store: the trampoline finds no target
-        under the handle and just re-arms."""
+        """Stop for good without touching the store: the trampoline then finds under
+        the handle an orphan that only follows the application's deadline (one small
+        object per abandoned store, kept: the store may call its callback for ever)."""
         self.enabled = False
         if self._handle:
-            wt.unregister_target(self._handle)
+            orphan = _Orphan(self.app_expired)
+            with wt.TARGETS_LOCK:
+                wt.TARGETS[self._handle] = orphan       # holds nothing of the store
+            _app_epochs.watch(self.store, orphan)
             self._handle = 0
 
     def _bind(self) -> None:
@@ -357,7 +376,8 @@ class PythonCapture(_CaptureBase):
                 self.cpu_pending = self.wall_pending = 0
             elif total != self.consumed:
                 self._record(ORIGIN_OUTSIDE, total, False)
-            self.set_deadline(self.context, 1)
+            # The application's deadline already passed: trap at the first epoch check.
+            self.set_deadline(self.context, 0 if self.app_expired else 1)
         self.guest_depth += 1
 
     def charge_unsampled_call(self) -> None:
@@ -467,6 +487,17 @@ def _resident_bytes(statm_fd: int) -> int:
         return -1
 
 
+class _Orphan:
+    """What the trampoline finds for an abandoned capture's store: sampling off, the
+    application's deadline still followed."""
+
+    __slots__ = ("app_expired",)
+    enabled = False
+
+    def __init__(self, app_expired: bool):
+        self.app_expired = app_expired
+
+
 Capture = Union[NativeCapture, PythonCapture]
 
 
@@ -483,6 +514,7 @@ _TARGETS = wt.TARGETS
 _deferred: List[Tuple[int, SignalHandler]] = []
 _set_last_exception = wt.set_last_exception
 _error_new = wt.error_new
+_interrupt_trap = wt.interrupt_trap
 
 
 def _run_deferred() -> None:
@@ -496,6 +528,8 @@ def _trampoline(ctx: object, data: Optional[int], next_delta: Any, kind: Any) ->
         next_delta[0] = 1                  # always re-arm: delta 0 re-enters at every check
         kind[0] = 0
         capture = _TARGETS.get(data or 0)
+        if capture is not None and capture.app_expired:
+            return _interrupt_trap()       # the application's own deadline passed
         if capture is not None and capture.enabled:
             try:
                 capture.on_epoch()

@@ -41,11 +41,12 @@ class Capture:
     activations_lost: int
     enabled: int
     deadline_delta: int
+    app_expired: int
     guest_depth: int
     def __init__(self, ring: Ring, header: int, pcs: int, capacity: int, pc_capacity: int,
                  max_depth: int, stop_when_full: bool, vm_deadline_address: int, context: int,
                  set_deadline: int, error_new: int, last_exception_module: object,
-                 python_frames: bool) -> None: ...
+                 python_frames: bool, trap_new_code: int, interrupt_code: int) -> None: ...
     def begin(self, tick_word_address: int = ..., clock_address: int = ...,
               t0_ns: int = ..., every_thread: bool = ...) -> None: ...
     def host_enter(self, origin: int) -> None: ...

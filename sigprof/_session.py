@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Set, Tupl
 
 import wasmtime
 
-from . import _capture, _native, _wasmtime as wt, _wasmtime_component
+from . import _app_epochs, _capture, _native, _wasmtime as wt, _wasmtime_component
 from ._capture import Capture, HostFunc, NativeCapture
 from ._pyframes import EntryFrames, RawEntry, read_entry
 from ._ring import MARK_ENTRY, ORIGIN_OUTSIDE, RawSample
@@ -252,6 +252,7 @@ class Session:
 
     def _install_hooks(self) -> None:
         self._uninstall_hooks()         # a forked child may hold its parent's
+        _app_epochs.install()           # stays: it keeps counting the application's epochs
         self._original_get = wt.install_host_hook(self._get_hook)
         wt.install_entry_hook(_GuestCall)
         _wasmtime_component.install_host_hook(self._component_host_get)

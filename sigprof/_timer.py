@@ -201,7 +201,7 @@ class ManualTicks(TickSource):
         assert self.tick_word is not None
         self.tick_word.value += n
         for engine in self._engines:
-            engine.increment_epoch()
+            wt.increment_epoch(engine)
 
     def stop(self) -> Notes:
         self._engines = []
@@ -402,7 +402,7 @@ class WakeupRelay:
             # Any signal, tick or not, brings the guest to its epoch callback,
             # where deferred Python signal handlers (Ctrl-C) run.
             for engine in self._engines:
-                engine.increment_epoch()
+                wt.increment_epoch(engine)
 
     def uninstall(self) -> None:
         if self._thread is not None:

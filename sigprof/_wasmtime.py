@@ -237,11 +237,11 @@ _deadline_word: List[int] = []     # the word index found in the first store, if
 
 def _deadline_moves(store: wasmtime.Store, address: int) -> bool:
     word = ctypes.c_uint64.from_address(address)
-    store.set_epoch_deadline(FAR_DEADLINE)
+    set_store_deadline(store, FAR_DEADLINE)
     before = word.value
-    store.set_epoch_deadline(FAR_DEADLINE + 4099)
+    set_store_deadline(store, FAR_DEADLINE + 4099)
     moved = word.value - before == 4099
-    store.set_epoch_deadline(FAR_DEADLINE)
+    set_store_deadline(store, FAR_DEADLINE)
     return moved
 
 
@@ -265,11 +265,11 @@ def vm_store_context(store: wasmtime.Store) -> int:
             return address
     snapshots = []
     for delta in (FAR_DEADLINE, FAR_DEADLINE + 4099, FAR_DEADLINE + 12345):
-        store.set_epoch_deadline(delta)
+        set_store_deadline(store, delta)
         snapshots.append(array("Q", ctypes.string_at(start, 8 * words)))
     a, b, c = snapshots
     found = [i for i in range(words) if b[i] - a[i] == 4099 and c[i] - a[i] == 12345]
-    store.set_epoch_deadline(FAR_DEADLINE)
+    set_store_deadline(store, FAR_DEADLINE)
     if len(found) != 1:
         raise StoreLayoutError(f"found {len(found)} candidates for the store's epoch deadline")
     _deadline_word[:] = found
@@ -277,8 +277,9 @@ def vm_store_context(store: wasmtime.Store) -> int:
 
 
 # After profiling, the store gets this callback: it behaves like wasmtime with
-# no callback at all (reaching the deadline traps), and the deadline is moved far
-# ahead so that ticks that were in flight cannot trap the next call.
+# no callback at all (reaching the deadline raises the same interrupt trap), and
+# the deadline is moved far ahead so that ticks that were in flight cannot trap
+# the next call (``_app_epochs`` then puts back what the application had left).
 FAR_DEADLINE = 1 << 62
 
 
@@ -288,7 +289,7 @@ def _restored_callback(ctx: object, data: Optional[int], next_delta: Any, kind: 
         kind[0] = 0
     except BaseException:  # pragma: no cover - nothing above can raise
         pass
-    return int(error_new(b"epoch deadline reached") or 0)
+    return interrupt_trap()
 
 
 RESTORED_CALLBACK = EPOCH_CALLBACK_T(_restored_callback)
@@ -297,7 +298,7 @@ RESTORED_CALLBACK = EPOCH_CALLBACK_T(_restored_callback)
 def restore_epoch_behaviour(store: wasmtime.Store) -> None:
     _b.wasmtime_store_epoch_deadline_callback(store.ptr(), RESTORED_CALLBACK,
                                               None, NOOP_FINALIZER)
-    store.set_epoch_deadline(FAR_DEADLINE)
+    set_store_deadline(store, FAR_DEADLINE)
 
 
 def set_last_exception(exc: BaseException) -> None:
@@ -427,3 +428,35 @@ def install_define_func_hook(remember: Callable[[Callable[..., Any], str, str], 
 def entry_hook_installed() -> bool:
     return (any(getattr(m, "enter_wasm") is not ORIGINAL_ENTER_WASM for m in ENTER_WASM_USERS)
             or _wasmtime_component.entry_hook_installed())
+
+
+# --- sigprof's own epoch calls, and wasmtime's interrupt trap -----------------
+#
+# ``_app_epochs`` wraps ``Engine.increment_epoch`` and ``Store.set_epoch_deadline``
+# to follow the application's own epochs; sigprof's own ticks and deadlines go
+# straight to the C API, so the application's counts never include them.
+
+def set_store_deadline(store: wasmtime.Store, delta: int) -> None:
+    """``store.set_epoch_deadline(delta)``, not seen as the application's."""
+    _set_deadline(context_address(store), delta)
+
+
+def increment_epoch(engine: wasmtime.Engine) -> None:
+    """``engine.increment_epoch()``, not counted as the application's tick."""
+    _b.wasmtime_engine_increment_epoch(engine.ptr())
+
+
+trap_new_code = _pydll.wasmtime_trap_new_code
+trap_new_code.restype = ctypes.c_void_p
+trap_new_code.argtypes = [ctypes.c_uint8]
+TRAP_NEW_CODE_ADDRESS = function_address(trap_new_code)
+INTERRUPT_CODE = int(wasmtime.TrapCode.INTERRUPT.value)
+
+
+def interrupt_trap() -> int:
+    """A new ``wasm_trap_t`` with code INTERRUPT, as an epoch callback's error: the
+    callback's ``wasmtime_error_t`` and a trap are the same box around one wasmtime
+    error (repr(C), one field, wasmtime 38-50), and a callback error that is a trap
+    reaches the guest's caller as that trap -- the one wasmtime raises itself when a
+    deadline passes with no callback (``wasmtime.Trap``, ``trap_code`` INTERRUPT)."""
+    return int(trap_new_code(INTERRUPT_CODE) or 0)

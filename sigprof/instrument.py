@@ -34,8 +34,9 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 import wasmtime
 
+from . import _app_epochs
 from ._session import SESSION
-from ._wasmtime import FAR_DEADLINE
+from ._wasmtime import FAR_DEADLINE, set_store_deadline
 
 CACHE_SUBDIR = os.path.join("sigprof", "modules")
 
@@ -67,6 +68,7 @@ def instrument() -> None:
     """Hook wasmtime-py's Config, Engine, Store and Module (once; idempotent)."""
     if _ORIGINAL:
         return
+    _app_epochs.install()
     _ORIGINAL.update(config_setattr=wasmtime.Config.__setattr__,
                      engine_init=wasmtime.Engine.__init__, store_init=wasmtime.Store.__init__,
                      module_init=wasmtime.Module.__init__,
@@ -108,7 +110,7 @@ def _store_init(self: wasmtime.Store, engine: Optional[wasmtime.Engine] = None,
     _ORIGINAL["store_init"](self, engine, *args, **kwargs)
     made = _ENGINES.get(engine)
     if made is not None and not made[0]:
-        self.set_epoch_deadline(FAR_DEADLINE)
+        set_store_deadline(self, FAR_DEADLINE)      # sigprof's, not the application's
 
 
 def _module_init(self: wasmtime.Module, engine: wasmtime.Engine,

@@ -49,7 +49,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 import wasmtime
 
 from . import __version__
-from . import _capture, _imports, _native, _resolve, _session, _wasmtime as wt
+from . import _app_epochs, _capture, _imports, _native, _resolve, _session, _wasmtime as wt
 from ._ring import FULL_KEEP_NEWEST, FULL_STOP, RawSample, Ring
 from ._session import SESSION
 from .defaults import DEFAULT_CAPACITY, DEFAULT_MAX_DEPTH
@@ -318,7 +318,7 @@ class Profiler:
         capture.measure_memories(memories)
         capture.attach()
         try:
-            store.set_epoch_deadline(1)
+            wt.set_store_deadline(store, 1)
             SESSION.add_capture(capture, self._ticks)
             capture.begin(self._ticks.tick_word, self._ticks.fake_clock, self._t0_ns,
                           every_thread=self._ticks.clock == "wall")
@@ -722,3 +722,7 @@ def _cpu_name() -> str:
 
 
 FAR_DEADLINE = wt.FAR_DEADLINE
+
+# From the first use of the capture layer, the application's own epoch deadlines
+# are followed (a deadline set before that is unknown to sigprof: see _app_epochs).
+_app_epochs.install()

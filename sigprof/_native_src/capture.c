@@ -106,12 +106,23 @@ static size_t raise_into_guest(Capture *c)
     return c->error_new("guest interrupted by a Python signal handler");
 }
 
+/* The application's own deadline passed: the trap wasmtime raises with no callback
+ * (trap code INTERRUPT).  The callback's result is a wasmtime_error_t*; a wasm_trap_t
+ * is the same repr(C) box around one wasmtime error (crates/c-api, 38-50), and
+ * wasmtime hands a callback's error that is a Trap back to the caller as that trap. */
+static size_t app_deadline_trap(Capture *c)
+{
+    return c->trap_new_code((uint8_t)c->interrupt_code);
+}
+
 size_t sp_epoch_callback(void *context, void *data, uint64_t *next_delta, uint8_t *update_kind)
 {
     Capture *c = (Capture *)data;
     (void)context;
     *next_delta = c->deadline_delta;      /* never 0 in a profile: that re-enters at every check */
     *update_kind = 0;
+    if (c->app_expired)
+        return app_deadline_trap(c);
     if (!c->enabled || !bind(c))
         return 0;
     uint64_t total = ticks_now(c);
@@ -150,15 +161,18 @@ static int Capture_init(Capture *c, PyObject *args, PyObject *kwds)
 {
     static char *names[] = {"ring", "header", "pcs", "capacity", "pc_capacity", "max_depth",
                             "stop_when_full", "vm_deadline_address", "context", "set_deadline",
-                            "error_new", "last_exception_module", "python_frames", NULL};
-    long long header, pcs, vm, context, set_deadline, error_new;
+                            "error_new", "last_exception_module", "python_frames",
+                            "trap_new_code", "interrupt_code", NULL};
+    long long header, pcs, vm, context, set_deadline, error_new, trap_new_code;
     PyObject *ring, *module;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OLLLLLpLLLLOp", names, &ring, &header, &pcs,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OLLLLLpLLLLOpLi", names, &ring, &header, &pcs,
                                      &c->capacity, &c->pc_capacity, &c->max_depth,
                                      &c->stop_when_full, &vm, &context, &set_deadline,
-                                     &error_new, &module, &c->python_frames))
+                                     &error_new, &module, &c->python_frames, &trap_new_code,
+                                     &c->interrupt_code))
         return -1;
-    if (c->capacity < 1 || c->max_depth < 1 || c->pc_capacity < c->max_depth || !vm) {
+    if (c->capacity < 1 || c->max_depth < 1 || c->pc_capacity < c->max_depth || !vm
+        || !trap_new_code) {
         PyErr_SetString(PyExc_ValueError, "bad ring or store for a native capture");
         return -1;
     }
@@ -172,6 +186,8 @@ static int Capture_init(Capture *c, PyObject *args, PyObject *kwds)
     c->context = (void *)(uintptr_t)context;
     c->set_deadline = (set_deadline_fn)(uintptr_t)set_deadline;
     c->error_new = (error_new_fn)(uintptr_t)error_new;
+    c->trap_new_code = (trap_new_code_fn)(uintptr_t)trap_new_code;
+    c->app_expired = 0;
     c->slot = NULL;
     c->deadline_delta = 1;
     c->use_tick_record = 1;
@@ -363,7 +379,8 @@ static PyObject *Capture_guest_enter(Capture *c, PyObject *unused)
             if (tick_due(c, total))
                 sp_record(c, ORIGIN_OUTSIDE, total, WALK_ENTRY);
         }
-        c->set_deadline(c->context, 1);
+        /* The application's deadline already passed: trap at the first epoch check. */
+        c->set_deadline(c->context, c->app_expired ? 0 : 1);
     }
     Py_RETURN_NONE;
 }
@@ -496,6 +513,8 @@ static PyMemberDef Capture_members[] = {
     {"enabled", T_INT, offsetof(Capture, enabled), 0, "sampling on"},
     {"deadline_delta", T_ULONGLONG, offsetof(Capture, deadline_delta), 0,
      "epoch deadline delta the callback sets (1; benchmarks use 0)"},
+    {"app_expired", T_INT, offsetof(Capture, app_expired), 0,
+     "the application's own epoch deadline passed: the callback traps"},
     {"guest_depth", T_LONGLONG, offsetof(Capture, guest_depth), READONLY, "nested guest calls"},
     {NULL, 0, 0, 0, NULL},
 };

@@ -211,6 +211,7 @@ enum { H_TIME, H_CPU, H_WALL, H_PC_START, H_PC_COUNT, H_ORIGIN, H_TICKS, H_TICK_
 typedef size_t (*error_new_fn)(const char *message);
 typedef size_t (*memory_size_fn)(void *context, const void *memory);
 typedef void (*set_deadline_fn)(void *context, uint64_t delta);
+typedef size_t (*trap_new_code_fn)(uint8_t code);   /* wasmtime_trap_new_code */
 #define MAX_MEMORIES 16
 typedef struct {                /* a wasmtime_memory_t (wasmtime 50: 24 bytes), opaque here */
     uint64_t words[3];
@@ -284,6 +285,11 @@ typedef struct {
     int act_count;
     long long act_overflow;       /* host calls in progress beyond MAX_ACTIVATIONS */
     long long activations_lost;   /* guest entries and host calls ever nested beyond it */
+    /* the application's own epoch deadline (_app_epochs.py): set from Python, on the
+     * thread whose increment_epoch() reached it; the callback then traps as wasmtime would */
+    volatile int app_expired;
+    trap_new_code_fn trap_new_code;
+    int interrupt_code;           /* WASMTIME_TRAP_CODE_INTERRUPT */
 } Capture;
 
 static inline int64_t mono_ns(Capture *c)
