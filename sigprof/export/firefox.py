@@ -144,7 +144,7 @@ def convert(rec: "Recording") -> JSON:
         return i
 
     frame_map: List[int] = []
-    for fi, (kind, a, b) in enumerate(rec.frames):
+    for fi, (kind, a, b, _) in enumerate(rec.frames):
         ref = rec.function(fi)
         if kind == FRAME_GUEST:
             func = rec.guest_function(fi)
@@ -350,7 +350,7 @@ def _sigprof_section(rec: "Recording") -> JSON:
     each)."""
     return {"version": SIGPROF_SECTION_VERSION, "meta": rec.meta,
             "modules": raw.module_rows(rec), "host_functions": raw.host_rows(rec),
-            "frames": [list(frame) for frame in rec.frames]}
+            "frames": [list(frame) if frame.inline else list(frame[:3]) for frame in rec.frames]}
 
 
 def _extra_sections(rec: "Recording") -> List[JSON]:
