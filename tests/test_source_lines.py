@@ -170,3 +170,49 @@ def test_a_module_run_without_its_binary_has_no_lines(guest):
     rec = prof.recording
     assert all(not m.lines for m in rec.modules)
     assert not any(f.inline for f in rec.frames)
+
+
+def test_report_lines_ranks_source_lines_by_self_share(recorded):
+    rec, paths = recorded
+    done = run_cli("report", "--lines", "--top", "50", str(paths["sigprof"]))
+    assert done.returncode == 0, done.stderr
+    rows = [line.split() for line in done.stdout.splitlines()[2:]]
+    assert rows, done.stdout
+    # self ms, %, total ms, %, FILE:LINE, function
+    where = [row[6] for row in rows]
+    assert any(w.startswith("step.c:") for w in where)
+    assert all(not w.endswith(":0") for w in where)          # line 0 is no line
+    shares = [float(row[2].rstrip("%")) for row in rows]
+    assert shares == sorted(shares, reverse=True)
+    from sigprof.lines import line_times
+    times = line_times(rec)
+    assert sum(times.self_ns.values()) <= times.weight_ns
+
+
+def test_report_lines_of_a_recording_without_lines_says_why():
+    done = run_cli("report", "--lines", str(GOLDEN / "golden.sigprof"))
+    assert done.returncode == 0, done.stderr
+    assert "no source lines" in done.stdout
+
+
+def test_annotate_prints_each_line_with_its_shares(recorded):
+    _, paths = recorded
+    done = run_cli("annotate", str(paths["sigprof"]), "hot.c", "--source-dir", str(SOURCES))
+    assert done.returncode == 0, done.stderr
+    out = done.stdout.splitlines()
+    source = (SOURCES / "hot.c").read_text().splitlines()
+    body = out[2:]
+    assert len(body) == len(source)
+    for n, (row, text) in enumerate(zip(body, source), 1):
+        assert row.endswith(f"{n:5d}  {text}")
+    # The loop's call line carries main's callees: a total share, on hot.c:8.
+    assert body[7].split()[1].endswith("%"), body[7]
+
+
+def test_annotate_fails_in_one_line_without_the_file(recorded, tmp_path):
+    _, paths = recorded
+    for args in (["hot.c", "--source-dir", str(tmp_path)], ["nowhere.c"]):
+        done = run_cli("annotate", str(paths["sigprof"]), *args, cwd=tmp_path)
+        assert done.returncode != 0
+        assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+        assert done.stderr.startswith("sigprof: error: ")
