@@ -216,3 +216,22 @@ def test_annotate_fails_in_one_line_without_the_file(recorded, tmp_path):
         assert done.returncode != 0
         assert len(done.stderr.strip().splitlines()) == 1, done.stderr
         assert done.stderr.startswith("sigprof: error: ")
+
+
+def test_a_debug_twin_gives_a_stripped_build_its_lines(lines_wasm, tmp_path):
+    """--names with the -g build: the build without DWARF gets its lines (and keeps
+    none without it); --host-details keeps the absolute source paths."""
+    stripped = tmp_path / "stripped.wasm"
+    proc = subprocess.run(["clang", "--target=wasm32-wasi", "-O2", str(SOURCES / "hot.c"),
+                           str(SOURCES / "step.c"), "-o", str(stripped)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    plain, twin, private = (tmp_path / f"{n}.collapsed" for n in ("plain", "twin", "private"))
+    for out, extra in ((plain, []), (twin, ["--names", str(lines_wasm)]),
+                       (private, ["--names", str(lines_wasm), "--host-details"])):
+        done = run_cli("record", "-o", str(out), *extra, str(stripped))
+        assert done.returncode == 0, done.stderr
+    # (Debian's wasi-libc keeps DWARF for its crt1.c: only the program's own is missing.)
+    assert "(hot.c:" not in plain.read_text() and "(step.c:" not in plain.read_text()
+    assert "stripped.wasm!step (step.c:4)" in twin.read_text()
+    assert f"stripped.wasm!step ({SOURCES.resolve() / 'step.c'}:4)" in private.read_text()
