@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import subprocess
+import zlib
 from pathlib import Path
 
 import pytest
@@ -235,3 +236,25 @@ def test_a_debug_twin_gives_a_stripped_build_its_lines(lines_wasm, tmp_path):
     assert "(hot.c:" not in plain.read_text() and "(step.c:" not in plain.read_text()
     assert "stripped.wasm!step (step.c:4)" in twin.read_text()
     assert f"stripped.wasm!step ({SOURCES.resolve() / 'step.c'}:4)" in private.read_text()
+
+
+def test_the_raw_file_says_1_3_only_with_lines_and_refuses_a_damaged_inline_table(recorded):
+    import struct
+    from sigprof import rawfile
+    from sigprof.export import raw
+    rec, paths = recorded
+    data = paths["sigprof"].read_bytes()
+    assert struct.unpack_from("<HH", data, 8) == (1, 3)
+    golden = (GOLDEN / "golden.sigprof").read_bytes()
+    assert struct.unpack_from("<HH", golden, 8) == (1, 2)
+    # An INLN section of the wrong length: one line, not a traceback.
+    at = data.index(b"INLN")
+    damaged = bytearray(data)
+    count, = struct.unpack_from("<I", data, at + 12)
+    struct.pack_into("<I", damaged, at + 12, count + 1)
+    length, = struct.unpack_from("<Q", data, at + 4)
+    struct.pack_into("<I", damaged, at + 12 + length,
+                     zlib.crc32(bytes(damaged[at + 12:at + 12 + length])))
+    with pytest.raises(rawfile.RecordingFormatError, match="INLN"):
+        rawfile.loads(bytes(damaged))
+    assert raw.dumps(rawfile.loads(data)) == data
