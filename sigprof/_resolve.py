@@ -343,7 +343,7 @@ def resolve_recording(raw: Iterable[RawSample], *, modules: Sequence[ModuleRef],
             continue
         try:
             found = image_lines(ref)
-        except (ValueError, ImageError, IndexError, KeyError) as exc:
+        except Exception as exc:     # pyelftools on damaged DWARF: any of its errors
             warnings.append(f"module {ref.name or '(unnamed)'}: its DWARF could not be read, "
                             f"no source lines: {exc}")
             continue
@@ -391,8 +391,16 @@ def resolve_recording(raw: Iterable[RawSample], *, modules: Sequence[ModuleRef],
         known = module_lines.setdefault(m, {})
         source = known.get(entry.offset)
         if source is None:
-            source = known[entry.offset] = shared_source_frames(
-                lines.frames_at(entry.offset - 1), host_details)
+            try:
+                found = lines.frames_at(entry.offset - 1)
+            except Exception as exc:    # pyelftools on damaged DWARF: any of its errors
+                # The samples matter more than the lines: this module keeps none.
+                del lines_of[id(entry.image)]
+                known.clear()
+                warnings.append(f"module {entry.image.symbols.name}: its DWARF could not be "
+                                f"read, no source lines: {exc!r}")
+                return node
+            source = known[entry.offset] = shared_source_frames(found, host_details)
         for depth in range(1, len(source)):
             node = tree.child(node, Frame(FRAME_GUEST, m, entry.offset, depth))
         return node

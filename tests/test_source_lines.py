@@ -258,3 +258,17 @@ def test_the_raw_file_says_1_3_only_with_lines_and_refuses_a_damaged_inline_tabl
     with pytest.raises(rawfile.RecordingFormatError, match="INLN"):
         rawfile.loads(bytes(damaged))
     assert raw.dumps(rawfile.loads(data)) == data
+
+
+def test_damaged_dwarf_loses_the_lines_not_the_samples(lines_wasm, tmp_path):
+    data = bytearray(lines_wasm.read_bytes())
+    at = data.index(b".debug_line") + len(b".debug_line")
+    data[at + 4:at + 60] = b"\xff" * 56           # the line program's header
+    bad = tmp_path / "bad.wasm"
+    bad.write_bytes(bytes(data))
+    out = tmp_path / "bad.sigprof"
+    done = run_cli("record", "-o", str(out), str(bad))
+    assert done.returncode == 0, done.stderr
+    rec = sigprof.load(str(out))
+    assert rec.samples > 0 and all(not m.lines for m in rec.modules)
+    assert any("DWARF could not be read" in w for w in rec.meta["warnings"])
