@@ -272,3 +272,11 @@ def test_damaged_dwarf_loses_the_lines_not_the_samples(lines_wasm, tmp_path):
     rec = sigprof.load(str(out))
     assert rec.samples > 0 and all(not m.lines for m in rec.modules)
     assert any("DWARF could not be read" in w for w in rec.meta["warnings"])
+
+
+def test_the_flame_graph_hover_shows_file_and_line(recorded, tmp_path):
+    _, paths = recorded
+    out = tmp_path / "r.svg"
+    done = run_cli("convert", str(paths["sigprof"]), "-o", str(out))
+    assert done.returncode == 0, done.stderr
+    assert "step (step.c:4) [lines.wasm] -- " in out.read_text()
