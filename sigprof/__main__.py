@@ -199,7 +199,20 @@ def _parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="print the top functions and the hottest path",
                          formatter_class=defaults)
     rep.add_argument("input", metavar="IN.sigprof|IN.json[.gz]")
-    rep.add_argument("--top", type=_positive_int, default=10, help="functions listed")
+    rep.add_argument("--top", type=_positive_int, default=10, help="functions (or lines) listed")
+    rep.add_argument("--lines", action="store_true",
+                     help="the hottest source lines (FILE:LINE) by self time instead, where the "
+                          "module's DWARF was known")
+
+    ann = sub.add_parser("annotate", help="print a source file with each line's self and total "
+                                          "share (pprof -list), where the module's DWARF was "
+                                          "known", formatter_class=defaults)
+    ann.add_argument("input", metavar="IN.sigprof|IN.json[.gz]")
+    ann.add_argument("source", metavar="SOURCE_FILE",
+                     help="the source file, as the recording names it (a base name unless "
+                          "recorded with --host-details) or a path to it")
+    ann.add_argument("--source-dir", metavar="DIR",
+                     help="where the source files are (else SOURCE_FILE is read as given)")
     return p
 
 
@@ -551,8 +564,21 @@ def cmd_convert(a: argparse.Namespace) -> int:
 
 
 def cmd_report(a: argparse.Namespace) -> int:
-    from . import rawfile
-    print(rawfile.load(a.input).report(a.top), end="")   # --top: at least 1 (_positive_int)
+    from . import lines, rawfile
+    rec = rawfile.load(a.input)
+    # --top: at least 1 (_positive_int)
+    print(lines.render_hot_lines(rec, a.top) if a.lines else rec.report(a.top), end="")
+    return 0
+
+
+def cmd_annotate(a: argparse.Namespace) -> int:
+    from . import lines, rawfile
+    rec = rawfile.load(a.input)
+    try:
+        text = lines.render_annotated(rec, a.source, a.source_dir)
+    except lines.AnnotateError as exc:
+        raise CliError(str(exc)) from None
+    print(text, end="")
     return 0
 
 
@@ -587,7 +613,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         a = _parser().parse_args(argv)
         return {"record": cmd_record, "run": cmd_run, "convert": cmd_convert, "report": cmd_report,
-                "view": cmd_view, "diff": cmd_diff}[a.command](a)
+                "view": cmd_view, "diff": cmd_diff, "annotate": cmd_annotate}[a.command](a)
     except SystemExit as exc:                      # --help / --version
         return int(exc.code or 0)
     except (CliError, RecordingFormatError, UnknownFormat) as exc:

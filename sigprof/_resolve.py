@@ -34,6 +34,7 @@ frames it was running, where they were read -- and its thread.
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import os
 from array import array
 from types import CodeType
@@ -51,6 +52,8 @@ from .frames import (FRAME_GUEST, FRAME_HOST, FRAME_OPAQUE, FRAME_PYCODE, FRAME_
 from .recording import Recording, SampleTable
 from .symbols import (ROLE_ENTRY, ROLE_WASM, Function, ImageError, LiveImage, ModuleSymbols,
                       SymbolTable, discover, image_from_memory, read_image)
+from .addrmap import read_address_map
+from .dwarf import ImageLines, ModuleDwarf, SourceFrame
 from .wasmfile import FuncSignature as Signature, WasmInfo
 
 
@@ -61,14 +64,40 @@ class ModuleRef(NamedTuple):
     image_start: int
     image_end: int
     names: Optional[WasmInfo] = None      # function names from a wasm binary, if given
+    wasm: Optional[bytes] = None          # that binary, whose DWARF (if any) gives lines
 
 
 def module_refs(modules: Sequence[Tuple[Optional[str], wasmtime.Module]],
-                names: Optional[Dict[int, WasmInfo]] = None) -> List[ModuleRef]:
+                names: Optional[Dict[int, WasmInfo]] = None,
+                binaries: Optional[Dict[int, bytes]] = None) -> List[ModuleRef]:
     """Image ranges of the listed modules (cheap: no symbol work before the guest runs);
-    ``names`` maps a module's position in ``modules`` to names from a binary."""
-    return [ModuleRef(name, *wt.module_image_range(module), (names or {}).get(i))
+    ``names`` maps a module's position in ``modules`` to names from a binary,
+    ``binaries`` to the binary itself."""
+    return [ModuleRef(name, *wt.module_image_range(module), (names or {}).get(i),
+                      (binaries or {}).get(i))
             for i, (name, module) in enumerate(modules)]
+
+
+def image_lines(ref: ModuleRef) -> Optional[ImageLines]:
+    """Source lines for a module's image, where its binary is known and has DWARF
+    (and its image an address map); errors raise ``ValueError``."""
+    if ref.wasm is None:
+        return None
+    dwarf = ModuleDwarf(ref.wasm)
+    if not dwarf.has_dwarf:
+        return None
+    address_map = read_address_map(wt.read_memory, ref.image_start, ref.image_end)
+    return None if address_map is None else ImageLines(address_map, dwarf)
+
+
+def shared_source_frames(frames: Sequence[SourceFrame], host_details: bool
+                         ) -> Tuple[SourceFrame, ...]:
+    """Source frames as a recording keeps them: absolute paths only with host
+    details (as Python files are), else their base names."""
+    if host_details:
+        return tuple(frames)
+    return tuple(dataclasses.replace(f, file=os.path.basename(f.file)) if os.path.isabs(f.file) else f
+                 for f in frames)
 
 
 def names_mismatch(module: wasmtime.Module, names: WasmInfo) -> Optional[str]:
@@ -253,6 +282,13 @@ def _referenced(image: LiveImage) -> ModuleSymbols:
     return table.referenced() if isinstance(table, SymbolTable) else table
 
 
+def _with_lines(module: ModuleSymbols, lines: Dict[int, Tuple[SourceFrame, ...]]
+                ) -> ModuleSymbols:
+    if not lines:
+        return module
+    return dataclasses.replace(module, lines=tuple(sorted((o, f) for o, f in lines.items() if f)))
+
+
 class _RawStack(NamedTuple):
     """One distinct raw stack, resolved once."""
 
@@ -297,12 +333,22 @@ def resolve_recording(raw: Iterable[RawSample], *, modules: Sequence[ModuleRef],
         sample_raw.append(raw_id)
 
     images: List[LiveImage] = []
+    lines_of: Dict[int, ImageLines] = {}        # id(image) -> its source lines, where known
     for ref in modules:
         try:
             images.append(image_from_memory(ref.image_start, ref.image_end, ref.name, True,
                                             wt.read_memory, ref.names))
         except ImageError as exc:
             warnings.append(f"module {ref.name or '(unnamed)'} could not be read: {exc}")
+            continue
+        try:
+            found = image_lines(ref)
+        except Exception as exc:     # pyelftools on damaged DWARF: any of its errors
+            warnings.append(f"module {ref.name or '(unnamed)'}: its DWARF could not be read, "
+                            f"no source lines: {exc}")
+            continue
+        if found is not None:
+            lines_of[id(images[-1])] = found
     explicit = list(images)
     try:
         all_pcs = {pc for pcs in raw_pcs for pc in pcs if pc < MARK_ENTRY}
@@ -329,6 +375,35 @@ def resolve_recording(raw: Iterable[RawSample], *, modules: Sequence[ModuleRef],
         if entry is OPAQUE:
             return Frame(FRAME_OPAQUE)
         return Frame(FRAME_GUEST, module_of(entry.image), entry.offset)
+
+    module_lines: Dict[int, Dict[int, Tuple[SourceFrame, ...]]] = {}   # module -> offset ->
+
+    def guest_child(node: int, entry: GuestEntry) -> int:
+        """The node of a guest frame under ``node``: the compiled function's, then
+        one per call inlined at its address (innermost last), where lines are known."""
+        node = tree.child(node, frame_key(entry))
+        if entry is OPAQUE:
+            return node
+        lines = lines_of.get(id(entry.image))
+        if lines is None:
+            return node
+        m = module_of(entry.image)
+        known = module_lines.setdefault(m, {})
+        source = known.get(entry.offset)
+        if source is None:
+            try:
+                found = lines.frames_at(entry.offset - 1)
+            except Exception as exc:    # pyelftools on damaged DWARF: any of its errors
+                # The samples matter more than the lines: this module keeps none.
+                del lines_of[id(entry.image)]
+                known.clear()
+                warnings.append(f"module {entry.image.symbols.name}: its DWARF could not be "
+                                f"read, no source lines: {exc!r}")
+                return node
+            source = known[entry.offset] = shared_source_frames(found, host_details)
+        for depth in range(1, len(source)):
+            node = tree.child(node, Frame(FRAME_GUEST, m, entry.offset, depth))
+        return node
 
     tree = _Stacks()
     hosts: List[HostFunction] = []
@@ -422,7 +497,7 @@ def resolve_recording(raw: Iterable[RawSample], *, modules: Sequence[ModuleRef],
         entry = sum(1 for item in r.outer if isinstance(item, int) and item < MARK_HOST)
         for item in reversed(r.outer):
             if not isinstance(item, int):
-                node = tree.child(node, frame_key(item))
+                node = guest_child(node, item)
             elif item >= MARK_HOST:
                 node = tree.child(node, host_frame((item & MARK_PAYLOAD) - 1))
             else:
@@ -431,7 +506,7 @@ def resolve_recording(raw: Iterable[RawSample], *, modules: Sequence[ModuleRef],
         base = node
         prefix: List[int] = []
         for item in reversed(r.guest):
-            node = tree.child(node, frame_key(item))
+            node = guest_child(node, item)
             prefix.append(node)
         return prefix, base
 
@@ -468,8 +543,7 @@ def resolve_recording(raw: Iterable[RawSample], *, modules: Sequence[ModuleRef],
                         kept_under[function_key] = tick_attribution(r.guest, tick_frame)
                     kept = kept_under[function_key]
                     if kept is not None:
-                        node = tree.child(prefix[kept - 1] if kept else base,
-                                          frame_key(tick_frame))
+                        node = guest_child(prefix[kept - 1] if kept else base, tick_frame)
                         flags |= SAMPLE_AT_TICK
             if s.origin > ORIGIN_GUEST:
                 node = tree.child(node, host_frame(s.origin - 1))
@@ -496,7 +570,8 @@ def resolve_recording(raw: Iterable[RawSample], *, modules: Sequence[ModuleRef],
         table.memory_bytes.append(s.memory_bytes)
 
     # Each module keeps just the functions its frames name (the lookups above made them).
-    recorded = tuple(_referenced(img) for img in module_table)
+    recorded = tuple(_with_lines(_referenced(img), module_lines.get(m, {}))
+                     for m, img in enumerate(module_table))
     meta = dict(meta, modules=[m.name for m in recorded], warnings=warnings, threads=threads)
     return Recording(meta=meta, modules=recorded, host_functions=tuple(hosts),
                      frames=tuple(tree.frames), stack_parent=tree.parent, stack_frame=tree.frame,

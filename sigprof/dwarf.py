@@ -31,6 +31,7 @@ class SourceFrame:
     file: str
     line: int
     column: int
+    function_line: int = 0      # where the function is declared (DW_AT_decl_line); 0: unknown
 
 
 class DwarfError(ValueError):
@@ -169,8 +170,9 @@ class ModuleDwarf:
             frames.append(SourceFrame(
                 _die_name(outer), files.get(call_file, "??"),
                 attrs["DW_AT_call_line"].value if "DW_AT_call_line" in attrs else 0,
-                attrs["DW_AT_call_column"].value if "DW_AT_call_column" in attrs else 0))
-        frames.append(SourceFrame(_die_name(chain[-1]), *line))
+                attrs["DW_AT_call_column"].value if "DW_AT_call_column" in attrs else 0,
+                _decl_line(outer)))
+        frames.append(SourceFrame(_die_name(chain[-1]), *line, _decl_line(chain[-1])))
         return frames
 
     def _die_chain(self, address: int) -> List[Any]:
@@ -213,6 +215,21 @@ def _die_name(die: Any) -> str:
         else:
             break
     return "??"
+
+
+def _decl_line(die: Any) -> int:
+    """The line a DIE's function is declared at, following abstract origins; 0: unknown."""
+    for _ in range(8):
+        attrs = die.attributes
+        if "DW_AT_decl_line" in attrs:
+            return int(attrs["DW_AT_decl_line"].value)
+        for key in ("DW_AT_abstract_origin", "DW_AT_specification"):
+            if key in attrs:
+                die = die.get_DIE_from_attribute(key)
+                break
+        else:
+            break
+    return 0
 
 
 def _file_names(program: Any, cu: Any) -> Dict[int, str]:

@@ -88,7 +88,7 @@ def _recording(profile: JSON, section: JSON) -> Recording:
         raise TypeError("meta.sigprof.meta is not an object")
     modules = tuple(rawfile.module_from_row(m) for m in section["modules"])
     hosts = tuple(rawfile.host_from_row(h) for h in section["host_functions"])
-    frames = tuple(Frame(int(t), int(r), int(o)) for t, r, o in section["frames"])
+    frames = tuple(Frame(*(int(v) for v in frame[:4])) for frame in section["frames"])
     shared = profile["shared"]
     if shared["frameTable"]["length"] != len(frames):
         raise ValueError("meta.sigprof's frames do not match the frame table")

@@ -8,7 +8,7 @@ output uses.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple, Tuple
 
 # Frame types (Frame.type).
@@ -43,6 +43,8 @@ class Frame(NamedTuple):
     type: int
     ref: int = 0        # module (guest) or host function table row (host, Python code)
     offset: int = 0     # guest: .text offset of the return address; Python code: line
+    inline: int = 0     # guest: 0 the compiled function, k the k-th call the compiler
+                        # inlined into it at that address (its DWARF frames, outermost first)
 
 
 def pseudo_kind(frame_type: int) -> str:
@@ -77,6 +79,17 @@ class FunctionRef:
     name: str
     module: str          # module (wasm) or Python module (host); "" for pseudo frames
     key: Tuple[object, ...]   # identity: two wasm modules' `work` stay distinct
+    # wasm, from DWARF: the function's source file ("": unknown) and the line it is
+    # declared at (0: unknown); what it is, not which function: not compared.
+    file: str = field(default="", compare=False)
+    line: int = field(default=0, compare=False)
+
+    @property
+    def where(self) -> str:
+        """`` (file:line)`` where the source is known, else empty."""
+        if not self.file:
+            return ""
+        return f" ({self.file}:{self.line})" if self.line else f" ({self.file})"
 
     def label(self, form: str = "report") -> str:
         """``report``: ``name  [module]`` (``[python]`` for host functions);
@@ -84,11 +97,12 @@ class FunctionRef:
         code: ``name [file]``);
         ``collapsed``: ``module!name`` for guest functions, without the
         characters that separate frames and lines in that format."""
+        name = self.name + self.where
         if form == "collapsed":
-            label = f"{self.module}!{self.name}" if self.kind == "wasm" else self.name
+            label = f"{self.module}!{name}" if self.kind == "wasm" else name
             return label.replace(";", ":").replace("\n", " ").replace("\r", " ")
         if form == "summary":
-            return f"{self.name} [{self.module}]" if self.kind in ("wasm", "py") else self.name
+            return f"{name} [{self.module}]" if self.kind in ("wasm", "py") else name
         where = (self.module if self.kind in ("wasm", "py")
                  else "python" if self.kind == "host" else "")
-        return f"{self.name}  [{where}]" if where else self.name
+        return f"{name}  [{where}]" if where else name

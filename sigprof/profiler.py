@@ -56,7 +56,7 @@ from .defaults import DEFAULT_CAPACITY, DEFAULT_MAX_DEPTH
 from ._timer import (CLOCKS, SOURCES, Notes, TickSource, effective_interval, interval_floor,
                      kernel_tick, planned_source)
 from .recording import Recording
-from .wasmfile import WasmFormatError, WasmInfo, read_names
+from .wasmfile import WasmFormatError, WasmInfo, read_wasm, wasm_bytes
 
 DEFAULT_INTERVAL = 0.001      # seconds; the CPU clocks default to one kernel tick instead
 
@@ -122,8 +122,10 @@ NamesSpec = Union[NameSource, Mapping[wasmtime.Module, NameSource]]
 
 def _load_names(names: Optional[NamesSpec],
                 modules: Optional[List[Tuple[Optional[str], wasmtime.Module]]],
-                mismatches: List[str]) -> Dict[int, WasmInfo]:
-    """``names=`` read now (so a bad file fails at once): module position -> names.
+                mismatches: List[str], binaries: Optional[Dict[int, bytes]] = None
+                ) -> Dict[int, WasmInfo]:
+    """``names=`` read now (so a bad file fails at once): module position -> names,
+    and into ``binaries`` the binary itself (its DWARF gives source lines).
     A binary that is not a build of its module (``_resolve.names_mismatch``) is not
     used; why goes to ``mismatches``, and to stderr as a warning, at once."""
     if names is None:
@@ -137,12 +139,15 @@ def _load_names(names: Optional[NamesSpec],
         if where is None:
             raise ValueError("names= maps a module that is not in modules=")
         try:
-            info = read_names(source)
+            binary = wasm_bytes(source)
+            info = read_wasm(binary)
         except (OSError, WasmFormatError) as exc:
             raise ValueError(f"names=: {exc}") from None
         why = _resolve.names_mismatch(module, info)
         if why is None:
             out[where] = info
+            if binaries is not None:
+                binaries[where] = binary
             continue
         label = "the bytes given" if isinstance(source, bytes) else os.path.basename(source)
         module_name = modules[where][0] or f"modules[{where}]"
@@ -223,7 +228,8 @@ class Profiler:
         self.store = store
         self.modules = _normalise_modules(modules)
         self._names_warnings: List[str] = []
-        self._names = _load_names(names, self.modules, self._names_warnings)
+        self._binaries: Dict[int, bytes] = {}
+        self._names = _load_names(names, self.modules, self._names_warnings, self._binaries)
         if not all(isinstance(m, wasmtime.Memory) for m in memories) or len(memories) > 16:
             raise ValueError("memories must be at most 16 wasmtime.Memory objects")
         if memories and store is None:
@@ -276,7 +282,7 @@ class Profiler:
         if self.store is not None:
             _check_engine(self.store)
         _imports.install()
-        self._module_refs = _resolve.module_refs(self.modules or [], self._names)
+        self._module_refs = _resolve.module_refs(self.modules or [], self._names, self._binaries)
         ticks = SESSION.join(self, self._own_ticks)
         self._started = True
         self._ticks = ticks

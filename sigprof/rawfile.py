@@ -22,6 +22,7 @@ from typing import Any, Callable, Dict, Tuple, Type, Union
 from .export.raw import CRC, HEADER, MAGIC, REQUIRED, SECTION, VERSION_MAJOR, VERSION_MINOR
 from .frames import FRAME_GUEST, FRAME_HOST, FRAME_PYCODE, FRAME_TYPES, Frame, HostFunction
 from .recording import Recording, SampleTable
+from .dwarf import SourceFrame
 from .symbols import Function, ModuleSymbols
 
 
@@ -95,12 +96,21 @@ def _loads(data: memoryview, source: str) -> Recording:
     frames_raw = sections[b"FRMS"]
     n_frames = _count(frames_raw, 12, fail, "FRMS")
     flat = _from_le("i", bytes(frames_raw[4:]))
-    frames = tuple(Frame(flat[3 * i], flat[3 * i + 1], flat[3 * i + 2]) for i in range(n_frames))
+    inline = sections.get(b"INLN")
+    depths = array("i", [0] * n_frames)
+    if inline is not None:
+        if _count(inline, 4, fail, "INLN") != n_frames:
+            raise fail("corrupt recording (INLN does not match the frames)")
+        depths = _from_le("i", bytes(inline[4:]))
+    frames = tuple(Frame(flat[3 * i], flat[3 * i + 1], flat[3 * i + 2], depths[i])
+                   for i in range(n_frames))
     for frame in frames:
         if frame.type == FRAME_GUEST and not (0 <= frame.ref < len(modules) and frame.offset >= 0):
             raise fail("corrupt recording (frame refers to a missing module)")
         if frame.type in (FRAME_HOST, FRAME_PYCODE) and not 0 <= frame.ref < len(hosts):
             raise fail("corrupt recording (frame refers to a missing host function)")
+        if frame.inline < 0 or (frame.inline and frame.type != FRAME_GUEST):
+            raise fail("corrupt recording (an inlined frame that is not a guest frame)")
         if frame.type not in FRAME_TYPES:
             raise fail(f"corrupt recording (unknown frame type {frame.type})")
 
@@ -176,8 +186,12 @@ def module_from_row(m: Dict[str, Any]) -> ModuleSymbols:
                       for f in m["functions"])
     if any(f.start < 0 or f.size < 0 for f in functions):
         raise ValueError("negative function offset")
+    lines = tuple((int(offset), tuple(SourceFrame(str(f[0]), str(f[1]), int(f[2]), int(f[3]),
+                                                  int(f[4])) for f in frames))
+                  for offset, frames in m.get("lines", ()))
     return ModuleSymbols(str(m["name"]), str(m["digest"]), int(m["text_size"]),
-                         tuple(sorted(functions, key=lambda f: (f.start, f.size))))
+                         tuple(sorted(functions, key=lambda f: (f.start, f.size))),
+                         tuple(sorted(lines, key=lambda row: row[0])))
 
 
 def host_from_row(h: Dict[str, Any]) -> HostFunction:

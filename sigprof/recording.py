@@ -7,7 +7,10 @@ A ``Recording`` holds everything the exporters need and nothing they do not:
   imported that were sampled, and those on the Python side of mixed stacks;
 * ``frames``: interned ``frames.Frame`` values -- a guest frame is
   ``Frame(FRAME_GUEST, module index, offset)`` where offset is the frame's
-  return address relative to the module's ``.text``;
+  return address relative to the module's ``.text``; where the module's DWARF
+  was known, each call inlined at that address follows it as its own frame
+  (``Frame(FRAME_GUEST, module, offset, k)``, k = 1 outermost), and
+  ``ModuleSymbols.lines`` holds the source frames (``source_line``);
 * ``stacks``: a prefix tree, ``stack_parent[i]`` / ``stack_frame[i]``, root
   frames have parent -1;
 * ``samples``: parallel columns -- time since start, thread CPU delta, wall
@@ -28,6 +31,7 @@ from . import export
 from .demangle import display_name
 from .frames import (FRAME_GUEST, FRAME_HOST, FRAME_PYCODE, FRAME_UNKNOWN, PSEUDO_FRAME_NAMES,
                      SAMPLE_TRUNCATED, Frame, FunctionRef, HostFunction, pseudo_kind)
+from .dwarf import SourceFrame
 from .symbols import Function, ModuleSymbols
 
 CLOCK_WEIGHT = {"cpu": "cpu", "prof": "cpu", "wall": "wall", "manual": "cpu"}
@@ -68,6 +72,8 @@ class Recording:
     sample_table: SampleTable
     _function_cache: Dict[int, FunctionRef] = field(default_factory=dict, compare=False,
                                                     repr=False)
+    _function_source_cache: Optional[Dict[Tuple[int, int], Tuple[str, int]]] = field(
+        default=None, compare=False, repr=False)
 
     def __repr__(self) -> str:
         name = self.meta.get("name") or ", ".join(m.name for m in self.modules) or "guest"
@@ -141,6 +147,15 @@ class Recording:
             return None
         return self.modules[frame.ref].lookup(frame.offset - 1)
 
+    def source_line(self, frame_index: int) -> Optional[SourceFrame]:
+        """Where in its source a guest frame is (file, line, column, function), where
+        the module's DWARF was known; an inlined frame's own, its caller's the call."""
+        frame = self.frames[frame_index]
+        if frame.type != FRAME_GUEST:
+            return None
+        source = self.modules[frame.ref].source_frames(frame.offset)
+        return source[frame.inline] if frame.inline < len(source) else None
+
     def function(self, frame_index: int) -> FunctionRef:
         ref = self._function_cache.get(frame_index)
         if ref is None:
@@ -152,11 +167,18 @@ class Recording:
         if frame.type == FRAME_GUEST:
             module = self.modules[frame.ref]
             func = module.lookup(frame.offset - 1)
-            if func is None:
+            source = self.source_line(frame_index)
+            if func is None or (frame.inline and source is None):
                 return FunctionRef("unknown", PSEUDO_FRAME_NAMES[FRAME_UNKNOWN], module.name,
                                    ("unknown", frame.ref))
+            if frame.inline:
+                assert source is not None
+                return FunctionRef("wasm", display_name(source.function), module.name,
+                                   ("inline", frame.ref, source.function), source.file,
+                                   source.function_line)
+            file, line = self._function_sources().get((frame.ref, func.start), ("", 0))
             return FunctionRef("wasm", display_name(func.name), module.name,
-                               ("wasm", frame.ref, func.start))
+                               ("wasm", frame.ref, func.start), file, line)
         if frame.type == FRAME_HOST:
             host = self.host_functions[frame.ref]
             return FunctionRef("host", host.label, host.module, ("host", frame.ref))
@@ -165,6 +187,23 @@ class Recording:
             return FunctionRef("py", code.name, code.file, ("py", frame.ref))
         name = PSEUDO_FRAME_NAMES.get(frame.type, "(unknown)")
         return FunctionRef(pseudo_kind(frame.type), name, "", (name,))
+
+    def _function_sources(self) -> Dict[Tuple[int, int], Tuple[str, int]]:
+        """(module, function start) -> its source file and declaration line: those
+        of its first frame that has a line (not every PC of a function has one)."""
+        if self._function_source_cache is None:
+            found: Dict[Tuple[int, int], Tuple[str, int]] = {}
+            for frame in self.frames:
+                if frame.type != FRAME_GUEST or frame.inline:
+                    continue
+                source = self.modules[frame.ref].source_frames(frame.offset)
+                func = self.modules[frame.ref].lookup(frame.offset - 1) if source else None
+                if func is not None:
+                    found.setdefault((frame.ref, func.start),
+                                     (source[0].file, source[0].function_line))
+            object.__setattr__(self, "_function_source_cache", found)
+        assert self._function_source_cache is not None
+        return self._function_source_cache
 
     def iter_stacks(self) -> Iterator[Tuple[List[FunctionRef], int]]:
         """(functions root first, weight ns) per sample."""

@@ -38,6 +38,7 @@ from operator import itemgetter
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
+from .dwarf import SourceFrame
 from .wasmfile import ByteReader, WasmFormatError, WasmInfo
 
 ROLE_WASM = "wasm"            # a guest function (the roles of a function in an image)
@@ -81,9 +82,19 @@ class ModuleSymbols:
     digest: str                     # sha256 of the symbol table and code size: the code's identity
     text_size: int
     functions: Tuple[Function, ...]  # sorted by start
+    # Where the module's DWARF was known: (return-address offset, its source frames
+    # outermost first) for each sampled guest frame that has them, sorted by offset.
+    lines: Tuple[Tuple[int, Tuple[SourceFrame, ...]], ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_starts", [f.start for f in self.functions])
+        object.__setattr__(self, "_lines", dict(self.lines))
+
+    def source_frames(self, offset: int) -> Tuple[SourceFrame, ...]:
+        """The source frames of the guest frame with return address ``offset``
+        (outermost first), empty where unknown."""
+        found: Tuple[SourceFrame, ...] = self._lines.get(offset, ())  # type: ignore[attr-defined]
+        return found
 
     def lookup(self, offset: int) -> Optional[Function]:
         """The function whose code contains ``offset``, if any."""

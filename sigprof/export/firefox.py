@@ -144,7 +144,7 @@ def convert(rec: "Recording") -> JSON:
         return i
 
     frame_map: List[int] = []
-    for fi, (kind, a, b) in enumerate(rec.frames):
+    for fi, (kind, a, b, depth) in enumerate(rec.frames):
         ref = rec.function(fi)
         if kind == FRAME_GUEST:
             func = rec.guest_function(fi)
@@ -155,10 +155,16 @@ def convert(rec: "Recording") -> JSON:
                     native = symbol_index[(a, func.start)] = _append(
                         symbols, libIndex=a, address=func.start, name=strings(func.name),
                         functionSize=func.size)
-            f = func_for(ref.key, ref.name, module_resource[a])
-            frame_map.append(_append(frames, address=max(b - 1, 0), inlineDepth=0,
+            # Lines where the module's DWARF was known: an inlined call is a frame
+            # of its own at the same address, one inline level deeper.
+            source = rec.source_line(fi)
+            f = func_for(ref.key, ref.name, module_resource[a], source_for(ref.file),
+                         ref.line or None)
+            frame_map.append(_append(frames, address=max(b - 1, 0), inlineDepth=depth,
                                      category=CAT_WASM, subcategory=0, func=f,
-                                     nativeSymbol=native, innerWindowID=0, line=None, column=None,
+                                     nativeSymbol=native, innerWindowID=0,
+                                     line=source.line or None if source else None,
+                                     column=source.column or None if source else None,
                                      originalLocation=None, lib=a))
             continue
         if kind == FRAME_PYCODE:
@@ -350,7 +356,7 @@ def _sigprof_section(rec: "Recording") -> JSON:
     each)."""
     return {"version": SIGPROF_SECTION_VERSION, "meta": rec.meta,
             "modules": raw.module_rows(rec), "host_functions": raw.host_rows(rec),
-            "frames": [list(frame) for frame in rec.frames]}
+            "frames": [list(frame) if frame.inline else list(frame[:3]) for frame in rec.frames]}
 
 
 def _extra_sections(rec: "Recording") -> List[JSON]:

@@ -116,21 +116,35 @@ def convert(rec: "Recording") -> bytes:
         if found is None:
             found = function_ids[ref.key] = len(function_ids) + 1
             frame = rec.frames[frame_index]
-            file, first_line = ref.module, 0
+            file, first_line = (ref.file, ref.line) if ref.file else (ref.module, 0)
             if frame.type in (FRAME_HOST, FRAME_PYCODE):
                 host = rec.host_functions[frame.ref]
                 file, first_line = host.file, host.line
-            name = strings(ref.label("summary"))
+            # The source file has a field of its own: the name without it.
+            name = strings(ref.label("summary") if not ref.file else f"{ref.name} [{ref.module}]")
             functions.append(_Message().scalar(1, found).scalar(2, name).scalar(3, name)
                              .scalar(4, strings(file)).scalar(5, first_line))
         return found
 
+    # A guest frame and the calls inlined at its address (frames of their own in the
+    # recording, right under it) are one Location: its Lines innermost first.
+    frame_of = {frame: i for i, frame in enumerate(rec.frames)}
     locations: Dict[int, int] = {}          # frame index -> location id
     for frame_index, frame in enumerate(rec.frames):
+        if frame.inline:
+            continue
         location = _Message().scalar(1, frame_index + 1)
         line = _Message().scalar(1, function_id(frame_index))
         if frame.type == FRAME_GUEST:
             location.scalar(2, frame.ref + 1).scalar(3, (frame.ref + 1 << MAPPING_SHIFT) + frame.offset)
+            sources = rec.modules[frame.ref].source_frames(frame.offset)
+            for depth in range(len(sources) - 1, 0, -1):
+                inlined = frame_of.get(frame._replace(inline=depth))
+                if inlined is not None:
+                    location.message(4, _Message().scalar(1, function_id(inlined))
+                                     .scalar(2, sources[depth].line))
+            if sources:
+                line.scalar(2, sources[0].line)
         elif frame.type == FRAME_PYCODE:
             line.scalar(2, frame.offset)         # the line the Python code was at
         location.message(4, line)
@@ -157,7 +171,8 @@ def convert(rec: "Recording") -> bytes:
         total[0] += 1
         total[1] += weight_ns
     for (stack, thread_index), (count, weight_ns) in totals.items():
-        ids = [locations[f] for f in reversed(rec.stack_frames(stack))] if stack >= 0 else []
+        ids = [locations[f] for f in reversed(rec.stack_frames(stack)) if f in locations
+               ] if stack >= 0 else []
         sample = _Message().packed(1, ids).packed(2, [count, weight_ns])
         thread = thread_names[thread_index]
         if thread:

@@ -23,6 +23,14 @@ all but THRD):
           guest linear memory i64 (bytes; resident -1 where unknown)
     THRD  (1.2) u32 count (0, or as SMPL's), then the thread column i32: an
           index into META's "threads" list ({name, tid})
+    INLN  (1.3) u32 count (as FRMS's), then i32 per frame: frames.Frame.inline
+          (0: the compiled function; k: the k-th call inlined at its address)
+
+1.3 also lets a MODS row hold "lines", where the module's DWARF was known:
+[[return-address offset, [[function, file, line, column, function line], ...]
+outermost first], ...].  A recording without them is written as 1.2 (INLN and
+"lines" are then absent), so a 1.2 reader reads it; a 1.2 reader given a 1.3
+file skips both and shows each inlined frame as its compiled function.
 
 Frame type 6 (1.2: Python code) refers to a HOST row and keeps its line as offset.
 
@@ -46,7 +54,8 @@ if TYPE_CHECKING:
 
 MAGIC = b"SIGPROF\x1a"
 VERSION_MAJOR = 1
-VERSION_MINOR = 2          # 1.1 added MEMS; 1.2 THRD and Python-code frames
+VERSION_MINOR = 3          # 1.1 added MEMS; 1.2 THRD and Python-code frames; 1.3 lines
+WITHOUT_LINES_MINOR = 2    # what a recording without source lines is written as
 HEADER = struct.Struct("<8sHHI")
 SECTION = struct.Struct("<4sQ")
 CRC = struct.Struct("<I")
@@ -62,9 +71,16 @@ def _le(a: array[int]) -> bytes:
 
 def module_rows(rec: "Recording") -> List[Dict[str, Any]]:
     """The MODS section's JSON (the Firefox profile's ``meta.sigprof`` holds it too)."""
-    return [{"name": m.name, "digest": m.digest, "text_size": m.text_size,
-             "functions": [[f.start, f.size, f.index, f.role, f.name, list(f.checks)]
-                           for f in m.functions]} for m in rec.modules]
+    rows = []
+    for m in rec.modules:
+        row: Dict[str, Any] = {"name": m.name, "digest": m.digest, "text_size": m.text_size,
+                               "functions": [[f.start, f.size, f.index, f.role, f.name,
+                                              list(f.checks)] for f in m.functions]}
+        if m.lines:
+            row["lines"] = [[offset, [[s.function, s.file, s.line, s.column, s.function_line]
+                                      for s in frames]] for offset, frames in m.lines]
+        rows.append(row)
+    return rows
 
 
 def host_rows(rec: "Recording") -> List[Dict[str, Any]]:
@@ -73,7 +89,9 @@ def host_rows(rec: "Recording") -> List[Dict[str, Any]]:
 
 
 def dumps(rec: "Recording") -> bytes:
-    parts = [HEADER.pack(MAGIC, VERSION_MAJOR, VERSION_MINOR, 0)]
+    with_lines = any(m.lines for m in rec.modules) or any(f.inline for f in rec.frames)
+    parts = [HEADER.pack(MAGIC, VERSION_MAJOR,
+                         VERSION_MINOR if with_lines else WITHOUT_LINES_MINOR, 0)]
 
     def section(tag: bytes, payload: bytes) -> None:
         parts.append(SECTION.pack(tag, len(payload)))
@@ -88,7 +106,7 @@ def dumps(rec: "Recording") -> bytes:
     section(b"HOST", js(host_rows(rec)))
     flat = array("i")
     for frame in rec.frames:
-        flat.extend(frame)
+        flat.extend(frame[:3])
     section(b"FRMS", struct.pack("<I", len(rec.frames)) + _le(flat))
     section(b"STKS", struct.pack("<I", len(rec.stack_frame)) + _le(array("i", rec.stack_parent))
             + _le(array("i", rec.stack_frame)))
@@ -100,6 +118,9 @@ def dumps(rec: "Recording") -> bytes:
     section(b"MEMS", struct.pack("<I", len(st.rss_bytes)) + _le(array("q", st.rss_bytes))
             + _le(array("q", st.memory_bytes)))
     section(b"THRD", struct.pack("<I", len(st.thread)) + _le(array("i", st.thread)))
+    if with_lines:
+        section(b"INLN", struct.pack("<I", len(rec.frames))
+                + _le(array("i", (f.inline for f in rec.frames))))
     section(b"END ", b"")
     return b"".join(parts)
 

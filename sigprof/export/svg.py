@@ -177,7 +177,7 @@ def convert(rec: "Recording", warnings: Optional[Sequence[str]] = None,
         function = tree.label[node]
         weight = tree.weight[node]
         where = f" [{function.module}]" if function.module else ""
-        tip = (f"{function.name}{where} -- {weight / 1e6:.2f} ms {unit}, "
+        tip = (f"{function.name}{function.where}{where} -- {weight / 1e6:.2f} ms {unit}, "
                f"{100 * weight / tree.total_weight:.2f}%")
         fill = _colour(function)
         if path_changes_pts is not None:
