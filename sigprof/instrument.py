@@ -158,24 +158,69 @@ def _store_cached(artifact: Union[bytes, bytearray], epoch_build: bytearray) -> 
         pass
 
 
-def _load_cached(cls: Any, engine: wasmtime.Engine,
-                 artifact: Union[bytes, bytearray]) -> Optional[wasmtime.Module]:
+def _needs_epoch_build(engine: wasmtime.Engine) -> bool:
     made = _ENGINES.get(engine)
-    if made is None or made[0]:
+    return made is not None and not made[0]
+
+
+def _load_epoch_build(cls: Any, engine: wasmtime.Engine, path: str) -> Optional[wasmtime.Module]:
+    """The cached epoch build at ``path`` (mapped by wasmtime, as the application's own
+    ``deserialize_file`` maps its artifact), or None if there is none."""
+    if not os.path.isfile(path):
         return None
+    module: wasmtime.Module = _ORIGINAL["deserialize_file"].__func__(cls, engine, path)
+    return module
+
+
+def _file_key_path(path: str) -> Optional[str]:
+    """Where the hash of the artifact file at ``path`` is remembered, keyed by the file's
+    identity (path, inode, size, modification time): a warm start then reads and hashes
+    nothing (a Yosys artifact is 220 MB: ~0.5 s of hashing)."""
     try:
-        with open(_cached_path(artifact), "rb") as f:
-            epoch_build = f.read()
+        st = os.stat(path)
     except OSError:
         return None
-    module: wasmtime.Module = _ORIGINAL["deserialize"].__func__(cls, engine, epoch_build)
-    return module
+    identity = f"{os.path.realpath(path)}\0{st.st_ino}\0{st.st_size}\0{st.st_mtime_ns}"
+    return os.path.join(cache_dir(), "by-file", hashlib.sha256(identity.encode()).hexdigest())
+
+
+def _epoch_build_for_file(cls: Any, engine: wasmtime.Engine,
+                          path: str) -> Optional[wasmtime.Module]:
+    key_path = _file_key_path(path)
+    if key_path is None:
+        return None
+    try:
+        with open(key_path) as f:
+            remembered = os.path.join(cache_dir(), os.path.basename(f.read().strip()))
+        return _load_epoch_build(cls, engine, remembered)
+    except OSError:
+        pass
+    try:
+        with open(path, "rb") as f:
+            cached = _cached_path(f.read())
+    except OSError:
+        return None
+    found = _load_epoch_build(cls, engine, cached)
+    if found is not None:
+        _remember(key_path, cached)
+    return found
+
+
+def _remember(key_path: str, cached: str) -> None:
+    try:
+        os.makedirs(os.path.dirname(key_path), exist_ok=True)
+        fd, temporary = tempfile.mkstemp(dir=os.path.dirname(key_path), suffix=".part")
+        with os.fdopen(fd, "w") as f:
+            f.write(os.path.basename(cached))
+        os.replace(temporary, key_path)
+    except OSError:         # unremembered: the next start hashes the file again
+        pass
 
 
 def _deserialize(cls: Any, engine: wasmtime.Engine,
                  encoded: Union[bytes, bytearray]) -> wasmtime.Module:
-    if isinstance(encoded, (bytes, bytearray)):
-        found = _load_cached(cls, engine, encoded)
+    if isinstance(encoded, (bytes, bytearray)) and _needs_epoch_build(engine):
+        found = _load_epoch_build(cls, engine, _cached_path(encoded))
         if found is not None:
             return found
     module: wasmtime.Module = _ORIGINAL["deserialize"].__func__(cls, engine, encoded)
@@ -183,13 +228,8 @@ def _deserialize(cls: Any, engine: wasmtime.Engine,
 
 
 def _deserialize_file(cls: Any, engine: wasmtime.Engine, path: str) -> wasmtime.Module:
-    if engine in _ENGINES:
-        try:
-            with open(path, "rb") as f:
-                artifact = f.read()
-        except OSError:
-            artifact = b""
-        found = _load_cached(cls, engine, artifact) if artifact else None
+    if _needs_epoch_build(engine):
+        found = _epoch_build_for_file(cls, engine, path)
         if found is not None:
             return found
     module: wasmtime.Module = _ORIGINAL["deserialize_file"].__func__(cls, engine, path)
