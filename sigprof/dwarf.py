@@ -15,7 +15,7 @@ import bisect
 import io
 import os
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from .wasmfile import ByteReader, WasmFormatError
 
@@ -200,35 +200,35 @@ class ModuleDwarf:
         return []
 
 
+def _die_and_origins(die: Any) -> Iterator[Any]:
+    """``die``, then the DIEs it refers to as its abstract origin or specification
+    (at most 8: a chain that long is damaged, not deep)."""
+    for _ in range(8):
+        yield die
+        attrs = die.attributes
+        key = next((k for k in ("DW_AT_abstract_origin", "DW_AT_specification")
+                    if k in attrs), None)
+        if key is None:
+            return
+        die = die.get_DIE_from_attribute(key)
+
+
 def _die_name(die: Any) -> str:
     """A DIE's linkage or plain name, following abstract origins and specifications."""
-    for _ in range(8):
-        attrs = die.attributes
+    for d in _die_and_origins(die):
+        attrs = d.attributes
         for key in ("DW_AT_linkage_name", "DW_AT_name"):
             if key in attrs:
                 value = attrs[key].value
                 return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-        for key in ("DW_AT_abstract_origin", "DW_AT_specification"):
-            if key in attrs:
-                die = die.get_DIE_from_attribute(key)
-                break
-        else:
-            break
     return "??"
 
 
 def _decl_line(die: Any) -> int:
     """The line a DIE's function is declared at, following abstract origins; 0: unknown."""
-    for _ in range(8):
-        attrs = die.attributes
-        if "DW_AT_decl_line" in attrs:
-            return int(attrs["DW_AT_decl_line"].value)
-        for key in ("DW_AT_abstract_origin", "DW_AT_specification"):
-            if key in attrs:
-                die = die.get_DIE_from_attribute(key)
-                break
-        else:
-            break
+    for d in _die_and_origins(die):
+        if "DW_AT_decl_line" in d.attributes:
+            return int(d.attributes["DW_AT_decl_line"].value)
     return 0
 
 
