@@ -76,11 +76,12 @@ class Session:
         self._engine_users: Dict[int, List[Any]] = {}    # id(engine) -> [engine, stores]
         self._retired_engines: List[wasmtime.Engine] = []
         self.host_callables: List[HostFunc] = []         # host id -> the Python callable
-        # slab handle -> (the host function it held, its sampling wrapper)
+        # slab handle -> (the host function it held, its sampling wrapper); one cache per
+        # slab (the core one and the component one: their handles overlap)
         self._host_wrappers: Dict[int, Tuple[HostFunc, HostFunc]] = {}
         self._original_get: Callable[[int], Any] = lambda idx: None
         self._get_hook = self._host_get         # one bound method: uninstall compares it
-        self._component_wrappers: Dict[int, HostFunc] = {}  # component slab handle -> wrapper
+        self._component_wrappers: Dict[int, Tuple[HostFunc, HostFunc]] = {}
         self._guard: Optional[_capture.SignalGuard] = None
         self.epoch_engines: "weakref.WeakSet[wasmtime.Engine]" = weakref.WeakSet()
         self._plain_engines: "weakref.WeakSet[wasmtime.Engine]" = weakref.WeakSet()
@@ -229,26 +230,24 @@ class Session:
     def _host_get(self, idx: int) -> Any:
         """``FUNCTIONS.get`` while profiling: hand wasmtime-py a sampling wrapper."""
         entry = self._original_get(idx)
-        func = entry[0]
-        # Keyed by handle, checked by identity: wasmtime-py before 50 hands a freed
-        # handle to the next host function it defines.
-        cached = self._host_wrappers.get(idx)
+        return (self._wrapper(self._host_wrappers, idx, entry[0]),) + tuple(entry[1:])
+
+    def _component_host_get(self, idx: int, func: HostFunc) -> HostFunc:
+        """A component host function's sampling wrapper (its slab holds bare callables)."""
+        return self._wrapper(self._component_wrappers, idx, func)
+
+    def _wrapper(self, cache: Dict[int, Tuple[HostFunc, HostFunc]], idx: int,
+                 func: HostFunc) -> HostFunc:
+        """The sampling wrapper of ``func``, held under slab handle ``idx``.  Keyed by
+        handle, checked by identity: wasmtime-py before 50 hands a freed handle to the
+        next host function it defines."""
+        cached = cache.get(idx)
         if cached is None or cached[0] is not func:
             with self.lock:
                 host_id = len(self.host_callables)
                 self.host_callables.append(func)
-                cached = self._host_wrappers[idx] = (func, _sampling_wrapper(func, host_id))
-        return (cached[1],) + tuple(entry[1:])
-
-    def _component_host_get(self, idx: int, func: HostFunc) -> HostFunc:
-        """A component host function's sampling wrapper (its slab holds bare callables)."""
-        wrapped = self._component_wrappers.get(idx)
-        if wrapped is None:
-            with self.lock:
-                host_id = len(self.host_callables)
-                self.host_callables.append(func)
-                wrapped = self._component_wrappers[idx] = _sampling_wrapper(func, host_id)
-        return wrapped
+                cached = cache[idx] = (func, _sampling_wrapper(func, host_id))
+        return cached[1]
 
     def _install_hooks(self) -> None:
         self._uninstall_hooks()         # a forked child may hold its parent's

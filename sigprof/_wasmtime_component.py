@@ -32,7 +32,6 @@ try:
     HOST_SLAB: Optional[Any] = _linker.FUNCTIONS     # handle -> the Python host callable
 except ImportError:
     HOST_SLAB = None
-    pass
 
 _installed: List[Callable[[Callable[[], Any]], None]] = []     # the hook now in place
 
