@@ -108,16 +108,14 @@ def _store_init(self: wasmtime.Store, engine: Optional[wasmtime.Engine] = None,
     if engine is None:
         engine = wasmtime.Engine()
     _ORIGINAL["store_init"](self, engine, *args, **kwargs)
-    made = _ENGINES.get(engine)
-    if made is not None and not made[0]:
+    if _needs_epoch_build(engine):
         set_store_deadline(self, FAR_DEADLINE)      # sigprof's, not the application's
 
 
 def _module_init(self: wasmtime.Module, engine: wasmtime.Engine,
                  wasm: Union[str, bytes]) -> None:
     _ORIGINAL["module_init"](self, engine, wasm)
-    made = _ENGINES.get(engine)
-    if made is not None and not made[0]:
+    if _needs_epoch_build(engine):
         _COMPILED[self] = (engine, wasm.encode() if isinstance(wasm, str) else bytes(wasm))
 
 
@@ -146,19 +144,27 @@ def _serialize(self: wasmtime.Module) -> bytearray:
 
 
 def _store_cached(artifact: Union[bytes, bytearray], epoch_build: bytearray) -> None:
-    """Keep ``epoch_build`` under ``artifact``'s hash (written whole, or not at all)."""
-    path = _cached_path(artifact)
+    """Keep ``epoch_build`` under ``artifact``'s hash."""
+    _write_cache_file(_cached_path(artifact), epoch_build)
+
+
+def _write_cache_file(path: str, data: Union[bytes, bytearray]) -> None:
+    """``path`` written whole, or not at all.  A cache: a write that fails only costs
+    the next profiled run the work again (a recompile, or hashing an artifact)."""
+    temporary = None
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         fd, temporary = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".part")
         with os.fdopen(fd, "wb") as f:
-            f.write(epoch_build)
+            f.write(data)
         os.replace(temporary, path)
-    except OSError:         # no cache: the next profiled run recompiles, as this one did
-        pass
+    except OSError:
+        if temporary is not None and os.path.exists(temporary):
+            os.unlink(temporary)
 
 
 def _needs_epoch_build(engine: wasmtime.Engine) -> bool:
+    """``engine`` is one instrument() gave epochs the application did not ask for."""
     made = _ENGINES.get(engine)
     return made is not None and not made[0]
 
@@ -202,19 +208,8 @@ def _epoch_build_for_file(cls: Any, engine: wasmtime.Engine,
         return None
     found = _load_epoch_build(cls, engine, cached)
     if found is not None:
-        _remember(key_path, cached)
+        _write_cache_file(key_path, os.path.basename(cached).encode())
     return found
-
-
-def _remember(key_path: str, cached: str) -> None:
-    try:
-        os.makedirs(os.path.dirname(key_path), exist_ok=True)
-        fd, temporary = tempfile.mkstemp(dir=os.path.dirname(key_path), suffix=".part")
-        with os.fdopen(fd, "w") as f:
-            f.write(os.path.basename(cached))
-        os.replace(temporary, key_path)
-    except OSError:         # unremembered: the next start hashes the file again
-        pass
 
 
 def _deserialize(cls: Any, engine: wasmtime.Engine,
