@@ -42,6 +42,18 @@ def read_entry(frame: Optional[FrameType], host_call_code: CodeType) -> RawEntry
     return cast(RawEntry, _native.extension().python_stack(frame, host_call_code))
 
 
+def read_entry_in_python(frame: Optional[FrameType], host_call_code: CodeType) -> RawEntry:
+    """``read_entry`` without the C extension (the pure-Python capture's)."""
+    flat: List[object] = []
+    walking = frame
+    while walking is not None:
+        if walking.f_code is host_call_code:
+            return tuple(flat), True
+        flat.extend((walking.f_code, walking.f_lasti))
+        walking = walking.f_back
+    return tuple(flat), False
+
+
 class PythonFrames:
     """Raw entries -> segments of (code, line), with the machinery left out."""
 

@@ -35,7 +35,7 @@ import wasmtime
 
 from . import _app_epochs, _capture, _native, _wasmtime as wt, _wasmtime_component
 from ._capture import Capture, HostFunc, NativeCapture
-from ._pyframes import EntryFrames, RawEntry, read_entry
+from ._pyframes import EntryFrames, RawEntry, read_entry, read_entry_in_python
 from ._ring import MARK_ENTRY, ORIGIN_OUTSIDE, RawSample
 from ._timer import HostTicks, ITimerTicks, Notes, PerfTicks, TickSource, start_ticks
 
@@ -59,9 +59,6 @@ named: Dict[int, str] = {}          # kernel thread id -> Python thread name, as
 # sampler thread of host ticks elsewhere (``_host_ticks_elsewhere``)
 stacks: Dict[int, Tuple[int, List[Optional[Capture]]]] = {}
 _calls = _Calls()
-# The running store-less profile's Python time when it is the wakeup relay's (guest
-# calls move its marks); None otherwise.
-pure_python_time: Optional["PurePythonTime"] = None
 
 
 class Session:
@@ -357,8 +354,13 @@ class PythonTime:
             origin=ORIGIN_OUTSIDE, ticks=ticks, pcs=self._entry_only, stack_hash=MARK_ENTRY,
             depth_limited=False, tid=tid, entry=serial))
 
+    def start(self) -> None:
+        """Have the tick handler hand on the ticks of threads running no guest."""
+        _native.extension().set_python_ticks(True)
+
     def stop(self) -> None:
         """No more samples (the profile stops)."""
+        _native.extension().set_python_ticks(False)
 
 
 class PurePythonTime(PythonTime):
@@ -392,7 +394,7 @@ class PurePythonTime(PythonTime):
         spent = cpu - self._marks.get(ident, 0)
         self._marks[ident] = cpu
         if spent > 0 and frame is not None:
-            self._add(tid, _python_entry(frame), spent, spent, 1, time.monotonic_ns())
+            self._add(tid, read_entry_in_python(frame, _HOST_CALL_CODE), spent, spent, 1, time.monotonic_ns())
 
     def tick(self, tid: int, frame: Optional[FrameType]) -> None:
         """On the main thread, at the tick signal's Python-level handler: charge it."""
@@ -427,6 +429,9 @@ class PurePythonTime(PythonTime):
             if sampled_to > self._marks.get(ident, 0):
                 self._marks[ident] = sampled_to
 
+    def start(self) -> None:
+        """Nothing to switch on: the relay calls ``relayed`` at each tick."""
+
     def stop(self) -> None:
         self.relayed()
         self._charge(threading.get_ident(), threading.get_native_id(), sys._getframe(1),
@@ -439,20 +444,6 @@ def _thread_cpu_ns(ident: Optional[int]) -> Optional[int]:
         return time.clock_gettime_ns(time.pthread_getcpuclockid(ident or 0))
     except (OSError, ProcessLookupError, ValueError):
         return None
-
-
-def _python_entry(frame: FrameType) -> RawEntry:
-    """``read_entry`` without the C extension."""
-    flat: List[object] = []
-    reached = False
-    walking: Optional[FrameType] = frame
-    while walking is not None:
-        if walking.f_code is _HOST_CALL_CODE:
-            reached = True
-            break
-        flat.extend((walking.f_code, walking.f_lasti))
-        walking = walking.f_back
-    return tuple(flat), reached
 
 
 def _host_tick(signum: int, frame: Optional[FrameType]) -> None:
@@ -542,10 +533,11 @@ class _GuestCall:
             return self._inner.__exit__(*exc_info)
         finally:
             stack = _calls.stack
-            if len(stack) == 1 and pure_python_time is not None:
+            python_time = SESSION.python_time
+            if len(stack) == 1 and isinstance(python_time, PurePythonTime):
                 # before the pop: a tick's Python handler running meanwhile must not
                 # charge this call's time to Python as well
-                pure_python_time.guest_left(self._capture)
+                python_time.guest_left(self._capture)
             stack.pop()
             capture = self._capture
             if capture is not None:

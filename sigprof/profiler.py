@@ -319,7 +319,8 @@ class Profiler:
         ring = Ring(self.capacity, self.max_depth, when_full=self.when_full)
         capture = _capture.new_capture(store, ring, self.python_frames)
         if isinstance(capture, _capture.PythonCapture) and self.store is None:
-            pure = _session.pure_python_time
+            python_time = SESSION.python_time
+            pure = python_time if isinstance(python_time, _session.PurePythonTime) else None
             capture.python_time_mark = pure.calling_thread_mark if pure is not None else None
         capture.measure_memories(memories)
         capture.attach()
@@ -369,21 +370,19 @@ class Profiler:
     def _start_python_time(self, ticks: TickSource) -> None:
         """The whole program is this profile's: its Python time too (under the lock)."""
         interval_ns = round(ticks.interval_s * 1e9)
+        python_time: Optional[_session.PythonTime] = None
         if ticks.relay == "native" and ticks.tick_word is None:
-            SESSION.python_time = _session.PythonTime(self._t0_ns, interval_ns, self.capacity)
-            _native.extension().set_python_ticks(True)
+            python_time = _session.PythonTime(self._t0_ns, interval_ns, self.capacity)
         elif ticks.relay == "wakeup":
-            SESSION.python_time = _session.pure_python_time = _session.PurePythonTime(
-                self._t0_ns, interval_ns, self.capacity)
+            python_time = _session.PurePythonTime(self._t0_ns, interval_ns, self.capacity)
+        if python_time is not None:
+            SESSION.python_time = python_time       # before its ticks can come
+            python_time.start()
 
     def _stop_python_time(self) -> None:
         python_time = SESSION.python_time
         if self.store is None and python_time is not None:
-            if _session.pure_python_time is None:
-                _native.extension().set_python_ticks(False)
-            else:
-                python_time.stop()
-                _session.pure_python_time = None
+            python_time.stop()
             SESSION.python_time = None
 
     def _leave(self) -> Notes:
