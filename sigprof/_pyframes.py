@@ -42,8 +42,24 @@ def read_entry(frame: Optional[FrameType], host_call_code: CodeType) -> RawEntry
     return cast(RawEntry, _native.extension().python_stack(frame, host_call_code))
 
 
+def read_thread_entry(native_tid: int, host_call_code: CodeType) -> Optional[RawEntry]:
+    """``read_entry`` of another thread, from the frame it is running now (None: no
+    Python thread has that id).  One C call under the GIL: a walk over another
+    thread's frames in Python can outlive them and crash CPython 3.11
+    (``_native_src/pyframes.c``)."""
+    return cast(Optional[RawEntry],
+                _native.extension().thread_python_stack(native_tid, host_call_code))
+
+
+def read_innermost_in_python(frame: FrameType) -> RawEntry:
+    """The one frame ``frame`` of another thread, without the C extension (the
+    pure-Python capture's): its callers are not walked, for the reason above."""
+    return (frame.f_code, frame.f_lasti), False
+
+
 def read_entry_in_python(frame: Optional[FrameType], host_call_code: CodeType) -> RawEntry:
-    """``read_entry`` without the C extension (the pure-Python capture's)."""
+    """``read_entry`` of the calling thread without the C extension (the pure-Python
+    capture's)."""
     flat: List[object] = []
     walking = frame
     while walking is not None:

@@ -35,7 +35,8 @@ import wasmtime
 
 from . import _app_epochs, _capture, _native, _wasmtime as wt, _wasmtime_component
 from ._capture import Capture, HostFunc, NativeCapture
-from ._pyframes import EntryFrames, RawEntry, read_entry, read_entry_in_python
+from ._pyframes import (EntryFrames, RawEntry, read_entry, read_entry_in_python,
+                        read_innermost_in_python, read_thread_entry)
 from ._ring import MARK_ENTRY, ORIGIN_OUTSIDE, RawSample
 from ._timer import HostTicks, ITimerTicks, Notes, PerfTicks, TickSource, start_ticks
 
@@ -334,13 +335,24 @@ class PythonTime:
     def tick(self, tid: int, frame: Optional[FrameType]) -> None:
         """Charge thread ``tid``'s due tick, if it is Python's, to ``frame`` outwards."""
         charged = _native.extension().python_tick(tid)
-        if charged is None or frame is None:
+        if charged is not None and frame is not None:
+            self._charge_tick(tid, read_entry(frame, _HOST_CALL_CODE), charged)
+
+    def tick_elsewhere(self, tid: int) -> None:
+        """The same, on the sampler thread, for thread ``tid``'s own frames."""
+        charged = _native.extension().python_tick(tid)
+        if charged is None:
             return
+        frames = read_thread_entry(tid, _HOST_CALL_CODE)
+        if frames is not None:
+            self._charge_tick(tid, frames, charged)
+
+    def _charge_tick(self, tid: int, frames: RawEntry,
+                     charged: Tuple[int, int, int, int]) -> None:
         cpu_ns, wall_ns, ticks, tick_wall_ns = charged
         if cpu_ns < 0:                  # the thread's first tick: no interval start known
             cpu_ns = wall_ns = self._interval_ns * ticks
-        self._add(tid, read_entry(frame, _HOST_CALL_CODE), cpu_ns, wall_ns, ticks,
-                  tick_wall_ns)
+        self._add(tid, frames, cpu_ns, wall_ns, ticks, tick_wall_ns)
 
     def _add(self, tid: int, frames: RawEntry, cpu_ns: int, wall_ns: int, ticks: int,
              wall_at_ns: int) -> None:
@@ -367,7 +379,8 @@ class PurePythonTime(PythonTime):
     """Python time without the native handler: the wakeup relay cannot tell which
     thread a tick interrupted, so at each tick it relays (``relayed``, holding the
     GIL) every thread with no guest call in progress is charged the CPU time its own
-    clock advanced since its last mark, at the frame it is at.  A thread's mark is
+    clock advanced since its last mark, at the frame it is at (another thread's
+    innermost frame only: ``read_innermost_in_python``).  A thread's mark is
     shared with its captures, as the native handler's thread record is: an outermost
     guest call's first interval starts at it (``PythonCapture.python_time_mark``), and
     at its exit the mark moves to where the call's last sample ended.  At stop the
@@ -390,15 +403,21 @@ class PurePythonTime(PythonTime):
         ident = threading.get_ident()
         self._guest_ticked[ident] = self._guest_ticked.get(ident, 0) + 1
 
-    def _charge(self, ident: int, tid: int, frame: Optional[FrameType], cpu: int) -> None:
+    def _charge(self, ident: int, tid: int, frames: Optional[RawEntry], cpu: int) -> None:
         spent = cpu - self._marks.get(ident, 0)
         self._marks[ident] = cpu
-        if spent > 0 and frame is not None:
-            self._add(tid, read_entry_in_python(frame, _HOST_CALL_CODE), spent, spent, 1, time.monotonic_ns())
+        if spent > 0 and frames is not None:
+            self._add(tid, frames, spent, spent, 1, time.monotonic_ns())
+
+    def _charge_me(self, frame: Optional[FrameType]) -> None:
+        """Charge the calling thread, at ``frame`` outwards."""
+        self._charge(threading.get_ident(), threading.get_native_id(),
+                     read_entry_in_python(frame, _HOST_CALL_CODE) if frame else None,
+                     time.thread_time_ns())
 
     def tick(self, tid: int, frame: Optional[FrameType]) -> None:
         """On the main thread, at the tick signal's Python-level handler: charge it."""
-        self._charge(threading.get_ident(), tid, frame, time.thread_time_ns())
+        self._charge_me(frame)
 
     def relayed(self) -> None:
         me = threading.get_ident()
@@ -413,7 +432,9 @@ class PurePythonTime(PythonTime):
             cpu = _thread_cpu_ns(ident)
             if cpu is not None:
                 named.setdefault(tid, thread.name)
-                self._charge(ident, tid, frames.get(ident), cpu)
+                frame = frames.get(ident)
+                self._charge(ident, tid, read_innermost_in_python(frame) if frame else None,
+                             cpu)
 
     def calling_thread_mark(self) -> int:
         return self._marks.get(threading.get_ident(), 0)
@@ -434,8 +455,7 @@ class PurePythonTime(PythonTime):
 
     def stop(self) -> None:
         self.relayed()
-        self._charge(threading.get_ident(), threading.get_native_id(), sys._getframe(1),
-                     time.thread_time_ns())
+        self._charge_me(sys._getframe(1))
 
 
 def _thread_cpu_ns(ident: Optional[int]) -> Optional[int]:
@@ -472,28 +492,30 @@ def _host_tick(signum: int, frame: Optional[FrameType]) -> None:
 def _host_ticks_elsewhere(tids: Set[int]) -> None:
     """Ticks landed in Python host functions on these (non-main) threads: this runs on
     the sampler thread holding the GIL, so each thread is at a bytecode boundary and
-    its frames can be read; sample each one's due tick with them."""
-    frames = sys._current_frames()
+    its frames can be read (each walk one C call: ``read_thread_entry``); sample each
+    one's due tick with them."""
     python_time = SESSION.python_time
     for tid in tids:
         found = stacks.get(tid)
         capture = found[1][-1] if found is not None and found[1] else None
         if isinstance(capture, NativeCapture):
-            frame = frames.get(found[0]) if found is not None else None
-            if frame is not None:
-                _keep_callees(capture, capture.host_tick_elsewhere(tid), frame)
+            raw = read_thread_entry(tid, _HOST_CALL_CODE)
+            if raw is not None:
+                serial = capture.host_tick_elsewhere(tid)
+                if serial:
+                    capture.keep_segments(serial, (0, raw))
         elif python_time is not None and tid != threading.get_native_id():
-            ident = found[0] if found is not None else _ident_of(tid)
-            python_time.tick(tid, frames.get(ident) if ident is not None else None)
+            if found is None:
+                _name_thread(tid)
+            python_time.tick_elsewhere(tid)
 
 
-def _ident_of(tid: int) -> Optional[int]:
-    """The Python thread ident of kernel thread ``tid`` (one that never called a guest)."""
+def _name_thread(tid: int) -> None:
+    """Note the name of kernel thread ``tid`` (one that never called a guest)."""
     for thread in threading.enumerate():
         if thread.native_id == tid:
             named.setdefault(tid, thread.name)
-            return thread.ident
-    return None
+            return
 
 
 def _python_time_relayed() -> None:

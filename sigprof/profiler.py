@@ -49,7 +49,8 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 import wasmtime
 
 from . import __version__
-from . import _app_epochs, _capture, _imports, _native, _resolve, _session, _wasmtime as wt
+from . import (_app_epochs, _capture, _imports, _native, _native_threads, _resolve, _session,
+               _wasmtime as wt)
 from ._ring import FULL_KEEP_NEWEST, FULL_STOP, RawSample, Ring
 from ._session import SESSION
 from .defaults import DEFAULT_CAPACITY, DEFAULT_MAX_DEPTH
@@ -161,6 +162,9 @@ class ProfileWarning(UserWarning):
     """Something the profile will say in its warnings too, said on stderr at once."""
 
 
+# Threads without Python that took more than this, and more than a tenth of the CPU
+# measured, get a warning: below it, a module or two compiled during the profile.
+NATIVE_THREADS_WARN_NS = 50_000_000
 MIN_INTERVAL_S = 1e-6           # what perf events accept (and the CLI's --interval range)
 MAX_INTERVAL_S = 60.0
 
@@ -271,6 +275,7 @@ class Profiler:
         self._uncovered_at_start = 0
         self._native_losses_at_start = (0, 0)
         self._start_unix_ns = 0
+        self._native_threads_at_start: Optional[Dict[int, int]] = None  # store-less
         self.recording: Optional[Recording] = None
 
     # -- lifecycle ---------------------------------------------------------------
@@ -300,6 +305,8 @@ class Profiler:
             self._native_losses_at_start = _native_losses()
             self._t0_ns = time.monotonic_ns()
             self._start_unix_ns = time.time_ns()
+            if self.store is None:
+                self._native_threads_at_start = _native_threads.native_threads_cpu_ns()
             with SESSION.lock:
                 self._running = True
                 if self.store is None and self.python_frames and ticks.clock != "wall":
@@ -430,6 +437,8 @@ class Profiler:
         meta = self._meta(captures, ticks, notes, unsampled_cpu, unsampled_wall, thread_cpu,
                           duration, ticks_taken, uncovered)
         meta["lost_ticks"], meta["host_ticks_unsent"] = losses
+        if self._native_threads_at_start is not None:
+            self._note_native_threads(meta, sum(sample.cpu_ns for sample in raw))
         if python_time is not None:
             meta["python_time_samples"] = len(python_time.samples)
             meta["dropped"] += python_time.dropped
@@ -459,6 +468,20 @@ class Profiler:
         self._captures = []
         _capture.run_deferred_now()
         return self.recording
+
+    def _note_native_threads(self, meta: Dict[str, Any], sampled_ns: int) -> None:
+        """A store-less profile: the CPU spent on threads that run no Python, which no
+        sample can carry; a warning when it is a large part of the process's."""
+        assert self._native_threads_at_start is not None
+        spent_ns, threads = _native_threads.spent_since(self._native_threads_at_start)
+        meta["native_threads_cpu_ns"] = spent_ns
+        meta["native_threads"] = threads
+        if spent_ns > NATIVE_THREADS_WARN_NS and spent_ns > 0.1 * (spent_ns + sampled_ns):
+            meta["warnings"].append(
+                f"{spent_ns / 1e6:.0f} ms of CPU ({100 * spent_ns / (spent_ns + sampled_ns):.0f} "
+                f"% of what was measured) ran on {threads} threads that run no Python "
+                f"(wasmtime's compiler threads, or a native library's), which sigprof cannot "
+                f"sample")
 
     @staticmethod
     def _read_rings(captures: List[_capture.Capture]) -> List[RawSample]:

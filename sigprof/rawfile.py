@@ -165,6 +165,7 @@ _META_TYPES: Dict[str, Union[Type[Any], Tuple[Type[Any], ...]]] = {
     "start_unix_ns": int,
     "duration_ns": int, "thread_cpu_ns": int, "overhead_cpu_ns": int, "overhead_wall_ns": int,
     "unsampled_cpu_ns": int, "unsampled_wall_ns": int, "ticks": int, "dropped": int,
+    "native_threads_cpu_ns": int, "native_threads": int,
     "samples_taken": int, "shared_stacks": int, "capacity": int, "max_depth": int, "versions": dict,
     "warnings": list, "modules": list, "host": dict, "arch": str, "threads": list,
 }

@@ -20,10 +20,10 @@ from conftest import GUESTS, busy_python
 
 CPU_SECONDS = 0.5           # guest CPU time per profile: ~125 ticks at the 4 ms default
 # Leaf's spin and Driver's work run the same loop n times per call, so each holds
-# about half the samples.  Taking a share of at least 0.3 and 30 samples, a core
-# module is missing from a profile with probability at most 0.7**30 < 3e-5, and
-# one of the two in both tests below under 1/1000.
-MIN_SAMPLES = 30
+# about half the samples.  Taking a share of at least 0.3 and 40 samples, a core
+# module is missing from a profile with probability at most 0.7**40 < 1e-6, and
+# one of the two in both tests below under 1e-5 (conftest.FALSE_FAILURE_RATE).
+MIN_SAMPLES = 40
 # Core modules are named from the component's .wasmtime.info, whose string pool
 # arrived in wasmtime 43; before, they are numbered in module order.
 LEAF, DRIVER = ("Leaf", "Driver") if wt.WASMTIME_MAJOR >= 43 else ("wasm[0]", "wasm[1]")
@@ -102,7 +102,7 @@ def test_serialized_component_splits_into_its_core_modules(engine, component):
 def test_component_host_function_is_sampled_under_its_caller(engine, native_capture):
     """A Python host function a component imports is sampled as a host frame under the
     guest function that called it.  It holds nearly all the time; taking a share of at
-    least 0.5 and MIN_SAMPLES samples, it is missing with probability below 0.5**30."""
+    least 0.5 and MIN_SAMPLES samples, it is missing with probability below 0.5**40."""
     component = wc.Component(engine, (GUESTS / "component_host.wat").read_text())
     linker = wc.Linker(engine)
 

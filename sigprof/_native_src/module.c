@@ -29,6 +29,8 @@ static PyObject *py_ring_layout(PyObject *self, PyObject *unused)
 static PyMethodDef module_methods[] = {
     {"python_stack", sp_py_python_stack, METH_VARARGS,
      "python_stack(frame, stop_code) -> ((code, lasti, ...), reached stop_code)"},
+    {"thread_python_stack", sp_py_thread_python_stack, METH_VARARGS,
+     "thread_python_stack(native_tid, stop_code) -> python_stack's, of that thread, or None"},
     {"install", sp_py_install, METH_VARARGS,
      "install(signum, increment_epoch_address, on_alt_stack)"},
     {"set_store_layout", sp_py_set_store_layout, METH_VARARGS,

@@ -32,8 +32,9 @@
  *                Python-facing methods                  (ready .. host_since_ns); entry serials
  *   sample.c     one sample: the frame walk and the    /proc/self/statm's descriptor; the
  *                ring record                            ring words a record covers
- *   pyframes.c   python_stack: the Python frames       nothing
- *                that made a guest call
+ *   pyframes.c   python_stack, thread_python_stack:    nothing
+ *                the Python frames that made a guest
+ *                call, of this thread or another
  *   module.c     the module definition (PyInit)        nothing
  *
  * State is file-static; other files reach it through the functions declared below.
@@ -338,5 +339,6 @@ void sp_statm_close(void);
 /* ---- pyframes.c --------------------------------------------------------------------- */
 
 PyObject *sp_py_python_stack(PyObject *self, PyObject *args);
+PyObject *sp_py_thread_python_stack(PyObject *self, PyObject *args);
 
 #endif

@@ -377,20 +377,22 @@ def _extra_section(rec: "Recording") -> JSON:
         return {"label": label, "format": fmt, "value": value}
 
     versions = meta.get("versions", {})
-    return {
-        "label": "sigprof",
-        "entries": [
-            entry("Clock", "string", f"{meta.get('clock')} (interval {meta.get('interval_s')} s)"),
-            entry("Samples", "integer", rec.samples),
-            entry("Dropped samples", "integer", rec.dropped),
-            entry("Truncated stacks", "integer", rec.truncated),
-            entry("Sampled CPU time", "milliseconds", _ms(rec.total_cpu_ns)),
-            entry("Unsampled CPU time", "milliseconds", _ms(int(meta.get("unsampled_cpu_ns", 0)))),
-            entry("Profiler overhead (CPU)", "milliseconds",
-                  _ms(int(meta.get("overhead_cpu_ns", 0)))),
-            entry("Versions", "string", ", ".join(f"{k} {v}" for k, v in versions.items())),
-        ],
-    }
+    entries = [
+        entry("Clock", "string", f"{meta.get('clock')} (interval {meta.get('interval_s')} s)"),
+        entry("Samples", "integer", rec.samples),
+        entry("Dropped samples", "integer", rec.dropped),
+        entry("Truncated stacks", "integer", rec.truncated),
+        entry("Sampled CPU time", "milliseconds", _ms(rec.total_cpu_ns)),
+        entry("Unsampled CPU time", "milliseconds", _ms(int(meta.get("unsampled_cpu_ns", 0)))),
+    ]
+    if "native_threads_cpu_ns" in meta:          # a store-less profile's
+        entries.append(entry("CPU on threads without Python (not sampled)", "milliseconds",
+                             _ms(int(meta["native_threads_cpu_ns"]))))
+    entries += [
+        entry("Profiler overhead (CPU)", "milliseconds", _ms(int(meta.get("overhead_cpu_ns", 0)))),
+        entry("Versions", "string", ", ".join(f"{k} {v}" for k, v in versions.items())),
+    ]
+    return {"label": "sigprof", "entries": entries}
 
 
 def render(rec: "Recording", path: str) -> bytes:

@@ -51,6 +51,10 @@ def recording_header(rec: "Recording") -> List[str]:
         notes.append(f"{rec.dropped} samples dropped (ring full)")
     if rec.truncated:
         notes.append(f"{rec.truncated} truncated stacks")
+    native_threads_ms = meta.get("native_threads_cpu_ns", 0) / 1e6
+    if native_threads_ms:
+        notes.append(f"{native_threads_ms:.1f} ms CPU on {meta.get('native_threads', 0)} "
+                     f"threads without Python (not sampled)")
     overhead = meta.get("overhead_cpu_ns", 0) / 1e6
     if overhead:
         notes.append(f"profiler overhead {overhead:.1f} ms CPU")
