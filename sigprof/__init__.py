@@ -30,9 +30,9 @@ if TYPE_CHECKING:
 # lands in code that turns it into one line).
 _LAZY = {"Recording": "recording", "RecordingFormatError": "rawfile",
          "FAR_DEADLINE": "profiler", "Profiler": "profiler", "engine": "profiler",
-         "profile": "profiler", "serve": "serve", "PprofServer": "serve",
-         "continuous": "continuous", "ContinuousProfiler": "continuous",
-         "instrument": "instrument"}
+         "profile": "profiler", "serve": "pprof_server", "PprofServer": "pprof_server",
+         "continuous": "continuous_files", "ContinuousProfiler": "continuous_files",
+         "instrument": "instrumentation"}
 
 
 def load(path: "str | os.PathLike[str]") -> "Recording":

@@ -5,6 +5,7 @@
                    [--invoke NAME [--arg VALUE]...] [--dir HOST::GUEST]... [--env KEY=VALUE]...
                    MODULE.wasm|MODULE.wat [ARGS...]
     sigprof run [OPTIONS] (SCRIPT.py | -m MODULE | COMMAND) [ARGS...]
+    sigprof run (--serve HOST:PORT | --continuous DIR [--period S] [--keep N]) ... PROGRAM
     sigprof convert IN.sigprof|IN.json[.gz] -o OUT [--format firefox|raw|collapsed|text|svg|pprof]
     sigprof report IN.sigprof|IN.json[.gz] [--top N]
     sigprof view [--svg] IN.sigprof|IN.json[.gz]
@@ -29,8 +30,8 @@ try:    # Ctrl-C while Python loads wasmtime and the rest: one line, not a trace
     from typing import TYPE_CHECKING, Any, Dict, List, NoReturn, Optional, Sequence, Set, Tuple
 
     from . import __version__
-    from .defaults import DEFAULT_CAPACITY, DEFAULT_MAX_DEPTH, INTERRUPT_EXIT_CODE, STUB_MODES, \
-        WASMTIME_REQUIREMENT
+    from .defaults import CONTINUOUS_MAX_FILES, CONTINUOUS_PERIOD_S, DEFAULT_CAPACITY, \
+        DEFAULT_MAX_DEPTH, INTERRUPT_EXIT_CODE, STUB_MODES, WASMTIME_REQUIREMENT
     from .export import FORMATS, UnknownFormat, exporter, exporter_for_path, write
     from .rawfile import RecordingFormatError
     from .recording import Recording
@@ -162,6 +163,21 @@ def _parser() -> argparse.ArgumentParser:
                                      "enters", formatter_class=defaults, parents=[out])
     run.add_argument("-m", dest="run_module", metavar="MODULE",
                      help="run a module as python -m does (what follows is its arguments)")
+    run.add_argument("--serve", metavar="HOST:PORT",
+                     help="instead of one profile of the whole run: serve Go's "
+                          "/debug/pprof/profile?seconds=N on HOST:PORT while the program runs "
+                          "(port 0: a free one; the address is printed)")
+    run.add_argument("--allow-remote", action="store_true",
+                     help="let --serve listen on an address that is not loopback")
+    run.add_argument("--continuous", metavar="DIR",
+                     help="instead of one profile of the whole run: write one every --period "
+                          "into DIR (--format, default pprof), keeping the newest --keep")
+    run.add_argument("--period", type=float,
+                     help=f"seconds each --continuous profile covers (default: "
+                          f"{CONTINUOUS_PERIOD_S:g})")
+    run.add_argument("--keep", type=_positive_int,
+                     help=f"profiles --continuous keeps in DIR, the oldest deleted (default: "
+                          f"{CONTINUOUS_MAX_FILES})")
     run.add_argument("program", nargs=argparse.REMAINDER,
                      metavar="SCRIPT.py|COMMAND [ARGS]",
                      help="the script or command and its arguments (put sigprof's options "
@@ -356,22 +372,25 @@ def cmd_record(a: argparse.Namespace) -> int:
 def _recording_options(a: argparse.Namespace) -> Tuple[List[str], List[str], Dict[str, Any]]:
     """The shared options of record and run, checked: the outputs, their formats, and
     the profile's keyword arguments."""
-    from . import runner
-    interval = runner.parse_interval(a.interval) if a.interval is not None else None
     outputs = a.output or ["sigprof.json"]
     formats = _output_formats(outputs, a.format)
     for path in outputs:
         parent = os.path.dirname(os.path.abspath(path))
         if path != STDOUT and not os.path.isdir(parent):
             raise CliError(f"{path}: directory {parent} does not exist")
+    return outputs, formats, _profile_options(a)
+
+
+def _profile_options(a: argparse.Namespace) -> Dict[str, Any]:
+    """The profile's keyword arguments from the shared options, checked."""
+    from . import runner
+    interval = runner.parse_interval(a.interval) if a.interval is not None else None
     if a.source == "perf" and a.clock == "wall":
         raise CliError("--source perf samples CPU time: use it with --clock cpu or prof")
-    options = {"interval": interval, "clock": a.clock, "when_full": a.when_full,
-               "source": a.source,
-               "host_details": a.host_details,
-               "capacity": _positive(a.capacity, "--capacity"),
-               "max_depth": _positive(a.max_depth, "--max-depth")}
-    return outputs, formats, options
+    return {"interval": interval, "clock": a.clock, "when_full": a.when_full,
+            "source": a.source, "host_details": a.host_details,
+            "capacity": _positive(a.capacity, "--capacity"),
+            "max_depth": _positive(a.max_depth, "--max-depth")}
 
 
 def _record(a: argparse.Namespace, stops: StopSignals) -> int:
@@ -528,6 +547,13 @@ def cmd_run(a: argparse.Namespace) -> int:
             from None
     except ImportError as exc:
         raise CliError(str(exc)) from None
+    if a.serve is not None or a.continuous is not None:
+        return _run_in_the_background(a, program)
+    for given, option, needs in ((a.allow_remote, "--allow-remote", "--serve"),
+                                 (a.period is not None, "--period", "--continuous"),
+                                 (a.keep is not None, "--keep", "--continuous")):
+        if given:
+            raise CliError(f"{option} is for {needs}")
     outputs, formats, options = _recording_options(a)
     warnings.simplefilter("ignore", ProfileWarning)
     sigprof.instrument()        # before the program makes its engines
@@ -544,6 +570,54 @@ def cmd_run(a: argparse.Namespace) -> int:
     if failures:
         _report_failures(rec, written, failures)
         return EXIT_BAD_INPUT
+    return exit_code
+
+
+def _run_in_the_background(a: argparse.Namespace, program: Any) -> int:
+    """``run --serve`` / ``--continuous``: the program runs with profiles taken on a
+    thread of sigprof's, on request or one per period, instead of one of the whole run
+    (each is the process's one store-less profile, so the two exclude each other and
+    ``-o``)."""
+    import sigprof
+    from . import launch
+    from .profiler import ProfileWarning
+    if a.serve is not None and a.continuous is not None:
+        raise CliError("--serve and --continuous each need the process's one store-less "
+                       "profile: choose one")
+    if a.output:
+        raise CliError(f"-o writes one profile of the whole run; --"
+                       f"{'serve' if a.serve is not None else 'continuous'} takes its profiles "
+                       f"another way: drop -o")
+    if a.allow_remote and a.serve is None:
+        raise CliError("--allow-remote is for --serve")
+    if a.format is not None and a.serve is not None:
+        raise CliError("--serve answers in pprof, the format scrapers read: drop --format")
+    if a.continuous is None and (a.period is not None or a.keep is not None):
+        raise CliError(f"{'--period' if a.period is not None else '--keep'} is for --continuous")
+    period_s = a.period if a.period is not None else CONTINUOUS_PERIOD_S
+    keep = a.keep if a.keep is not None else CONTINUOUS_MAX_FILES
+    options = _profile_options(a)
+    warnings.simplefilter("ignore", ProfileWarning)
+    sigprof.instrument()
+    background: Any
+    try:
+        if a.serve is not None:
+            background = sigprof.serve(a.serve, allow_remote=a.allow_remote, **options)
+            print(f"sigprof: serving {background.url} while the program runs", file=sys.stderr)
+        else:
+            background = sigprof.continuous(a.continuous, period_s=period_s, max_files=keep,
+                                            format=a.format or "pprof", **options)
+            print(f"sigprof: writing a profile every {period_s:g} s into {a.continuous}",
+                  file=sys.stderr)
+    except (ValueError, RuntimeError) as exc:
+        raise CliError(str(exc)) from None
+    except OSError as exc:
+        raise CliError(f"{a.serve or a.continuous}: {exc.strerror or exc}") from None
+    exit_code = launch.run_program(program, lambda: background)
+    if a.continuous is not None:
+        written = len(background.written)
+        print(f"sigprof: wrote {_count(written, 'profile')} into {a.continuous}"
+              + (f" (the newest {keep} kept)" if written > keep else ""), file=sys.stderr)
     return exit_code
 
 

@@ -7,6 +7,8 @@ DEFAULT_MAX_DEPTH = 65536     # guest frames walked per sample: whole stacks by 
 STUB_MODES = ("trap", "zero")  # what a stood-in import does: trap naming itself, or return 0s
 TRAP_EXIT_CODE = 134          # what `wasmtime run` uses for a trap on Unix (128 + SIGABRT)
 INTERRUPT_EXIT_CODE = 130     # 128 + SIGINT
+CONTINUOUS_PERIOD_S = 60.0    # what each file of continuous profiling covers, by default
+CONTINUOUS_MAX_FILES = 60     # and how many it keeps: an hour at that period
 # The wasmtime-py releases the capture layer knows (its facts per release are in
 # _wasmtime.RELEASE); pyproject.toml's dependency says the same.
 WASMTIME_MAJORS = range(38, 51)

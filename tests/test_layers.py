@@ -50,3 +50,13 @@ runpy.run_module("sigprof", run_name="__main__")
         assert proc.returncode == 0, (args, proc.stderr)
     proc = run_python(code, "record", "--invoke", "run", "x.wat")
     assert proc.returncode == 2 and proc.stderr.startswith("sigprof: error: record needs wasmtime-py")
+
+
+def test_no_public_name_is_also_a_submodule():
+    # Importing a submodule binds its name on the package: a module `sigprof/serve.py`
+    # would make `sigprof.serve` the module, not the function, after any
+    # `import sigprof.serve`.  So the package's public names and its modules differ.
+    import pkgutil
+    import sigprof
+    modules = {m.name for m in pkgutil.iter_modules(sigprof.__path__)}
+    assert not modules & set(sigprof.__all__), modules & set(sigprof.__all__)

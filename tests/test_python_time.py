@@ -141,8 +141,10 @@ def test_cpu_on_threads_without_python_is_counted_and_said(engine):
     # wasmtime compiles on a pool of its own threads, which run no Python: no sample can
     # carry them, so the recording says what they took.  The readings bracket the
     # profile's, so what they report is at most the process's CPU less the main
-    # thread's (within the microseconds between reading those two clocks); at least 0.8
-    # of it (the rest: sigprof's own sampler thread, a few ms).
+    # thread's, and at least 0.8 of it (the rest: sigprof's own sampler thread, a few
+    # ms).  Within a slack: the process clock leaves out the slice in progress of a
+    # thread running on another CPU (up to a kernel tick, 10 ms at HZ=100, each), which
+    # that thread's own clock includes.
     body = "".join(f'(func (export "f{i}") (param i32) (result i32) local.get 0 '
                    f'i32.const {i} i32.add i32.const 7 i32.mul local.get 0 i32.xor)'
                    for i in range(2000))
@@ -151,8 +153,9 @@ def test_cpu_on_threads_without_python_is_counted_and_said(engine):
     with sigprof.profile() as prof:
         wasmtime.Module(engine, f"(module {body})")
     elsewhere = (time.process_time_ns() - process_ns) - (time.thread_time_ns() - main_ns)
-    counted = prof.meta["native_threads_cpu_ns"]
-    assert 0.8 * elsewhere <= counted <= elsewhere + 1_000_000, (counted, elsewhere)
-    assert prof.meta["native_threads"] >= 1
+    counted, threads = prof.meta["native_threads_cpu_ns"], prof.meta["native_threads"]
+    slack_ns = 10_000_000 * (threads + 1)
+    assert 0.8 * elsewhere - slack_ns <= counted <= elsewhere + slack_ns, (counted, elsewhere)
+    assert threads >= 1
     assert any("threads that run no Python" in w for w in prof.meta["warnings"])
     assert "threads without Python (not sampled)" in prof.report()

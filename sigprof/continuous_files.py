@@ -32,11 +32,11 @@ import threading
 import time
 from typing import Any, List, Optional
 
+from .defaults import CONTINUOUS_MAX_FILES as DEFAULT_MAX_FILES, \
+    CONTINUOUS_PERIOD_S as DEFAULT_PERIOD_S
 from .export import exporter, write
 
 FILE_PREFIX = "sigprof-"
-DEFAULT_PERIOD_S = 60.0
-DEFAULT_MAX_FILES = 60            # an hour at the default period
 MIN_PERIOD_S = 1.0                # shorter periods are mostly stop/start and write
 
 
