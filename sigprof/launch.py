@@ -9,12 +9,14 @@ store-less profile of every thread.
 The program sees its own ``sys.argv``, stdin, stdout and stderr; what it ends
 with becomes the exit status: 0 at its end, ``sys.exit``'s code, 1 after an
 uncaught exception (its traceback printed as python prints it), 130 for SIGINT
-and 143 for SIGTERM.  The profile is stopped in each of those cases, so the
-caller writes it.  ``os._exit`` ends the process at once: that profile is lost.
+and 143 for SIGTERM -- also when the signal came during a finalizer, where
+Python would drop its exception (``_redeliver_lost_stops``).  The profile is
+stopped in each of those cases, so the caller writes it.  ``os._exit`` ends the process at once: that profile is lost.
 """
 
 from __future__ import annotations
 
+import _thread
 import os
 import runpy
 import shutil
@@ -79,6 +81,34 @@ def _on_sigterm(signum: int, frame: Any) -> None:
     raise _Terminated
 
 
+def _stop_signal_of(exc: Optional[BaseException]) -> Optional[signal.Signals]:
+    """The signal whose exception ``exc`` is, if it is one of the two that end the program."""
+    if isinstance(exc, KeyboardInterrupt):
+        return signal.SIGINT
+    if isinstance(exc, _Terminated):
+        return signal.SIGTERM
+    return None
+
+
+def _redeliver_lost_stops(previous: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """A ``sys.unraisablehook`` that gives a stop signal back when its exception was
+    swallowed.  Python runs a signal's handler wherever the main thread is, and when
+    that is a finalizer (wasmtime-py's ``__del__`` methods run all the time) the
+    KeyboardInterrupt it raises is printed as "Exception ignored" and dropped: the
+    program would run on, unstoppable by that signal.  So it is delivered again from
+    a new thread, which runs once this hook has returned and the main thread gives up
+    the GIL (``_thread``'s start does not wait for it, as ``threading``'s does): the
+    handler then runs at the main thread's next bytecode, past the finalizer (or in
+    another, and this goes round again)."""
+    def sigprof_unraisable(unraisable: Any) -> None:
+        signum = _stop_signal_of(unraisable.exc_value)
+        if signum is None:
+            previous(unraisable)
+        else:
+            _thread.start_new_thread(_thread.interrupt_main, (signum,))
+    return sigprof_unraisable
+
+
 def _exit_code(code: object) -> int:
     """``sys.exit(code)`` as python turns it into a status (a message: printed, 1)."""
     if code is None:
@@ -95,6 +125,8 @@ def run_program(program: Program, profiling: Callable[[], Any]) -> int:
     previous_term = signal.getsignal(signal.SIGTERM)
     if previous_term is not signal.SIG_IGN:
         signal.signal(signal.SIGTERM, _on_sigterm)
+    previous_unraisable = sys.unraisablehook
+    sys.unraisablehook = _redeliver_lost_stops(previous_unraisable)
     sys.argv = list(program.argv)
     if sys.path:      # what python puts first: the script's directory, or the cwd for -m
         sys.path[0] = (os.path.dirname(os.path.abspath(program.target))
@@ -103,6 +135,7 @@ def run_program(program: Program, profiling: Callable[[], Any]) -> int:
         with profiling():
             return _run(program)
     finally:
+        sys.unraisablehook = previous_unraisable
         if previous_term is not signal.SIG_IGN:
             signal.signal(signal.SIGTERM, previous_term)
         sys.argv = saved_argv

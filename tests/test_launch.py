@@ -10,7 +10,8 @@ import textwrap
 
 import pytest
 
-from conftest import GUESTS, cli_env, run_cli, running_cli, wait_until_sampling
+from conftest import (GUESTS, LIVENESS_LIMIT_S, cli_env, run_cli, running_cli,
+                      wait_until_sampling)
 
 # A program that made its engine itself and runs the recursion guest; argv[1]
 # says how it ends: a number (sys.exit), "raise", or "forever" (until a signal).
@@ -101,6 +102,42 @@ def test_a_command_that_is_not_python_is_refused_in_one_line(tmp_path):
     proc = run_cli("run", "ls", cwd=tmp_path)
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "is not a Python script" in proc.stderr
+
+
+# A finalizer that runs until a signal's exception ends it: Python prints such an
+# exception as "Exception ignored" and drops it, and the program would run on.
+IN_FINALIZER_APP = textwrap.dedent(f"""\
+    import sigprof, wasmtime
+    engine = sigprof.engine()
+    module = wasmtime.Module.from_file(engine, {str(GUESTS / "recursion.wat")!r})
+    store = wasmtime.Store(engine)
+    store.set_epoch_deadline(sigprof.FAR_DEADLINE)
+    rec = wasmtime.Instance(store, module, []).exports(store)["rec"]
+    rec(store, 5, 20_000_000)
+
+    class Finalized:
+        def __del__(self):
+            print("in the finalizer", flush=True)
+            while True:
+                pass
+    Finalized()
+    while True:
+        rec(store, 5, 1_000_000)
+    """)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_during_a_finalizer_still_stops_the_program(tmp_path, signum):
+    (tmp_path / "app.py").write_text(IN_FINALIZER_APP)
+    out = tmp_path / "p.json"
+    with running_cli("run", "-o", str(out), "app.py", cwd=tmp_path, stdout=subprocess.PIPE,
+                     stderr=subprocess.PIPE, text=True) as proc:
+        assert proc.stdout.readline() == "in the finalizer\n"
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=LIVENESS_LIMIT_S)
+        assert proc.returncode == 128 + signum, err
+    assert "Exception ignored" not in err, err
+    assert out.exists() and "leaf" in " ".join(_functions(out))
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
