@@ -15,7 +15,8 @@ from conftest import (GUESTS, LIVENESS_LIMIT_S, cli_env, run_cli, running_cli,
 
 # A program that made its engine itself and runs the recursion guest; argv[1]
 # says how it ends: a number (sys.exit), "raise", or "forever" (until a signal).
-APP = textwrap.dedent(f"""\
+# The recursion guest's `rec`, ready to call.
+GUEST_PRELUDE = textwrap.dedent(f"""\
     import sys
     import sigprof, wasmtime
     engine = sigprof.engine()
@@ -23,6 +24,9 @@ APP = textwrap.dedent(f"""\
     store = wasmtime.Store(engine)
     store.set_epoch_deadline(sigprof.FAR_DEADLINE)
     rec = wasmtime.Instance(store, module, []).exports(store)["rec"]
+    """)
+
+APP = GUEST_PRELUDE + textwrap.dedent("""\
     line = sys.stdin.readline().strip()
     print("argv", sys.argv[1:], "name", __name__, "stdin", line, flush=True)
     how = sys.argv[1] if len(sys.argv) > 1 else "0"
@@ -106,13 +110,7 @@ def test_a_command_that_is_not_python_is_refused_in_one_line(tmp_path):
 
 # A finalizer that runs until a signal's exception ends it: Python prints such an
 # exception as "Exception ignored" and drops it, and the program would run on.
-IN_FINALIZER_APP = textwrap.dedent(f"""\
-    import sigprof, wasmtime
-    engine = sigprof.engine()
-    module = wasmtime.Module.from_file(engine, {str(GUESTS / "recursion.wat")!r})
-    store = wasmtime.Store(engine)
-    store.set_epoch_deadline(sigprof.FAR_DEADLINE)
-    rec = wasmtime.Instance(store, module, []).exports(store)["rec"]
+IN_FINALIZER_APP = GUEST_PRELUDE + textwrap.dedent("""\
     rec(store, 5, 20_000_000)
 
     class Finalized:
