@@ -547,13 +547,15 @@ def cmd_run(a: argparse.Namespace) -> int:
             from None
     except ImportError as exc:
         raise CliError(str(exc)) from None
-    if a.serve is not None or a.continuous is not None:
-        return _run_in_the_background(a, program)
-    for given, option, needs in ((a.allow_remote, "--allow-remote", "--serve"),
-                                 (a.period is not None, "--period", "--continuous"),
-                                 (a.keep is not None, "--keep", "--continuous")):
-        if given:
+    serving, continuous = a.serve is not None, a.continuous is not None
+    for given, option, needs, present in (
+            (a.allow_remote, "--allow-remote", "--serve", serving),
+            (a.period is not None, "--period", "--continuous", continuous),
+            (a.keep is not None, "--keep", "--continuous", continuous)):
+        if given and not present:
             raise CliError(f"{option} is for {needs}")
+    if serving or continuous:
+        return _run_in_the_background(a, program)
     outputs, formats, options = _recording_options(a)
     warnings.simplefilter("ignore", ProfileWarning)
     sigprof.instrument()        # before the program makes its engines
@@ -588,12 +590,8 @@ def _run_in_the_background(a: argparse.Namespace, program: Any) -> int:
         raise CliError(f"-o writes one profile of the whole run; --"
                        f"{'serve' if a.serve is not None else 'continuous'} takes its profiles "
                        f"another way: drop -o")
-    if a.allow_remote and a.serve is None:
-        raise CliError("--allow-remote is for --serve")
     if a.format is not None and a.serve is not None:
         raise CliError("--serve answers in pprof, the format scrapers read: drop --format")
-    if a.continuous is None and (a.period is not None or a.keep is not None):
-        raise CliError(f"{'--period' if a.period is not None else '--keep'} is for --continuous")
     period_s = a.period if a.period is not None else CONTINUOUS_PERIOD_S
     keep = a.keep if a.keep is not None else CONTINUOUS_MAX_FILES
     options = _profile_options(a)

@@ -32,8 +32,7 @@ import threading
 import time
 from typing import Any, List, Optional
 
-from .defaults import CONTINUOUS_MAX_FILES as DEFAULT_MAX_FILES, \
-    CONTINUOUS_PERIOD_S as DEFAULT_PERIOD_S
+from .defaults import CONTINUOUS_MAX_FILES, CONTINUOUS_PERIOD_S
 from .export import exporter, write
 
 FILE_PREFIX = "sigprof-"
@@ -45,7 +44,7 @@ class ContinuousProfiler:
     after writing the period in progress."""
 
     def __init__(self, directory: "str | os.PathLike[str]", *,
-                 period_s: float = DEFAULT_PERIOD_S, max_files: int = DEFAULT_MAX_FILES,
+                 period_s: float = CONTINUOUS_PERIOD_S, max_files: int = CONTINUOUS_MAX_FILES,
                  format: str = "pprof", **profile_options: Any):
         if not period_s >= MIN_PERIOD_S:
             raise ValueError(f"period_s={period_s!r}: expected at least {MIN_PERIOD_S} s")
@@ -127,8 +126,8 @@ class ContinuousProfiler:
         self.close()
 
 
-def continuous(directory: "str | os.PathLike[str]", *, period_s: float = DEFAULT_PERIOD_S,
-               max_files: int = DEFAULT_MAX_FILES, format: str = "pprof",
+def continuous(directory: "str | os.PathLike[str]", *, period_s: float = CONTINUOUS_PERIOD_S,
+               max_files: int = CONTINUOUS_MAX_FILES, format: str = "pprof",
                **profile_options: Any) -> ContinuousProfiler:
     """Write one profile every ``period_s`` seconds into ``directory``, keeping
     the newest ``max_files``; ``profile_options`` go to each ``sigprof.profile()``."""

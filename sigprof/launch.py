@@ -11,7 +11,8 @@ with becomes the exit status: 0 at its end, ``sys.exit``'s code, 1 after an
 uncaught exception (its traceback printed as python prints it), 130 for SIGINT
 and 143 for SIGTERM -- also when the signal came during a finalizer, where
 Python would drop its exception (``_redeliver_lost_stops``).  The profile is
-stopped in each of those cases, so the caller writes it.  ``os._exit`` ends the process at once: that profile is lost.
+stopped in each of those cases, so the caller writes it.  ``os._exit`` ends the
+process at once: that profile is lost.
 """
 
 from __future__ import annotations

@@ -438,7 +438,8 @@ class Profiler:
                           duration, ticks_taken, uncovered)
         meta["lost_ticks"], meta["host_ticks_unsent"] = losses
         if self._native_threads_at_start is not None:
-            self._note_native_threads(meta, sum(sample.cpu_ns for sample in raw))
+            _note_native_threads(meta, self._native_threads_at_start,
+                                 sum(sample.cpu_ns for sample in raw))
         if python_time is not None:
             meta["python_time_samples"] = len(python_time.samples)
             meta["dropped"] += python_time.dropped
@@ -468,20 +469,6 @@ class Profiler:
         self._captures = []
         _capture.run_deferred_now()
         return self.recording
-
-    def _note_native_threads(self, meta: Dict[str, Any], sampled_ns: int) -> None:
-        """A store-less profile: the CPU spent on threads that run no Python, which no
-        sample can carry; a warning when it is a large part of the process's."""
-        assert self._native_threads_at_start is not None
-        spent_ns, threads = _native_threads.spent_since(self._native_threads_at_start)
-        meta["native_threads_cpu_ns"] = spent_ns
-        meta["native_threads"] = threads
-        if spent_ns > NATIVE_THREADS_WARN_NS and spent_ns > 0.1 * (spent_ns + sampled_ns):
-            meta["warnings"].append(
-                f"{spent_ns / 1e6:.0f} ms of CPU ({100 * spent_ns / (spent_ns + sampled_ns):.0f} "
-                f"% of what was measured) ran on {threads} threads that run no Python "
-                f"(wasmtime's compiler threads, or a native library's), which sigprof cannot "
-                f"sample")
 
     @staticmethod
     def _read_rings(captures: List[_capture.Capture]) -> List[RawSample]:
@@ -701,6 +688,22 @@ def _native_losses() -> Tuple[int, int]:
         return 0, 0
     ext = _native.extension()
     return int(ext.tick_counts()[1]), int(ext.host_ticks_unsent())
+
+
+def _note_native_threads(meta: Dict[str, Any], at_start: Dict[int, int],
+                         sampled_ns: int) -> None:
+    """A store-less profile: the CPU spent on threads that run no Python since
+    ``at_start`` was read, which no sample can carry; a warning when it is a large
+    part of what was measured."""
+    spent_ns, threads = _native_threads.spent_since(at_start)
+    meta["native_threads_cpu_ns"] = spent_ns
+    meta["native_threads"] = threads
+    share = spent_ns / (spent_ns + sampled_ns) if spent_ns else 0.0
+    if spent_ns > NATIVE_THREADS_WARN_NS and share > 0.1:
+        meta["warnings"].append(
+            f"{spent_ns / 1e6:.0f} ms of CPU ({100 * share:.0f} % of what was measured) ran "
+            f"on {threads} threads that run no Python (wasmtime's compiler threads, or a "
+            f"native library's), which sigprof cannot sample")
 
 
 def counter_warnings(meta: Dict[str, Any]) -> List[str]:
