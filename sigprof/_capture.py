@@ -62,6 +62,7 @@ from . import _app_epochs, _native, _wasmtime as wt
 from ._ring import (FLAG_DEPTH_LIMITED, FULL_STOP, H_CPU, H_FLAGS, H_HASH, H_MEMORY, H_ORIGIN,
                     H_PC_COUNT, H_PC_START, H_RSS, H_TICK_PC, H_TICKS, H_TIME, H_WALL,
                     H_TID, H_ENTRY, H_CALLEE, HEADER_FIELDS, ORIGIN_GUEST, ORIGIN_OUTSIDE, Ring)
+from ._markers import MarkerLog
 from ._pyframes import EntryFrames
 from ._timer import FakeClock
 
@@ -85,6 +86,7 @@ class _CaptureBase:
         self.python_segments: Dict[int, EntryFrames] = {}
         self.errors = 0
         self._handle = 0
+        self.markers: Optional[MarkerLog] = None    # the profile's, where it keeps them
 
     def host_call(self, func: HostFunc, host_id: int, args: Tuple[Any, ...]) -> Any:
         raise NotImplementedError

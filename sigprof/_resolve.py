@@ -49,7 +49,8 @@ from ._ring import MARK_ENTRY, MARK_HOST, MARK_PAYLOAD, ORIGIN_GUEST, ORIGIN_OUT
 from .frames import (FRAME_GUEST, FRAME_HOST, FRAME_OPAQUE, FRAME_PYCODE, FRAME_PYTHON,
                      FRAME_TRUNCATED, FRAME_UNKNOWN, SAMPLE_AT_TICK, SAMPLE_TRUNCATED, Frame,
                      HostFunction)
-from .recording import Recording, SampleTable
+from ._markers import MarkerRow
+from .recording import Marker, Recording, SampleTable
 from .symbols import (ROLE_ENTRY, ROLE_WASM, Function, ImageError, LiveImage, ModuleSymbols,
                       SymbolTable, discover, image_from_memory, read_image)
 from .addrmap import read_address_map
@@ -309,11 +310,14 @@ def resolve_recording(raw: Iterable[RawSample], *, modules: Sequence[ModuleRef],
                       meta: Dict[str, Any], host_details: bool = False,
                       use_tick_pc: bool = True,
                       python_segments: Optional[Mapping[int, EntryFrames]] = None,
-                      thread_names: Optional[Mapping[int, str]] = None) -> Recording:
+                      thread_names: Optional[Mapping[int, str]] = None,
+                      markers: Sequence[MarkerRow] = (), t0_ns: int = 0) -> Recording:
     """Resolve raw samples against the live module images into a ``Recording``;
     ``python_segments``: entry serial -> (the serial of the entry it was made from,
     the Python frames that made that guest call);
-    ``thread_names``: kernel thread id -> name."""
+    ``thread_names``: kernel thread id -> name;
+    ``markers``: the profile's timed calls, at ``time.monotonic_ns`` times from
+    ``t0_ns`` (the profile's start)."""
     warnings = list(meta.get("warnings", []))
     segments = python_segments or {}
     samples = list(raw)
@@ -517,6 +521,14 @@ def resolve_recording(raw: Iterable[RawSample], *, modules: Sequence[ModuleRef],
     final: Dict[Tuple[int, int, int, int, int], Tuple[int, int]] = {}  # -> (stack, flags)
     tick_frames: Dict[int, Optional[GuestFrame]] = {}
     kept_under: Dict[Tuple[int, int, int], Optional[int]] = {}
+    def thread_of(tid: int) -> int:
+        thread = thread_index.get(tid)
+        if thread is None:
+            thread = thread_index[tid] = len(threads)
+            threads.append({"name": names.get(tid) or f"thread {thread}",
+                            "tid": tid if host_details else thread})
+        return thread
+
     for s, raw_id in zip(samples, sample_raw):
         tick_pc = s.tick_pc if use_tick_pc and s.origin == ORIGIN_GUEST else 0
         chain = chain_of_serial.get(s.entry)
@@ -554,12 +566,7 @@ def resolve_recording(raw: Iterable[RawSample], *, modules: Sequence[ModuleRef],
             elif node < 0:
                 node = tree.child(node, Frame(FRAME_UNKNOWN))
             stack_flags = final[sample_key] = (node, flags)
-        thread = thread_index.get(s.tid)
-        if thread is None:
-            thread = thread_index[s.tid] = len(threads)
-            threads.append({"name": names.get(s.tid) or f"thread {thread}",
-                            "tid": s.tid if host_details else thread})
-        table.thread.append(thread)
+        table.thread.append(thread_of(s.tid))
         table.time_ns.append(s.time_ns)
         table.cpu_ns.append(s.cpu_ns)
         table.wall_ns.append(s.wall_ns)
@@ -569,10 +576,21 @@ def resolve_recording(raw: Iterable[RawSample], *, modules: Sequence[ModuleRef],
         table.rss_bytes.append(s.rss_bytes)
         table.memory_bytes.append(s.memory_bytes)
 
+    host_labels: Dict[int, str] = {}
+    timed: List[Marker] = []
+    for kind, what, tid, start_ns, end_ns in markers:
+        if isinstance(what, int):
+            if what not in host_labels:
+                host_labels[what] = host_function_info(host_callables[what], host_details).label
+            what = host_labels[what]
+        timed.append(Marker(kind, what, thread_of(tid), max(0, start_ns - t0_ns),
+                            end_ns - t0_ns))
+    timed.sort(key=lambda marker: marker.start_ns)
+
     # Each module keeps just the functions its frames name (the lookups above made them).
     recorded = tuple(_with_lines(_referenced(img), module_lines.get(m, {}))
                      for m, img in enumerate(module_table))
     meta = dict(meta, modules=[m.name for m in recorded], warnings=warnings, threads=threads)
     return Recording(meta=meta, modules=recorded, host_functions=tuple(hosts),
                      frames=tuple(tree.frames), stack_parent=tree.parent, stack_frame=tree.frame,
-                     sample_table=table)
+                     sample_table=table, markers=tuple(timed))

@@ -35,6 +35,7 @@ import wasmtime
 
 from . import _app_epochs, _capture, _native, _wasmtime as wt, _wasmtime_component
 from ._capture import Capture, HostFunc, NativeCapture
+from ._markers import EXPORT_NAME_ATTRIBUTE, GUEST_CALL, HOST_CALL, export_name
 from ._pyframes import (EntryFrames, RawEntry, read_entry, read_entry_in_python,
                         read_innermost_in_python, read_thread_entry)
 from ._ring import MARK_ENTRY, ORIGIN_OUTSIDE, RawSample
@@ -60,6 +61,7 @@ named: Dict[int, str] = {}          # kernel thread id -> Python thread name, as
 # sampler thread of host ticks elsewhere (``_host_ticks_elsewhere``)
 stacks: Dict[int, Tuple[int, List[Optional[Capture]]]] = {}
 _calls = _Calls()
+monotonic_ns = time.monotonic_ns
 
 
 class Session:
@@ -293,6 +295,9 @@ class Session:
 
 SESSION = Session()
 os.register_at_fork(after_in_child=SESSION.reset)
+# From the capture layer's import on, before the application fetches the exports
+# its guest calls will be named by (a marker's name; ``_markers``).
+wt.install_export_name_hooks(EXPORT_NAME_ATTRIBUTE)
 
 
 def _sampling_wrapper(func: HostFunc, host_id: int) -> HostFunc:
@@ -301,7 +306,16 @@ def _sampling_wrapper(func: HostFunc, host_id: int) -> HostFunc:
         capture = stack[-1] if stack else None
         if capture is None or not capture.enabled:
             return func(*args)
-        return capture.host_call(func, host_id, args)
+        markers = capture.markers
+        if markers is None:
+            return capture.host_call(func, host_id, args)
+        start_ns = monotonic_ns()
+        try:
+            return capture.host_call(func, host_id, args)
+        finally:
+            end_ns = monotonic_ns()
+            if end_ns - start_ns >= markers.min_ns:
+                markers.add(HOST_CALL, host_id, start_ns, end_ns)
     return sigprof_host_call
 
 
@@ -537,7 +551,7 @@ class _GuestCall:
     for the capture of the store entered, and records the Python frames that made a
     call in which a sample was taken."""
 
-    __slots__ = ("_inner", "_capture")
+    __slots__ = ("_inner", "_capture", "_start_ns")
 
     def __init__(self, store: wasmtime.Store):
         self._inner = wt.ORIGINAL_ENTER_WASM(store)
@@ -548,6 +562,7 @@ class _GuestCall:
         _calls.stack.append(capture)
         if capture is not None:
             capture.guest_enter()
+        self._start_ns = monotonic_ns()
         return self._inner.__enter__()
 
     def __exit__(self, *exc_info: Any) -> Any:
@@ -568,3 +583,9 @@ class _GuestCall:
                     serial, parent = sampled
                     capture.keep_segments(serial, (parent, read_entry(sys._getframe(1),
                                                                       _HOST_CALL_CODE)))
+                markers = capture.markers
+                if markers is not None and capture.enabled:
+                    end_ns = monotonic_ns()
+                    if end_ns - self._start_ns >= markers.min_ns:
+                        markers.add(GUEST_CALL, export_name(sys._getframe(1)), self._start_ns,
+                                    end_ns)

@@ -29,6 +29,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import wasmtime
 import wasmtime._func as _wt_func
+import wasmtime._instance as _wt_instance
 from wasmtime import _bindings as _b
 
 from . import _wasmtime_component
@@ -423,6 +424,37 @@ def install_define_func_hook(remember: Callable[[Callable[..., Any], str, str], 
     define_func.__doc__ = original.__doc__
     define_func.__wrapped__ = original  # type: ignore[attr-defined]
     wasmtime.Linker.define_func = define_func  # type: ignore[method-assign]
+
+
+def install_export_name_hooks(attribute: str) -> None:
+    """Give each function wasmtime-py hands out as a named export its name, as
+    ``attribute`` (once per process): ``Instance.exports``' mapping (every release
+    38-50 builds it in ``InstanceExports.__init__`` as ``_extern_map``),
+    ``Linker.get``, and a component's ``get_func`` by name (its ``get_export_index``
+    results carry the name to a ``get_func`` by index)."""
+    exports_init = _wt_instance.InstanceExports.__init__
+    if getattr(exports_init, "__wrapped__", None) is not None:
+        return
+
+    def tag(extern: Any, name: str) -> Any:
+        if isinstance(extern, wasmtime.Func):
+            setattr(extern, attribute, name)
+        return extern
+
+    def init(self: Any, store: Any, instance: Any) -> None:
+        exports_init(self, store, instance)
+        for name, extern in self._extern_map.items():
+            tag(extern, name)
+
+    def linker_get(self: Any, store: Any, module: str, name: str) -> Any:
+        return tag(original_get(self, store, module, name), name)
+    original_get = wasmtime.Linker.get
+    for owner, attr, wrapper, original in ((_wt_instance.InstanceExports, "__init__", init,
+                                            exports_init),
+                                           (wasmtime.Linker, "get", linker_get, original_get)):
+        wrapper.__doc__, wrapper.__wrapped__ = original.__doc__, original  # type: ignore
+        setattr(owner, attr, wrapper)
+    _wasmtime_component.install_export_name_hooks(attribute)
 
 
 def entry_hook_installed() -> bool:

@@ -104,3 +104,31 @@ def uninstall_host_hook() -> None:
 
 def host_hook_installed() -> bool:
     return HOST_SLAB is not None and "get" in HOST_SLAB.__dict__
+
+
+def install_export_name_hooks(attribute: str) -> None:
+    """Name a component's functions fetched by name (``get_func(store, "name")``, or
+    by an index ``get_export_index`` made from a name) as ``attribute``."""
+    if HOST_SLAB is None:
+        return
+    from wasmtime.component import _instance
+    instance = _instance.Instance
+    get_func, get_export_index = instance.get_func, instance.get_export_index
+
+    def named_get_func(self: Any, store: Any, index: Any) -> Any:
+        func = get_func(self, store, index)
+        name = index if isinstance(index, str) else getattr(index, attribute, None)
+        if func is not None and name is not None:
+            setattr(func, attribute, name)
+        return func
+
+    def named_get_export_index(self: Any, store: Any, name: str, *rest: Any) -> Any:
+        index = get_export_index(self, store, name, *rest)
+        if index is not None:
+            setattr(index, attribute, name)
+        return index
+    for attr, wrapper, original in (("get_func", named_get_func, get_func),
+                                    ("get_export_index", named_get_export_index,
+                                     get_export_index)):
+        wrapper.__doc__, wrapper.__wrapped__ = original.__doc__, original  # type: ignore
+        setattr(instance, attr, wrapper)

@@ -13,3 +13,7 @@ CONTINUOUS_MAX_FILES = 60     # and how many it keeps: an hour at that period
 # _wasmtime.RELEASE); pyproject.toml's dependency says the same.
 WASMTIME_MAJORS = range(38, 51)
 WASMTIME_REQUIREMENT = f"wasmtime>={WASMTIME_MAJORS[0]},<{WASMTIME_MAJORS[-1] + 1}"
+# Host calls and guest calls at least this long become timeline markers in the
+# Firefox output, up to this many per profile (the rest are counted, not kept).
+MARKER_MIN_NS = 50_000
+MARKER_CAPACITY = 20_000

@@ -37,10 +37,10 @@ from typing import Any, Dict, List, Tuple
 
 from . import rawfile
 from .export import raw
-from .export.firefox import SIGPROF_KEY, SIGPROF_SECTION_VERSION
+from .export.firefox import MARKER_SCHEMAS, SIGPROF_KEY, SIGPROF_SECTION_VERSION
 from .frames import FRAME_TRUNCATED, SAMPLE_TRUNCATED, Frame
 from .rawfile import RecordingFormatError
-from .recording import CLOCK_WEIGHT, Recording, SampleTable
+from .recording import CLOCK_WEIGHT, Marker, Recording, SampleTable
 
 GZIP_MAGIC = b"\x1f\x8b"
 JSON = Dict[str, Any]
@@ -118,16 +118,17 @@ def _recording(profile: JSON, section: JSON) -> Recording:
             table.thread.append(thread)
     _memory(profile, table)
     return Recording(meta=meta, modules=modules, host_functions=hosts, frames=frames,
-                     stack_parent=parent, stack_frame=stack_frame, sample_table=table)
+                     stack_parent=parent, stack_frame=stack_frame, sample_table=table,
+                     markers=_markers(profile, meta))
 
 
 def _ns(ms: Any) -> int:
     return round(float(ms) * 1e6)
 
 
-def _samples(profile: JSON, meta: JSON,
-             weight_is_wall: bool) -> List[Tuple[int, int, int, int, int]]:
-    """(time, weight, the other clock's time (ns), stack, thread) of every sample."""
+def _thread_rows(profile: JSON, meta: JSON) -> List[int]:
+    """Each profile thread's row in the recording's ``meta["threads"]`` (by tid, in
+    order: two rows may share one when host details are off)."""
     tids = [row.get("tid", i) for i, row in enumerate(meta.get("threads") or [])]
     taken: set[int] = set()
     out = []
@@ -137,6 +138,31 @@ def _samples(profile: JSON, meta: JSON,
             raise ValueError(f"thread {thread['tid']!r} is not among the recording's threads")
         index = candidates[0] if candidates else 0
         taken.add(index)
+        out.append(index)
+    return out
+
+
+def _markers(profile: JSON, meta: JSON) -> Tuple[Marker, ...]:
+    """The markers sigprof wrote (the schemas it names), back from each thread's table."""
+    kinds: Dict[Any, str] = {schema["name"]: kind for kind, schema in MARKER_SCHEMAS.items()}
+    threads = len(meta.get("threads") or [])
+    out = []
+    for thread, index in zip(profile["threads"], _thread_rows(profile, meta)):
+        table = thread.get("markers") or {}
+        for data, start, end in zip(table.get("data") or [], table.get("startTime") or [],
+                                    table.get("endTime") or []):
+            kind = kinds.get(data.get("type")) if isinstance(data, dict) else None
+            if kind is not None:
+                out.append(rawfile.marker_from_row(
+                    [kind, data.get("function", ""), index, _ns(start), _ns(end)], threads))
+    return tuple(sorted(out, key=lambda marker: marker.start_ns))
+
+
+def _samples(profile: JSON, meta: JSON,
+             weight_is_wall: bool) -> List[Tuple[int, int, int, int, int]]:
+    """(time, weight, the other clock's time (ns), stack, thread) of every sample."""
+    out = []
+    for thread, index in zip(profile["threads"], _thread_rows(profile, meta)):
         samples = thread["samples"]
         if not samples["length"]:
             continue

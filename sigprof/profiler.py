@@ -51,6 +51,7 @@ import wasmtime
 from . import __version__
 from . import (_app_epochs, _capture, _imports, _native, _native_threads, _resolve, _session,
                _wasmtime as wt)
+from ._markers import MarkerLog
 from ._ring import FULL_KEEP_NEWEST, FULL_STOP, RawSample, Ring
 from ._session import SESSION
 from .defaults import DEFAULT_CAPACITY, DEFAULT_MAX_DEPTH
@@ -276,6 +277,7 @@ class Profiler:
         self._native_losses_at_start = (0, 0)
         self._start_unix_ns = 0
         self._native_threads_at_start: Optional[Dict[int, int]] = None  # store-less
+        self._markers = MarkerLog()
         self.recording: Optional[Recording] = None
 
     # -- lifecycle ---------------------------------------------------------------
@@ -330,6 +332,7 @@ class Profiler:
             pure = python_time if isinstance(python_time, _session.PurePythonTime) else None
             capture.python_time_mark = pure.calling_thread_mark if pure is not None else None
         capture.measure_memories(memories)
+        capture.markers = self._markers
         capture.attach()
         try:
             wt.set_store_deadline(store, 1)
@@ -445,6 +448,10 @@ class Profiler:
             meta["dropped"] += python_time.dropped
             meta["callback_errors"] += python_time.errors
         meta["warnings"].extend(counter_warnings(meta))
+        markers = list(self._markers.rows)     # calls still ending now are not this profile's
+        meta["marker_min_ns"] = self._markers.min_ns
+        if self._markers.dropped:
+            meta["markers_dropped"] = self._markers.dropped
         segments: Dict[int, Any] = {}
         for capture in captures:
             segments.update(capture.python_segments)
@@ -455,7 +462,8 @@ class Profiler:
                 raw, modules=self._module_refs, discover_allowed=self.modules is None,
                 host_callables=host_callables, meta=meta,
                 host_details=self.host_details, use_tick_pc=self.use_tick_pc,
-                python_segments=segments, thread_names=dict(_session.named))
+                python_segments=segments, thread_names=dict(_session.named),
+                markers=markers, t0_ns=self._t0_ns)
         except Exception as exc:  # never lose the user's exception to ours
             meta["warnings"].append(f"could not resolve samples: {exc!r}")
             self.recording = _resolve.resolve_recording(

@@ -21,7 +21,7 @@ from typing import Any, Callable, Dict, Tuple, Type, Union
 
 from .export.raw import CRC, HEADER, MAGIC, REQUIRED, SECTION, VERSION_MAJOR, VERSION_MINOR
 from .frames import FRAME_GUEST, FRAME_HOST, FRAME_PYCODE, FRAME_TYPES, Frame, HostFunction
-from .recording import Recording, SampleTable
+from .recording import MARKER_KINDS, Marker, Recording, SampleTable
 from .dwarf import SourceFrame
 from .symbols import Function, ModuleSymbols
 
@@ -155,8 +155,22 @@ def _loads(data: memoryview, source: str) -> Recording:
         raise fail("corrupt recording (negative sample time)")
     if any(b < a for a, b in zip(table.time_ns, table.time_ns[1:])):
         raise fail("corrupt recording (samples out of time order)")
+    markers = tuple(marker_from_row(row, known_threads)
+                    for row in json.loads(bytes(sections.get(b"MRKS", b"[]")).decode()))
     return Recording(meta=meta, modules=modules, host_functions=hosts, frames=frames,
-                     stack_parent=parent, stack_frame=stack_frame, sample_table=table)
+                     stack_parent=parent, stack_frame=stack_frame, sample_table=table,
+                     markers=markers)
+
+
+def marker_from_row(row: Any, threads: int) -> Marker:
+    """A marker from its row, [kind, name, thread, start ns, end ns]; ValueError
+    where it is not one."""
+    kind, name, thread, start_ns, end_ns = row
+    marker = Marker(str(kind), str(name), int(thread), int(start_ns), int(end_ns))
+    if not (marker.kind in MARKER_KINDS and 0 <= marker.thread < max(threads, 1)
+            and 0 <= marker.start_ns <= marker.end_ns):
+        raise ValueError(f"a marker out of range: {row!r}"[:200])
+    return marker
 
 
 _NUMBER = (int, float)
@@ -165,7 +179,8 @@ _META_TYPES: Dict[str, Union[Type[Any], Tuple[Type[Any], ...]]] = {
     "start_unix_ns": int,
     "duration_ns": int, "thread_cpu_ns": int, "overhead_cpu_ns": int, "overhead_wall_ns": int,
     "unsampled_cpu_ns": int, "unsampled_wall_ns": int, "ticks": int, "dropped": int,
-    "native_threads_cpu_ns": int, "native_threads": int,
+    "native_threads_cpu_ns": int, "native_threads": int, "markers_dropped": int,
+    "marker_min_ns": int,
     "samples_taken": int, "shared_stacks": int, "capacity": int, "max_depth": int, "versions": dict,
     "warnings": list, "modules": list, "host": dict, "arch": str, "threads": list,
 }

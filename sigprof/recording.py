@@ -15,7 +15,8 @@ A ``Recording`` holds everything the exporters need and nothing they do not:
   frames have parent -1;
 * ``samples``: parallel columns -- time since start, thread CPU delta, wall
   delta, stack, ticks, flags, memory, thread -- all integers, nanoseconds where
-  timed; ``meta["threads"]`` names the threads.
+  timed; ``meta["threads"]`` names the threads;
+* ``markers``: host and guest calls long enough to show on a timeline.
 
 Units stay in the names (``_ns``); conversion to ms/µs happens in exporters.
 """
@@ -25,7 +26,7 @@ from __future__ import annotations
 import os
 from array import array
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Tuple
 
 from . import export
 from .demangle import display_name
@@ -61,6 +62,20 @@ class SampleTable:
                            array("B"), array("q"), array("q"), array("i"))
 
 
+HOST_CALL, GUEST_CALL = "host call", "guest call"      # a marker's kinds
+MARKER_KINDS = (HOST_CALL, GUEST_CALL)
+
+
+class Marker(NamedTuple):
+    """A call long enough to show on a timeline (``sigprof/_markers.py``)."""
+
+    kind: str           # "host call" or "guest call"
+    name: str           # the host function's label, or the export called
+    thread: int         # index into meta["threads"]
+    start_ns: int       # since the profile started
+    end_ns: int
+
+
 @dataclass(frozen=True, repr=False)
 class Recording:
     meta: Dict[str, Any]
@@ -70,6 +85,7 @@ class Recording:
     stack_parent: array[int]
     stack_frame: array[int]
     sample_table: SampleTable
+    markers: Tuple[Marker, ...] = ()        # by start time
     _function_cache: Dict[int, FunctionRef] = field(default_factory=dict, compare=False,
                                                     repr=False)
     _function_source_cache: Optional[Dict[Tuple[int, int], Tuple[str, int]]] = field(

@@ -156,8 +156,20 @@ def check_profile(profile: dict) -> None:
             _check(isinstance(w, (int, float)) and w >= 0, f"samples.weight[{i}] invalid")
             d = samples["threadCPUDelta"][i]
             _check(d is None or (isinstance(d, int) and d >= 0), f"threadCPUDelta[{i}] invalid")
-        _table(thread["markers"], ["data", "name", "startTime", "endTime", "phase", "category"],
-               f"threads[{t}].markers")
+        markers = thread["markers"]
+        n = _table(markers, ["data", "name", "startTime", "endTime", "phase", "category"],
+                   f"threads[{t}].markers")
+        schemas = {schema["name"] for schema in meta["markerSchema"]}
+        for i in range(n):
+            _index(markers["name"][i], len(profile["shared"]["stringArray"]), f"markers.name[{i}]")
+            _index(markers["category"][i], len(meta["categories"]), f"markers.category[{i}]")
+            data = markers["data"][i]
+            _check(data is None or data.get("type") in schemas,
+                   f"markers.data[{i}] has a type no markerSchema names")
+            start, end = markers["startTime"][i], markers["endTime"][i]
+            _check(markers["phase"][i] == 1 and isinstance(start, (int, float))
+                   and isinstance(end, (int, float)) and start <= end,
+                   f"markers[{i}] is not an interval")
 
     # Counters (format 62+: the drawing in `display`, tooltip rows since 63).
     pids = {thread["pid"] for thread in profile["threads"]}

@@ -57,6 +57,8 @@ def check_core_modules(prof):
     stacks = _unplaced(prof.to_collapsed())      # frames as module!function, caller first
     assert f"{DRIVER}!run;{DRIVER}!work " in stacks, stacks
     assert f"{DRIVER}!run;{LEAF}!spin " in stacks, stacks
+    # each call spins for milliseconds: a timeline marker named by its export
+    assert any(m.kind == "guest call" and m.name == "run" for m in recording.markers)
 
 
 def _unplaced(text: str) -> str:

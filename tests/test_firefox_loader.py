@@ -118,3 +118,21 @@ def test_the_firefox_loader_sees_one_thread_per_os_thread_with_its_cpu(profiler_
     assert {"w0", "w1"} <= set(theirs) == set(ours) <= {"w0", "w1", "MainThread"}
     for name, cpu_ms in theirs.items():
         assert cpu_ms == pytest.approx(ours[name] / 1e6, abs=0.1)
+
+
+def test_the_firefox_loader_reads_host_and_guest_call_markers(firefox_profiler_cli, engine,
+                                                              tmp_path):
+    from test_markers import SLOW, SLOW_CALLS, SLOW_S, instantiate
+    store = wasmtime.Store(engine)
+    run = instantiate(store).exports(store)["run"]
+    with sigprof.profile(store) as prof:
+        run(store, SLOW_CALLS)
+    path = tmp_path / "markers.json.gz"
+    prof.save(path)
+    found = firefox_profiler_cli.query(path, "thread", "markers")
+    by_name = {group["markerName"]: group for group in found["byType"]}
+    assert by_name[SLOW]["count"] == SLOW_CALLS and by_name[SLOW]["isInterval"]
+    assert by_name[SLOW]["durationStats"]["min"] >= SLOW_S * 1e3
+    assert by_name["run"]["count"] == 1
+    categories = {c["categoryName"]: c["count"] for c in found["byCategory"]}
+    assert categories["WebAssembly"] == 1 and categories["Python host"] >= SLOW_CALLS

@@ -7,6 +7,7 @@ binary, so its DWARF resolves each sampled PC.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -155,6 +156,20 @@ def test_pprof_locations_hold_the_inlined_lines_innermost_first(recorded):
         assert caller.split()[0] in ("__original_main", "step")
 
 
+def test_pprof_list_shows_a_function_s_source_with_its_time_per_line(recorded):
+    go = shutil.which("go")
+    require(go is not None, "go is not installed (Debian golang-go)")
+    _, paths = recorded
+    done = run_process([go, "tool", "pprof", "-list", "^step ", "-source_path", str(SOURCES),
+                        str(paths["pb.gz"])])
+    assert done.returncode == 0, done.stderr
+    assert "ROUTINE ======================== step [lines.wasm] in step.c" in done.stdout
+    # "  130.07ms   130.07ms      4:int step(int x) {": flat and cum time on a source line
+    timed = re.findall(r"^\s*([\d.]+)(?:m|u|n)?s\s+[\d.]+(?:m|u|n)?s\s+(\d+):", done.stdout,
+                       re.M)
+    assert timed and all(4 <= int(line) <= 6 for _, line in timed), done.stdout
+
+
 def test_a_guest_without_dwarf_profiles_as_before():
     """The golden recording (no DWARF) writes the very same bytes and labels."""
     rec = sigprof.load(str(GOLDEN / "golden.sigprof"))
@@ -245,7 +260,10 @@ def test_the_raw_file_says_1_3_only_with_lines_and_refuses_a_damaged_inline_tabl
     from sigprof.export import raw
     rec, paths = recorded
     data = paths["sigprof"].read_bytes()
-    assert struct.unpack_from("<HH", data, 8) == (1, 3)
+    # 1.4 where the recording also holds markers (its guest call took milliseconds)
+    assert struct.unpack_from("<HH", data, 8) == ((1, 4) if rec.markers else (1, 3))
+    assert struct.unpack_from("<HH", raw.dumps(dataclasses.replace(rec, markers=())),
+                              8) == (1, 3)
     golden = (GOLDEN / "golden.sigprof").read_bytes()
     assert struct.unpack_from("<HH", golden, 8) == (1, 2)
     # An INLN section of the wrong length: one line, not a traceback.

@@ -65,6 +65,23 @@ CATEGORIES = [
 ]
 CAT_OTHER, CAT_WASM, CAT_HOST, CAT_PROFILER, CAT_PYTHON = 0, 1, 2, 3, 4
 
+# The markers' schemas, one per ``recording.MARKER_KINDS``: interval markers in the Marker
+# Chart and Table, named by the host function or export; ``data.type`` names one.
+MARKER_SCHEMAS = {
+    "host call": {"name": "HostCall", "display": ["marker-chart", "marker-table"],
+                  "chartLabel": "{marker.name}", "tooltipLabel": "host call {marker.name}",
+                  "tableLabel": "{marker.name}",
+                  "description": "A Python host function the guest called",
+                  "fields": [{"key": "function", "label": "Host function", "format": "string"}]},
+    "guest call": {"name": "GuestCall", "display": ["marker-chart", "marker-table"],
+                   "chartLabel": "{marker.name}", "tooltipLabel": "guest call {marker.name}",
+                   "tableLabel": "{marker.name}",
+                   "description": "A call from Python into the guest",
+                   "fields": [{"key": "function", "label": "Export", "format": "string"}]},
+}
+MARKER_CATEGORY = {"host call": CAT_HOST, "guest call": CAT_WASM}
+INTERVAL_PHASE = 1
+
 # ``meta.sigprof``: marks the profile as sigprof's and holds what reading it back
 # needs (``sigprof/firefoxfile.py``); the version counts changes of its layout.
 SIGPROF_KEY = "sigprof"
@@ -200,7 +217,7 @@ def convert(rec: "Recording") -> JSON:
     for i, (parent, frame) in enumerate(zip(rec.stack_parent, rec.stack_frame)):
         _append(stacks, frame=frame_map[frame], prefixOffset=0 if parent < 0 else i - parent)
 
-    threads = _threads(rec, title, duration_ms)
+    threads = _threads(rec, title, duration_ms, strings)
     profile: JSON = {
         "meta": {
             "interval": float(meta.get("interval_s", 0.001)) * 1000,
@@ -216,7 +233,7 @@ def convert(rec: "Recording") -> JSON:
             "symbolicated": True,
             "importedFrom": "sigprof",
             "categories": CATEGORIES,
-            "markerSchema": [],
+            "markerSchema": list(MARKER_SCHEMAS.values()) if rec.markers else [],
             "sampleUnits": {"time": "ms", "eventDelay": "ms", "threadCPUDelta": "µs"},
             "usesOnlyOneStackType": True,
             "sourceCodeIsNotOnSearchfox": True,
@@ -248,8 +265,9 @@ def convert(rec: "Recording") -> JSON:
     return profile
 
 
-def _threads(rec: "Recording", title: str, duration_ms: float) -> List[JSON]:
-    """One profile thread per OS thread that has samples (at least one thread)."""
+def _threads(rec: "Recording", title: str, duration_ms: float,
+             strings: _Strings) -> List[JSON]:
+    """One profile thread per OS thread that has samples or markers (at least one)."""
     st = rec.sample_table
     weights = rec.weights_ns()
     rows = rec.meta.get("threads") or [{"name": title, "tid": 0}]
@@ -259,11 +277,12 @@ def _threads(rec: "Recording", title: str, duration_ms: float) -> List[JSON]:
             by_thread[t].append(i)
     else:                                                    # recorded before threads
         by_thread[0] = list(range(len(st)))
+    markers = _markers(rec, len(rows), strings)
     main = next((i for i, row in enumerate(rows) if row.get("name") == "MainThread"), 0)
     out: List[JSON] = []
     for t, row in enumerate(rows):
         picked = by_thread[t]
-        if not picked and (out or t + 1 < len(rows)):
+        if not picked and not markers[t]["length"] and (out or t + 1 < len(rows)):
             continue
         # The profiler reads a sample's CPU delta as the time since the sample
         # before it, and so ignores the first one's: an empty, weightless sample
@@ -294,9 +313,22 @@ def _threads(rec: "Recording", title: str, duration_ms: float) -> List[JSON]:
             "pid": "0",
             "tid": row.get("tid", t),
             "samples": samples,
-            "markers": _table("data", "name", "startTime", "endTime", "phase", "category"),
+            "markers": markers[t],
         })
     return out
+
+
+def _markers(rec: "Recording", threads: int, strings: _Strings) -> List[JSON]:
+    """Each thread's markers table: the recording's markers as interval markers."""
+    tables = [_table("data", "name", "startTime", "endTime", "phase", "category")
+              for _ in range(threads)]
+    for marker in rec.markers:
+        schema = MARKER_SCHEMAS[marker.kind]
+        _append(tables[marker.thread], data={"type": schema["name"], "function": marker.name},
+                name=strings(marker.name), startTime=_ms(marker.start_ns),
+                endTime=_ms(marker.end_ns), phase=INTERVAL_PHASE,
+                category=MARKER_CATEGORY[marker.kind])
+    return tables
 
 
 def _memory_counters(rec: "Recording", pid: str) -> List[JSON]:
@@ -388,6 +420,12 @@ def _extra_section(rec: "Recording") -> JSON:
     if "native_threads_cpu_ns" in meta:          # a store-less profile's
         entries.append(entry("CPU on threads without Python (not sampled)", "milliseconds",
                              _ms(int(meta["native_threads_cpu_ns"]))))
+    if "marker_min_ns" in meta:
+        entries.append(entry(f"Markers (host and guest calls of "
+                             f"{int(meta['marker_min_ns']) / 1e3:g} µs or more)", "integer",
+                             len(rec.markers)))
+        entries.append(entry("Markers not kept (past the cap)", "integer",
+                             int(meta.get("markers_dropped", 0))))
     entries += [
         entry("Profiler overhead (CPU)", "milliseconds", _ms(int(meta.get("overhead_cpu_ns", 0)))),
         entry("Versions", "string", ", ".join(f"{k} {v}" for k, v in versions.items())),

@@ -26,11 +26,15 @@ all but THRD):
     INLN  (1.3) u32 count (as FRMS's), then i32 per frame: frames.Frame.inline
           (0: the compiled function; k: the k-th call inlined at its address)
 
+    MRKS  (1.4) JSON list of timeline markers: [kind, name, thread, start ns,
+          end ns] (recording.Marker; thread as THRD's), by start time
+
 1.3 also lets a MODS row hold "lines", where the module's DWARF was known:
 [[return-address offset, [[function, file, line, column, function line], ...]
 outermost first], ...].  A recording without them is written as 1.2 (INLN and
 "lines" are then absent), so a 1.2 reader reads it; a 1.2 reader given a 1.3
-file skips both and shows each inlined frame as its compiled function.
+file skips both and shows each inlined frame as its compiled function.  Likewise
+a recording with markers is 1.4 and one without is not (a 1.3 reader skips MRKS).
 
 Frame type 6 (1.2: Python code) refers to a HOST row and keeps its line as offset.
 
@@ -54,8 +58,9 @@ if TYPE_CHECKING:
 
 MAGIC = b"SIGPROF\x1a"
 VERSION_MAJOR = 1
-VERSION_MINOR = 3          # 1.1 added MEMS; 1.2 THRD and Python-code frames; 1.3 lines
-WITHOUT_LINES_MINOR = 2    # what a recording without source lines is written as
+VERSION_MINOR = 4          # 1.1 added MEMS; 1.2 THRD, Python-code frames; 1.3 lines; 1.4 MRKS
+WITH_LINES_MINOR = 3       # what a recording with source lines and no markers is written as
+WITHOUT_LINES_MINOR = 2    # and one with neither
 HEADER = struct.Struct("<8sHHI")
 SECTION = struct.Struct("<4sQ")
 CRC = struct.Struct("<I")
@@ -90,8 +95,9 @@ def host_rows(rec: "Recording") -> List[Dict[str, Any]]:
 
 def dumps(rec: "Recording") -> bytes:
     with_lines = any(m.lines for m in rec.modules) or any(f.inline for f in rec.frames)
-    parts = [HEADER.pack(MAGIC, VERSION_MAJOR,
-                         VERSION_MINOR if with_lines else WITHOUT_LINES_MINOR, 0)]
+    minor = (VERSION_MINOR if rec.markers else WITH_LINES_MINOR if with_lines
+             else WITHOUT_LINES_MINOR)
+    parts = [HEADER.pack(MAGIC, VERSION_MAJOR, minor, 0)]
 
     def section(tag: bytes, payload: bytes) -> None:
         parts.append(SECTION.pack(tag, len(payload)))
@@ -121,6 +127,8 @@ def dumps(rec: "Recording") -> bytes:
     if with_lines:
         section(b"INLN", struct.pack("<I", len(rec.frames))
                 + _le(array("i", (f.inline for f in rec.frames))))
+    if rec.markers:
+        section(b"MRKS", js([list(marker) for marker in rec.markers]))
     section(b"END ", b"")
     return b"".join(parts)
 
