@@ -200,6 +200,9 @@ def _parser() -> argparse.ArgumentParser:
                       help="open the flame graph instead")
     view.add_argument("--no-browser", dest="browser", action="store_false",
                       help="only print the address to open")
+    view.add_argument("--source-dir", action="append", default=[], metavar="DIR",
+                      help="serve the profile's source files found in DIR to the profiler's "
+                           "source view (repeatable; nothing outside these is served)")
 
     dif = sub.add_parser("diff", help="what changed between two profiles: self shares, and "
                                       "with -o a differential flame graph",
@@ -673,7 +676,8 @@ def cmd_view(a: argparse.Namespace) -> int:
     from . import view
     try:
         view.view(a.input, svg=a.svg, open_browser=a.browser,
-                  say=lambda line: print(line, file=sys.stderr, flush=True))
+                  say=lambda line: print(line, file=sys.stderr, flush=True),
+                  source_dirs=a.source_dir)
     except view.ViewError as exc:
         raise CliError(str(exc)) from None
     except KeyboardInterrupt:

@@ -7,12 +7,16 @@ binary, so its DWARF resolves each sampled PC.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import re
 import shutil
 import subprocess
+import threading
+import urllib.error
+import urllib.request
 import zlib
 from pathlib import Path
 
@@ -299,3 +303,70 @@ def test_the_flame_graph_hover_shows_file_and_line(recorded, tmp_path):
     done = run_cli("convert", str(paths["sigprof"]), "-o", str(out))
     assert done.returncode == 0, done.stderr
     assert "step (step.c:4) [lines.wasm] -- " in out.read_text()
+
+
+@contextlib.contextmanager
+def source_server(profile: Path, *directories: Path):
+    """``sigprof view``'s server for ``profile`` with its source API; yields its base URL."""
+    from sigprof import view
+    body = profile.read_bytes()
+    sources = view.SourceFiles(view.profile_sources(body), [str(d) for d in directories])
+    server, file_url = view.make_server(body, "application/json", profile.name, sources=sources)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield file_url.rsplit("/", 1)[0]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def ask_source(base: str, file: str):
+    """What the source API answers for ``file``, as the Firefox Profiler asks it."""
+    request = urllib.request.Request(f"{base}/source/v1", method="POST", data=json.dumps(
+        {"debugName": "lines.wasm", "debugId": "0" * 33, "moduleOffset": "0x10",
+         "file": file}).encode())
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_view_serves_the_profile_s_sources_from_the_directories_given_only(recorded, tmp_path):
+    _, paths = recorded
+    with source_server(paths["json"], SOURCES) as base:
+        status, answer = ask_source(base, "hot.c")
+        assert status == 200 and answer["source"] == (SOURCES / "hot.c").read_text()
+        for file in ("/etc/passwd", "../lines/hot.c", "lines.wasm", str(SOURCES / "hot.c")):
+            status, answer = ask_source(base, file)      # not named, or not inside
+            assert status == 404 and "error" in answer, file
+    # A file the profile names, linked to one outside the directory: not served.
+    linked = tmp_path / "src"
+    linked.mkdir()
+    (linked / "hot.c").symlink_to("/etc/hostname")
+    (linked / "step.c").write_text("int step(int x);\n")
+    with source_server(paths["json"], linked) as base:
+        assert ask_source(base, "hot.c")[0] == 404
+        assert ask_source(base, "step.c") == (200, {"symbolsLastModified": None,
+                                                    "sourceLastModified": None,
+                                                    "file": "step.c",
+                                                    "source": "int step(int x);\n"})
+
+
+def test_the_firefox_profiler_s_source_view_reads_lines_through_view(recorded,
+                                                                      firefox_profiler_cli):
+    _, paths = recorded
+    profile = json.loads(paths["json"].read_text())
+    strings = profile["shared"]["stringArray"]
+    step = [i for i, name in enumerate(profile["shared"]["funcTable"]["name"])
+            if strings[name] == "step"]
+    assert step
+    with source_server(paths["json"], SOURCES) as base:
+        shown = firefox_profiler_cli.query(paths["json"], "function", "annotate", f"f-{step[0]}",
+                                           "--symbol-server", base, "--context", "file")
+    lines = {line["lineNumber"]: line for line in shown["srcAnnotation"]["lines"]}
+    assert shown["srcAnnotation"]["filename"] == "step.c" and not shown["warnings"]
+    # step.c's text, which only the server gave it, with the time of each line
+    assert lines[5]["sourceText"] == "    return twist(x) + 7;"
+    assert lines[4]["selfSamples"] + lines[5]["selfSamples"] > 0

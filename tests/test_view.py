@@ -74,7 +74,9 @@ def test_view_converts_a_raw_recording_and_opens_the_flame_graph(tmp_path):
         assert body.startswith(b"<?xml") and page == url
 
 
-@pytest.mark.parametrize("args", [("missing.json",), ("notes.txt",), ("--svg", "foreign.json")])
+@pytest.mark.parametrize("args", [("missing.json",), ("notes.txt",), ("--svg", "foreign.json"),
+                                  ("--source-dir", "nowhere", "p.json"),
+                                  ("--svg", "--source-dir", ".", "p.json")])
 def test_view_refuses_what_it_cannot_show_in_one_line(tmp_path, args):
     (tmp_path / "notes.txt").write_text("hello")
     (tmp_path / "foreign.json").write_text('{"meta": {}}')     # not sigprof's: no flame graph
