@@ -42,7 +42,6 @@ import wasmtime
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import sigprof  # noqa: E402
-from sigprof import _wasmtime as wt  # noqa: E402
 from guestprofiler import NativeGuestProfiler  # noqa: E402
 
 HERE = Path(__file__).resolve().parent

@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 import sigprof  # noqa: E402
 from sigprof.frames import FRAME_GUEST, Frame  # noqa: E402
 from sigprof.recording import Recording, SampleTable  # noqa: E402
-from sigprof.symbols import Function, ModuleSymbols  # noqa: E402
+from sigprof.frames import Function, ModuleSymbols  # noqa: E402
 
 
 def synthetic(samples: int, depth: int = 30, functions: int = 100, stacks: int = 2000) -> Recording:

@@ -87,9 +87,36 @@ class _CaptureBase:
         self.errors = 0
         self._handle = 0
         self.markers: Optional[MarkerLog] = None    # the profile's, where it keeps them
+        # A store-less profile whose Python time is wakeup-relayed charges the Python
+        # time between guest calls itself (``_session.PurePythonTime``): then the pure
+        # capture's interval at a guest entry starts at the thread's mark, which this
+        # returns (the native capture reads its thread records instead).
+        self.python_time_mark: Optional[Callable[[], int]] = None
 
     def host_call(self, func: HostFunc, host_id: int, args: Tuple[Any, ...]) -> Any:
         raise NotImplementedError
+
+    def keep_segments(self, serial: int, frames: EntryFrames) -> None:
+        """Keep the Python frames of entry ``serial`` for the samples that name it.
+        The ring holds the newest samples only, so past twice its capacity the
+        frames no held sample (nor an entry in progress) leads to are let go:
+        memory stays bounded on a long run, like the ring's."""
+        segments = self.python_segments
+        segments[serial] = frames
+        if len(segments) > 2 * self.ring.capacity + self.live_entries_max:
+            keep: Set[int] = set()
+            for start in self.ring.serials() | set(self.live_entries()):
+                link = start
+                while link and link not in keep:
+                    keep.add(link)
+                    link = segments.get(link, (0, ()))[0]
+            self.python_segments = {s: f for s, f in segments.items() if s in keep}
+
+    live_entries_max = 0            # how many guest entries can be in progress at once
+
+    def live_entries(self) -> Tuple[int, ...]:
+        """The serials of the guest entries in progress whose frames are kept."""
+        return ()
 
     def detach(self) -> None:
         """Give the store back a harmless epoch callback and what the application's own
@@ -122,6 +149,7 @@ class NativeCapture(_CaptureBase):
         self.guest_exit = self._c.guest_exit
         self.host_tick = self._c.host_tick
         self.host_tick_elsewhere = self._c.host_tick_elsewhere
+        self.live_entries_max = ext.MAX_ACTIVATIONS
 
     def measure_memories(self, memories: List[wasmtime.Memory]) -> None:
         """Each sample also records these linear memories' total size."""
@@ -168,21 +196,13 @@ class NativeCapture(_CaptureBase):
         """The calling thread is the one this store last ran on."""
         return bool(self._c.bound_here())
 
-    def keep_segments(self, serial: int, frames: EntryFrames) -> None:
-        """Keep the Python frames of entry ``serial`` for the samples that name it.
-        The ring holds the newest samples only, so past twice its capacity the
-        frames no held sample (nor an entry in progress) leads to are let go:
-        memory stays bounded on a long run, like the ring's."""
-        segments = self.python_segments
-        segments[serial] = frames
-        if len(segments) > 2 * self.ring.capacity + self._ext.MAX_ACTIVATIONS:
-            keep: Set[int] = set()
-            for start in self.ring.serials() | set(self._c.live_entries()):
-                link = start
-                while link and link not in keep:
-                    keep.add(link)
-                    link = segments.get(link, (0, ()))[0]
-            self.python_segments = {s: f for s, f in segments.items() if s in keep}
+    def live_entries(self) -> Tuple[int, ...]:
+        return tuple(self._c.live_entries())
+
+    def python_time_left(self, ticked: int) -> Optional[int]:
+        """See ``PythonCapture.python_time_left``: the C capture's thread records
+        share the thread's CPU clock with the Python-time samples already."""
+        return None
 
     def abandon(self) -> None:
         """Stop for good without touching the store (it may be running on another
@@ -262,10 +282,6 @@ class PythonCapture(_CaptureBase):
         self.overhead_cpu_ns = 0
         self.overhead_wall_ns = 0
         self.cpu_pending = self.wall_pending = 0
-        # A store-less profile charges the Python time between guest calls itself
-        # (``_session.PurePythonTime``): then this capture's interval at a guest entry
-        # starts at the thread's mark, which this returns.
-        self.python_time_mark: Optional[Callable[[], int]] = None
         self.samples_at_entry = 0       # then: the ring's count at the outermost entry
         self._cpu_ns: Callable[[], int] = thread_time_ns
         self._wall_ns: Callable[[], int] = perf_counter_ns
@@ -382,13 +398,28 @@ class PythonCapture(_CaptureBase):
             self.set_deadline(self.context, 0 if self.app_expired else 1)
         self.guest_depth += 1
 
-    def charge_unsampled_call(self) -> None:
-        """An outermost guest call returns with fewer samples than tick signals came in
-        it (the relay counts a tick too late for an epoch check near the call's end):
-        charge the call's time since its last sample to the guest, its frames unknown,
-        rather than to the Python after it."""
-        if self.enabled and self.native_tid == get_native_id():
+    def python_time_left(self, ticked: int) -> Optional[int]:
+        """The calling thread's outermost guest call returned under a store-less
+        profile's wakeup-relayed Python time (``_session.PurePythonTime``), ``ticked``
+        tick signals having come in it: returns the thread CPU clock the call's last
+        sample ended at, where the thread's Python time resumes.
+
+        Fewer samples than signals means the relay counted a tick too late for an
+        epoch check near the call's end: the call's time since its last sample is
+        charged to the guest, its frames unknown, rather than to the Python after it."""
+        if ticked > self.ring.count - self.samples_at_entry and self.enabled \
+                and self.native_tid == get_native_id():
             self._record(ORIGIN_GUEST, max(self.tick_word.value, self.consumed), False)
+        return self.cpu_prev + self.cpu_pending
+
+    def host_tick(self) -> int:
+        """A tick the tick signal's Python handler saw in a host call: 0, none sampled
+        now -- this capture samples a host call as it returns (``host_call``)."""
+        return 0
+
+    def host_tick_elsewhere(self, tid: int) -> int:
+        """The same for another thread's host call (only the native relay reports those)."""
+        return 0
 
     def guest_exit(self) -> Optional[Tuple[int, int]]:
         """The guest call returned; None: no Python frames are needed (this capture's

@@ -47,13 +47,12 @@ from . import _imports, _wasmtime as wt
 from ._pyframes import EntryFrames, PythonFrames, PythonSegment
 from ._ring import MARK_ENTRY, MARK_HOST, MARK_PAYLOAD, ORIGIN_GUEST, ORIGIN_OUTSIDE, RawSample
 from .frames import (FRAME_GUEST, FRAME_HOST, FRAME_OPAQUE, FRAME_PYCODE, FRAME_PYTHON,
-                     FRAME_TRUNCATED, FRAME_UNKNOWN, SAMPLE_AT_TICK, SAMPLE_TRUNCATED, Frame,
-                     HostFunction)
+                     FRAME_TRUNCATED, FRAME_UNKNOWN, ROLE_ENTRY, ROLE_WASM, SAMPLE_AT_TICK,
+                     SAMPLE_TRUNCATED, Frame, Function, HostFunction, ModuleSymbols)
 from ._markers import MarkerRow
 from .recording import Marker, Recording, SampleTable
-from .symbols import (ROLE_ENTRY, ROLE_WASM, Function, ImageError, LiveImage, ModuleSymbols,
-                      SymbolTable, discover, image_from_memory, read_image)
-from .addrmap import read_address_map
+from ._wasmtime.image import ImageError, LiveImage, SymbolTable, discover, image_from_memory, read_image
+from ._wasmtime.addrmap import read_address_map
 from .dwarf import ImageLines, ModuleDwarf, SourceFrame
 from .wasmfile import FuncSignature as Signature, WasmInfo
 
@@ -317,27 +316,65 @@ def resolve_recording(raw: Iterable[RawSample], *, modules: Sequence[ModuleRef],
     the Python frames that made that guest call);
     ``thread_names``: kernel thread id -> name;
     ``markers``: the profile's timed calls, at ``time.monotonic_ns`` times from
-    ``t0_ns`` (the profile's start)."""
+    ``t0_ns`` (the profile's start).
+
+    In phases, each its own function or class: the distinct raw stacks
+    (``distinct_stacks``); the module images their addresses fall in
+    (``read_images``); each distinct stack split into guest frames and marks
+    (``split_stacks``); the Python frames of guest entries as shared chains
+    (``PythonChains``); stacks placed in the recording's tree (``StackBuilder``),
+    sample by sample (``sample_table``); the markers (``timed_markers``)."""
     warnings = list(meta.get("warnings", []))
-    segments = python_segments or {}
     samples = list(raw)
-    # Distinct raw stacks, identified by the capture's 64-bit hash and the depth
-    # (so a 3000-deep stack is not copied or compared per sample).
-    raw_pcs: List[array[int]] = []
-    depth_limited: List[bool] = []
-    raw_index: Dict[Tuple[int, int, bool], int] = {}
-    sample_raw = array("i")
+    stacks = distinct_stacks(samples)
+    explicit, resolver, lines_of = read_images(modules, stacks, samples, discover_allowed,
+                                               warnings)
+    builder = StackBuilder(explicit, lines_of, host_callables, host_details, warnings)
+    threads = Threads(thread_names or {}, host_details)
+    table = sample_table(samples, stacks, split_stacks(stacks, resolver),
+                         PythonChains(python_segments or {}), builder, resolver, threads,
+                         use_tick_pc)
+    timed = timed_markers(markers, threads, builder.host_label, t0_ns)
+    recorded = builder.recorded_modules()
+    meta = dict(meta, modules=[m.name for m in recorded], warnings=warnings,
+                threads=threads.rows)
+    return Recording(meta=meta, modules=recorded, host_functions=tuple(builder.hosts),
+                     frames=tuple(builder.tree.frames), stack_parent=builder.tree.parent,
+                     stack_frame=builder.tree.frame, sample_table=table, markers=timed)
+
+
+class DistinctStacks(NamedTuple):
+    """Phase 1: each distinct raw stack once, and which one each sample has."""
+
+    pcs: List["array[int]"]          # its words: return addresses and marks, innermost first
+    depth_limited: List[bool]        # the walk stopped at max_depth
+    of_sample: "array[int]"          # sample -> its distinct stack
+
+
+def distinct_stacks(samples: Sequence[RawSample]) -> DistinctStacks:
+    """Stacks are told apart by the capture's 64-bit hash and the depth (so a
+    3000-deep stack is not copied or compared per sample)."""
+    stacks = DistinctStacks([], [], array("i"))
+    index: Dict[Tuple[int, int, bool], int] = {}
     for s in samples:
         key = (s.stack_hash, len(s.pcs), s.depth_limited)
-        raw_id = raw_index.get(key)
-        if raw_id is None:
-            raw_id = raw_index[key] = len(raw_pcs)
-            raw_pcs.append(array("Q", s.pcs.tobytes()))
-            depth_limited.append(s.depth_limited)
-        sample_raw.append(raw_id)
+        found = index.get(key)
+        if found is None:
+            found = index[key] = len(stacks.pcs)
+            stacks.pcs.append(array("Q", s.pcs.tobytes()))
+            stacks.depth_limited.append(s.depth_limited)
+        stacks.of_sample.append(found)
+    return stacks
 
+
+def read_images(modules: Sequence[ModuleRef], stacks: DistinctStacks,
+                samples: Sequence[RawSample], discover_allowed: bool, warnings: List[str]
+                ) -> Tuple[List[LiveImage], _Resolver, Dict[int, ImageLines]]:
+    """Phase 2: the images of the modules given (in their order), those the stacks'
+    addresses discover besides, and the source lines of each where its DWARF is
+    known (by ``id`` of the image).  An image that cannot be read is a warning."""
     images: List[LiveImage] = []
-    lines_of: Dict[int, ImageLines] = {}        # id(image) -> its source lines, where known
+    lines_of: Dict[int, ImageLines] = {}
     for ref in modules:
         try:
             images.append(image_from_memory(ref.image_start, ref.image_end, ref.name, True,
@@ -355,86 +392,23 @@ def resolve_recording(raw: Iterable[RawSample], *, modules: Sequence[ModuleRef],
             lines_of[id(images[-1])] = found
     explicit = list(images)
     try:
-        all_pcs = {pc for pcs in raw_pcs for pc in pcs if pc < MARK_ENTRY}
+        all_pcs = {pc for pcs in stacks.pcs for pc in pcs if pc < MARK_ENTRY}
         all_pcs.update(s.tick_pc for s in samples if s.tick_pc)
         images += discover(all_pcs, images, wt.read_memory, discover_allowed)
     except (OSError, ImageError) as exc:
         warnings.append(f"module discovery failed: {exc}")
-    resolver = _Resolver(images)
+    return explicit, _Resolver(images), lines_of
 
-    module_index: Dict[int, int] = {}           # id(image) -> index in the recording
-    module_table: List[LiveImage] = []
-    for known in explicit:                      # allowed modules always appear, in given order
-        module_index[id(known)] = len(module_table)
-        module_table.append(known)
 
-    def module_of(img: LiveImage) -> int:
-        m = module_index.get(id(img))
-        if m is None:
-            m = module_index[id(img)] = len(module_table)
-            module_table.append(img)
-        return m
-
-    def frame_key(entry: GuestEntry) -> Frame:
-        if entry is OPAQUE:
-            return Frame(FRAME_OPAQUE)
-        return Frame(FRAME_GUEST, module_of(entry.image), entry.offset)
-
-    module_lines: Dict[int, Dict[int, Tuple[SourceFrame, ...]]] = {}   # module -> offset ->
-
-    def guest_child(node: int, entry: GuestEntry) -> int:
-        """The node of a guest frame under ``node``: the compiled function's, then
-        one per call inlined at its address (innermost last), where lines are known."""
-        node = tree.child(node, frame_key(entry))
-        if entry is OPAQUE:
-            return node
-        lines = lines_of.get(id(entry.image))
-        if lines is None:
-            return node
-        m = module_of(entry.image)
-        known = module_lines.setdefault(m, {})
-        source = known.get(entry.offset)
-        if source is None:
-            try:
-                found = lines.frames_at(entry.offset - 1)
-            except Exception as exc:    # pyelftools on damaged DWARF: any of its errors
-                # The samples matter more than the lines: this module keeps none.
-                del lines_of[id(entry.image)]
-                known.clear()
-                warnings.append(f"module {entry.image.symbols.name}: its DWARF could not be "
-                                f"read, no source lines: {exc!r}")
-                return node
-            source = known[entry.offset] = shared_source_frames(found, host_details)
-        for depth in range(1, len(source)):
-            node = tree.child(node, Frame(FRAME_GUEST, m, entry.offset, depth))
-        return node
-
-    tree = _Stacks()
-    hosts: List[HostFunction] = []
-    host_index: Dict[int, int] = {}
-    python_index: Dict[int, int] = {}           # id(code) -> host function table row
-
-    def host_frame(callable_index: int) -> Frame:
-        h = host_index.get(callable_index)
-        if h is None:
-            h = host_index[callable_index] = len(hosts)
-            hosts.append(host_function_info(host_callables[callable_index], host_details))
-        return Frame(FRAME_HOST, h)
-
-    def python_frames(node: int, segment: PythonSegment) -> int:
-        for code, line in segment:
-            p = python_index.get(id(code))
-            if p is None:
-                p = python_index[id(code)] = len(hosts)
-                hosts.append(python_function_info(code, host_details))
-            node = tree.child(node, Frame(FRAME_PYCODE, p, line))
-        return node
-
+def split_stacks(stacks: DistinctStacks, resolver: _Resolver) -> List[_RawStack]:
+    """Phase 3: each distinct stack as guest frames (a module not allowed in the
+    profile as one opaque frame per run) and marks; host code that is not a guest
+    function drops out, and reaching a host->guest trampoline proves the root."""
     resolved: List[_RawStack] = []
     by_pc: Dict[int, Tuple[Optional[LiveImage], int, Optional[Function]]] = {}
-    for raw_id, pcs in enumerate(raw_pcs):
+    for pcs, limited in zip(stacks.pcs, stacks.depth_limited):
         items: List[StackItem] = []
-        complete = not depth_limited[raw_id]
+        complete = not limited
         for pc in pcs:
             if pc >= MARK_ENTRY:
                 items.append(pc)
@@ -450,7 +424,7 @@ def resolve_recording(raw: Iterable[RawSample], *, modules: Sequence[ModuleRef],
                 if func is not None and func.role == ROLE_ENTRY:
                     complete = True          # reached the host->guest boundary
                 continue
-            complete = not depth_limited[raw_id]   # guest frames below: root not yet proven
+            complete = not limited           # guest frames below: root not yet proven
             if not img.allowed:
                 if not items or items[-1] is not OPAQUE:
                     items.append(OPAQUE)
@@ -459,90 +433,196 @@ def resolve_recording(raw: Iterable[RawSample], *, modules: Sequence[ModuleRef],
         inner = next((i for i, item in enumerate(items) if isinstance(item, int)), len(items))
         guest: List[GuestEntry] = [item for item in items[:inner] if not isinstance(item, int)]
         resolved.append(_RawStack(guest, items[inner:], not complete and bool(items)))
+    return resolved
 
-    # The Python frames of a sample's entry marks: its entry's, then those of the
-    # entries it was made from.  Equal chains are one chain, so a stack repeated by
-    # many calls from the same place is placed in the tree once.  The Python frames
-    # a host function was running when a tick landed in it (its callees) are kept
-    # the same way, as an entry made from none: a chain of one.
-    chain_of_serial: Dict[int, int] = {0: 0}
-    chain_index: Dict[Tuple[object, ...], int] = {(): 0}
-    chains: List[Tuple[PythonSegment, ...]] = [()]
-    reader = PythonFrames()
-    no_entry: EntryFrames = (0, ((), False))
 
-    def chain_id(serial: int) -> int:
-        found = chain_of_serial.get(serial)
+class PythonChains:
+    """Phase 4: the Python frames of a sample's entry marks -- its entry's, then
+    those of the entries it was made from -- as chains.  Equal chains are one
+    chain, so a stack repeated by many calls from the same place is placed in the
+    tree once.  The Python frames a host function was running when a tick landed
+    in it (its callees) are kept the same way, as an entry made from none: a chain
+    of one.  Chain 0 is the empty chain."""
+
+    LONGEST = 1024                  # entries followed from one serial
+
+    def __init__(self, segments: Mapping[int, EntryFrames]):
+        self._segments = segments
+        self.chains: List[Tuple[PythonSegment, ...]] = [()]
+        self._of_serial: Dict[int, int] = {0: 0}
+        self._index: Dict[Tuple[object, ...], int] = {(): 0}
+        self._reader = PythonFrames()
+
+    def of(self, serial: int) -> int:
+        """The chain of entry ``serial``."""
+        found = self._of_serial.get(serial)
         if found is None:
+            no_entry: EntryFrames = (0, ((), False))
             entries: List[EntryFrames] = []
             link = serial
-            while link and len(entries) < 1024:
-                entries.append(segments.get(link, no_entry))
+            while link and len(entries) < self.LONGEST:
+                entries.append(self._segments.get(link, no_entry))
                 link = entries[-1][0]
             # Code objects compare by value, slowly; the entries keep them alive, so
             # their identities (with the offsets) make the key.
             key = tuple((tuple(map(id, flat[0::2])), flat[1::2], reached)
                         for _, (flat, reached) in entries)
-            found = chain_index.get(key)
+            found = self._index.get(key)
             if found is None:
-                found = chain_index[key] = len(chains)
-                chains.append(tuple(reader.segment(raw) for _, raw in entries))
-            chain_of_serial[serial] = found
+                found = self._index[key] = len(self.chains)
+                self.chains.append(tuple(self._reader.segment(raw) for _, raw in entries))
+            self._of_serial[serial] = found
         return found
 
-    placed: Dict[Tuple[int, int], Tuple[List[int], int]] = {}
 
-    def place(raw_id: int, chain: int) -> Tuple[List[int], int]:
-        """Tree nodes of a raw stack with a chain of Python frames: the innermost
-        activation's guest frames (outermost first), and the node under them."""
-        r = resolved[raw_id]
-        links = chains[chain]
-        node = tree.child(-1, Frame(FRAME_TRUNCATED)) if r.truncated else -1
-        entry = sum(1 for item in r.outer if isinstance(item, int) and item < MARK_HOST)
-        for item in reversed(r.outer):
+class StackBuilder:
+    """Phase 5: the recording's frame table, stack tree, module table and host
+    function table, grown as stacks are placed.  Modules given to the profile come
+    first, in their order; a guest frame with source lines gets one tree node per
+    call inlined at its address (innermost last)."""
+
+    def __init__(self, explicit: Sequence[LiveImage], lines_of: Dict[int, ImageLines],
+                 host_callables: Sequence[Callable[..., object]], host_details: bool,
+                 warnings: List[str]):
+        self.tree = _Stacks()
+        self.hosts: List[HostFunction] = []
+        self._lines_of = lines_of
+        self._host_callables = host_callables
+        self._host_details = host_details
+        self._warnings = warnings
+        self._module_index: Dict[int, int] = {}          # id(image) -> index in the recording
+        self._module_table: List[LiveImage] = []
+        for known in explicit:                           # allowed modules always appear
+            self.module_of(known)
+        # module -> return-address offset -> its source frames
+        self._module_lines: Dict[int, Dict[int, Tuple[SourceFrame, ...]]] = {}
+        self._host_index: Dict[int, int] = {}
+        self._python_index: Dict[int, int] = {}         # id(code) -> host function table row
+        self._placed: Dict[Tuple[int, int], Tuple[List[int], int]] = {}
+
+    def module_of(self, img: LiveImage) -> int:
+        m = self._module_index.get(id(img))
+        if m is None:
+            m = self._module_index[id(img)] = len(self._module_table)
+            self._module_table.append(img)
+        return m
+
+    def guest_child(self, node: int, entry: GuestEntry) -> int:
+        """The node of a guest frame under ``node`` (and of the calls inlined there)."""
+        if entry is OPAQUE:
+            return self.tree.child(node, Frame(FRAME_OPAQUE))
+        m = self.module_of(entry.image)
+        node = self.tree.child(node, Frame(FRAME_GUEST, m, entry.offset))
+        lines = self._lines_of.get(id(entry.image))
+        if lines is None:
+            return node
+        known = self._module_lines.setdefault(m, {})
+        source = known.get(entry.offset)
+        if source is None:
+            try:
+                found = lines.frames_at(entry.offset - 1)
+            except Exception as exc:    # pyelftools on damaged DWARF: any of its errors
+                # The samples matter more than the lines: this module keeps none.
+                del self._lines_of[id(entry.image)]
+                known.clear()
+                self._warnings.append(f"module {entry.image.symbols.name}: its DWARF could "
+                                      f"not be read, no source lines: {exc!r}")
+                return node
+            source = known[entry.offset] = shared_source_frames(found, self._host_details)
+        for depth in range(1, len(source)):
+            node = self.tree.child(node, Frame(FRAME_GUEST, m, entry.offset, depth))
+        return node
+
+    def host_frame(self, callable_index: int) -> Frame:
+        h = self._host_index.get(callable_index)
+        if h is None:
+            h = self._host_index[callable_index] = len(self.hosts)
+            self.hosts.append(host_function_info(self._host_callables[callable_index],
+                                                 self._host_details))
+        return Frame(FRAME_HOST, h)
+
+    def host_label(self, callable_index: int) -> str:
+        return host_function_info(self._host_callables[callable_index], self._host_details).label
+
+    def python_frames(self, node: int, segment: PythonSegment) -> int:
+        for code, line in segment:
+            p = self._python_index.get(id(code))
+            if p is None:
+                p = self._python_index[id(code)] = len(self.hosts)
+                self.hosts.append(python_function_info(code, self._host_details))
+            node = self.tree.child(node, Frame(FRAME_PYCODE, p, line))
+        return node
+
+    def place(self, raw_id: int, stack: _RawStack, chain: int, chains: PythonChains
+              ) -> Tuple[List[int], int]:
+        """Tree nodes of distinct stack ``raw_id`` under a chain of Python frames:
+        the innermost activation's guest frames (outermost first), and the node
+        under them."""
+        placed = self._placed.get((raw_id, chain))
+        if placed is not None:
+            return placed
+        links = chains.chains[chain]
+        node = self.tree.child(-1, Frame(FRAME_TRUNCATED)) if stack.truncated else -1
+        entry = sum(1 for item in stack.outer if isinstance(item, int) and item < MARK_HOST)
+        for item in reversed(stack.outer):
             if not isinstance(item, int):
-                node = guest_child(node, item)
+                node = self.guest_child(node, item)
             elif item >= MARK_HOST:
-                node = tree.child(node, host_frame((item & MARK_PAYLOAD) - 1))
+                node = self.tree.child(node, self.host_frame((item & MARK_PAYLOAD) - 1))
             else:
                 entry -= 1
-                node = python_frames(node, links[entry] if entry < len(links) else ())
+                node = self.python_frames(node, links[entry] if entry < len(links) else ())
         base = node
         prefix: List[int] = []
-        for item in reversed(r.guest):
-            node = guest_child(node, item)
+        for item in reversed(stack.guest):
+            node = self.guest_child(node, item)
             prefix.append(node)
-        return prefix, base
+        placed = self._placed[(raw_id, chain)] = (prefix, base)
+        return placed
 
+    def recorded_modules(self) -> Tuple[ModuleSymbols, ...]:
+        """Each module with just the functions its frames name (the lookups made them)."""
+        return tuple(_with_lines(_referenced(img), self._module_lines.get(m, {}))
+                     for m, img in enumerate(self._module_table))
+
+
+class Threads:
+    """The recording's thread table, a row per kernel thread as samples name them."""
+
+    def __init__(self, names: Mapping[int, str], host_details: bool):
+        self.rows: List[Dict[str, Any]] = []
+        self._names = names
+        self._host_details = host_details
+        self._index: Dict[int, int] = {}
+
+    def of(self, tid: int) -> int:
+        thread = self._index.get(tid)
+        if thread is None:
+            thread = self._index[tid] = len(self.rows)
+            self.rows.append({"name": self._names.get(tid) or f"thread {thread}",
+                              "tid": tid if self._host_details else thread})
+        return thread
+
+
+def sample_table(samples: Sequence[RawSample], stacks: DistinctStacks,
+                 resolved: Sequence[_RawStack], chains: PythonChains, builder: StackBuilder,
+                 resolver: _Resolver, threads: Threads, use_tick_pc: bool) -> SampleTable:
+    """Phase 6: each sample's stack node and flags: its distinct stack under its
+    entry's Python frames, moved to where its tick landed (``tick_attribution``),
+    ending in the host function (and its callees) or Python it was taken in."""
     table = SampleTable.empty()
-    names = thread_names or {}
-    threads: List[Dict[str, Any]] = []
-    thread_index: Dict[int, int] = {}
     final: Dict[Tuple[int, int, int, int, int], Tuple[int, int]] = {}  # -> (stack, flags)
     tick_frames: Dict[int, Optional[GuestFrame]] = {}
     kept_under: Dict[Tuple[int, int, int], Optional[int]] = {}
-    def thread_of(tid: int) -> int:
-        thread = thread_index.get(tid)
-        if thread is None:
-            thread = thread_index[tid] = len(threads)
-            threads.append({"name": names.get(tid) or f"thread {thread}",
-                            "tid": tid if host_details else thread})
-        return thread
-
-    for s, raw_id in zip(samples, sample_raw):
+    for s, raw_id in zip(samples, stacks.of_sample):
         tick_pc = s.tick_pc if use_tick_pc and s.origin == ORIGIN_GUEST else 0
-        chain = chain_of_serial.get(s.entry)
-        if chain is None:
-            chain = chain_id(s.entry)
-        callee = chain_id(s.callee) if s.callee else 0
+        chain = chains.of(s.entry)
+        callee = chains.of(s.callee) if s.callee else 0
         sample_key = (raw_id, chain, s.origin, tick_pc, callee)
         stack_flags = final.get(sample_key)
         if stack_flags is None:
             r = resolved[raw_id]
-            nodes = placed.get((raw_id, chain))
-            if nodes is None:
-                nodes = placed[(raw_id, chain)] = place(raw_id, chain)
-            prefix, base = nodes
+            prefix, base = builder.place(raw_id, r, chain, chains)
             flags = SAMPLE_TRUNCATED if r.truncated else 0
             node = prefix[-1] if prefix else base
             if tick_pc and r.guest:
@@ -555,18 +635,19 @@ def resolve_recording(raw: Iterable[RawSample], *, modules: Sequence[ModuleRef],
                         kept_under[function_key] = tick_attribution(r.guest, tick_frame)
                     kept = kept_under[function_key]
                     if kept is not None:
-                        node = guest_child(prefix[kept - 1] if kept else base, tick_frame)
+                        node = builder.guest_child(prefix[kept - 1] if kept else base,
+                                                   tick_frame)
                         flags |= SAMPLE_AT_TICK
             if s.origin > ORIGIN_GUEST:
-                node = tree.child(node, host_frame(s.origin - 1))
-                for segment in chains[callee]:          # its callees, if read
-                    node = python_frames(node, segment)
+                node = builder.tree.child(node, builder.host_frame(s.origin - 1))
+                for segment in chains.chains[callee]:       # its callees, if read
+                    node = builder.python_frames(node, segment)
             elif s.origin == ORIGIN_OUTSIDE:
-                node = tree.child(node, Frame(FRAME_PYTHON))
+                node = builder.tree.child(node, Frame(FRAME_PYTHON))
             elif node < 0:
-                node = tree.child(node, Frame(FRAME_UNKNOWN))
+                node = builder.tree.child(node, Frame(FRAME_UNKNOWN))
             stack_flags = final[sample_key] = (node, flags)
-        table.thread.append(thread_of(s.tid))
+        table.thread.append(threads.of(s.tid))
         table.time_ns.append(s.time_ns)
         table.cpu_ns.append(s.cpu_ns)
         table.wall_ns.append(s.wall_ns)
@@ -575,22 +656,21 @@ def resolve_recording(raw: Iterable[RawSample], *, modules: Sequence[ModuleRef],
         table.flags.append(stack_flags[1])
         table.rss_bytes.append(s.rss_bytes)
         table.memory_bytes.append(s.memory_bytes)
+    return table
 
-    host_labels: Dict[int, str] = {}
+
+def timed_markers(markers: Sequence[MarkerRow], threads: Threads,
+                  host_label: Callable[[int], str], t0_ns: int) -> Tuple[Marker, ...]:
+    """Phase 7: the markers in start order, on the profile's clock (from its start),
+    a host call named by its host function's label."""
+    labels: Dict[int, str] = {}
     timed: List[Marker] = []
     for kind, what, tid, start_ns, end_ns in markers:
         if isinstance(what, int):
-            if what not in host_labels:
-                host_labels[what] = host_function_info(host_callables[what], host_details).label
-            what = host_labels[what]
-        timed.append(Marker(kind, what, thread_of(tid), max(0, start_ns - t0_ns),
+            if what not in labels:
+                labels[what] = host_label(what)
+            what = labels[what]
+        timed.append(Marker(kind, what, threads.of(tid), max(0, start_ns - t0_ns),
                             end_ns - t0_ns))
     timed.sort(key=lambda marker: marker.start_ns)
-
-    # Each module keeps just the functions its frames name (the lookups above made them).
-    recorded = tuple(_with_lines(_referenced(img), module_lines.get(m, {}))
-                     for m, img in enumerate(module_table))
-    meta = dict(meta, modules=[m.name for m in recorded], warnings=warnings, threads=threads)
-    return Recording(meta=meta, modules=recorded, host_functions=tuple(hosts),
-                     frames=tuple(tree.frames), stack_parent=tree.parent, stack_frame=tree.frame,
-                     sample_table=table, markers=tuple(timed))
+    return tuple(timed)

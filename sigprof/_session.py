@@ -33,8 +33,8 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Set, Tupl
 
 import wasmtime
 
-from . import _app_epochs, _capture, _native, _wasmtime as wt, _wasmtime_component
-from ._capture import Capture, HostFunc, NativeCapture
+from . import _app_epochs, _capture, _native, _wasmtime as wt
+from ._capture import Capture, HostFunc
 from ._markers import EXPORT_NAME_ATTRIBUTE, GUEST_CALL, HOST_CALL, export_name
 from ._pyframes import (EntryFrames, RawEntry, read_entry, read_entry_in_python,
                         read_innermost_in_python, read_thread_entry)
@@ -118,7 +118,7 @@ class Session:
                 own_ticks.start([])
                 ticks = own_ticks
             elif self.timer is None:
-                timer = start_ticks(profile.clock, profile.interval_s, profile.source, [],
+                timer = start_ticks(profile.clock, profile.interval_s, profile.options.source, [],
                                     host_ticks=HostTicks(_host_tick, _host_ticks_elsewhere,
                                                          _python_time_relayed))
                 assert isinstance(timer, (ITimerTicks, PerfTicks))
@@ -254,7 +254,7 @@ class Session:
         _app_epochs.install()           # stays: it keeps counting the application's epochs
         self._original_get = wt.install_host_hook(self._get_hook)
         wt.install_entry_hook(_GuestCall)
-        _wasmtime_component.install_host_hook(self._component_host_get)
+        wt.component.install_host_hook(self._component_host_get)
         if not _native.available():
             signum = self.timer.signum if self.timer is not None else None
             self._guard = _capture.SignalGuard(skip=(signum,) if signum else ())
@@ -263,14 +263,14 @@ class Session:
     def _uninstall_hooks(self) -> None:
         wt.uninstall_host_hook(self._get_hook)
         wt.uninstall_entry_hook(_GuestCall)
-        _wasmtime_component.uninstall_host_hook()
+        wt.component.uninstall_host_hook()
         if self._guard is not None:
             self._guard.uninstall()
             self._guard = None
 
     def hooks_installed(self) -> bool:
         return (wt.host_hook_installed() or wt.entry_hook_installed()
-                or _wasmtime_component.host_hook_installed())
+                or wt.component.host_hook_installed())
 
     # -- fork ----------------------------------------------------------------------
 
@@ -388,6 +388,20 @@ class PythonTime:
         """No more samples (the profile stops)."""
         _native.extension().set_python_ticks(False)
 
+    # What the wakeup relay's Python time (``PurePythonTime``) follows and the native
+    # handler's thread records make needless: no-ops here.
+    def guest_ticked(self) -> None:
+        """A tick signal's Python handler ran inside the calling thread's guest call."""
+
+    def guest_left(self, capture: Optional[Capture]) -> None:
+        """The calling thread's outermost guest call (into ``capture``'s store) returned."""
+
+    def relayed(self) -> None:
+        """The relay counted a tick."""
+
+    def share_marks(self, capture: Capture) -> None:
+        """Start ``capture``'s intervals where this Python time left off on each thread."""
+
 
 class PurePythonTime(PythonTime):
     """Python time without the native handler: the wakeup relay cannot tell which
@@ -454,15 +468,14 @@ class PurePythonTime(PythonTime):
         return self._marks.get(threading.get_ident(), 0)
 
     def guest_left(self, capture: Optional[Capture]) -> None:
-        """The calling thread's outermost guest call (into ``capture``'s store) returned."""
-        if isinstance(capture, _capture.PythonCapture):
-            ident = threading.get_ident()
-            signals = self._guest_ticked.pop(ident, 0)
-            if signals > capture.ring.count - capture.samples_at_entry:
-                capture.charge_unsampled_call()
-            sampled_to = capture.cpu_prev + capture.cpu_pending
-            if sampled_to > self._marks.get(ident, 0):
-                self._marks[ident] = sampled_to
+        ident = threading.get_ident()
+        ticked = self._guest_ticked.pop(ident, 0)
+        sampled_to = capture.python_time_left(ticked) if capture is not None else None
+        if sampled_to is not None and sampled_to > self._marks.get(ident, 0):
+            self._marks[ident] = sampled_to
+
+    def share_marks(self, capture: Capture) -> None:
+        capture.python_time_mark = self.calling_thread_mark
 
     def start(self) -> None:
         """Nothing to switch on: the relay calls ``relayed`` at each tick."""
@@ -487,7 +500,7 @@ def _host_tick(signum: int, frame: Optional[FrameType]) -> None:
     outside any guest call, and a store-less profile charges it to those frames."""
     stack = _calls.stack
     capture = stack[-1] if stack else None
-    if isinstance(capture, NativeCapture):
+    if capture is not None:
         try:
             _keep_callees(capture, capture.host_tick(), frame)
         except Exception:  # a signal handler: raising here would raise in the user's code
@@ -497,7 +510,7 @@ def _host_tick(signum: int, frame: Optional[FrameType]) -> None:
         try:
             if not (stack and stack[-1] is not None):
                 python_time.tick(threading.get_native_id(), frame)
-            elif isinstance(python_time, PurePythonTime):
+            else:
                 python_time.guest_ticked()
         except Exception:  # as above
             python_time.errors += 1
@@ -512,7 +525,7 @@ def _host_ticks_elsewhere(tids: Set[int]) -> None:
     for tid in tids:
         found = stacks.get(tid)
         capture = found[1][-1] if found is not None and found[1] else None
-        if isinstance(capture, NativeCapture):
+        if capture is not None:
             raw = read_thread_entry(tid, _HOST_CALL_CODE)
             if raw is not None:
                 serial = capture.host_tick_elsewhere(tid)
@@ -535,11 +548,11 @@ def _name_thread(tid: int) -> None:
 def _python_time_relayed() -> None:
     """The wakeup relay counted a tick (see ``PurePythonTime``)."""
     python_time = SESSION.python_time
-    if isinstance(python_time, PurePythonTime):
+    if python_time is not None:
         python_time.relayed()
 
 
-def _keep_callees(capture: NativeCapture, serial: int, frame: Optional[FrameType]) -> None:
+def _keep_callees(capture: Capture, serial: int, frame: Optional[FrameType]) -> None:
     """The sample ``serial`` (0: none was due) was taken inside a host function running
     ``frame``: keep the frames out to it, its callees, as an entry made from none."""
     if serial:
@@ -571,7 +584,7 @@ class _GuestCall:
         finally:
             stack = _calls.stack
             python_time = SESSION.python_time
-            if len(stack) == 1 and isinstance(python_time, PurePythonTime):
+            if len(stack) == 1 and python_time is not None:
                 # before the pop: a tick's Python handler running meanwhile must not
                 # charge this call's time to Python as well
                 python_time.guest_left(self._capture)
@@ -579,7 +592,7 @@ class _GuestCall:
             capture = self._capture
             if capture is not None:
                 sampled = capture.guest_exit()
-                if sampled is not None and isinstance(capture, NativeCapture):
+                if sampled is not None:
                     serial, parent = sampled
                     capture.keep_segments(serial, (parent, read_entry(sys._getframe(1),
                                                                       _HOST_CALL_CODE)))

@@ -46,6 +46,8 @@ class ContinuousProfiler:
     def __init__(self, directory: "str | os.PathLike[str]", *,
                  period_s: float = CONTINUOUS_PERIOD_S, max_files: int = CONTINUOUS_MAX_FILES,
                  format: str = "pprof", **profile_options: Any):
+        from ._options import ProfileOptions
+        self.options = ProfileOptions.given(profile_options)   # a bad one fails here
         if not period_s >= MIN_PERIOD_S:
             raise ValueError(f"period_s={period_s!r}: expected at least {MIN_PERIOD_S} s")
         if not (isinstance(max_files, int) and max_files >= 1):
@@ -58,7 +60,6 @@ class ContinuousProfiler:
         _native.require_for_background_profiles("sigprof.continuous")
         self.period_s = period_s
         self.max_files = max_files
-        self.profile_options = profile_options
         self.written: List[str] = []          # paths written, oldest first (also rotated ones)
         self._stop = threading.Event()
         self._started = threading.Event()
@@ -71,9 +72,9 @@ class ContinuousProfiler:
             raise self._error
 
     def _run(self) -> None:
-        from . import profile
+        from .profiler import Profiler
         try:
-            current = profile(**self.profile_options).start()
+            current = Profiler(options=self.options).start()
         except BaseException as exc:
             self._error = exc
             self._started.set()
@@ -86,7 +87,7 @@ class ContinuousProfiler:
             finished.stop()
             if not self._stop.is_set():
                 try:
-                    current = profile(**self.profile_options).start()
+                    current = Profiler(options=self.options).start()
                 except Exception as exc:      # e.g. another store-less profile holds the process
                     print(f"sigprof: continuous profiling stops: {exc}", file=sys.stderr)
                     self._stop.set()

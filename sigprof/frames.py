@@ -3,13 +3,18 @@
 A recording interns each distinct frame once as a ``Frame``; its stacks and
 samples refer to frames by index.  ``FunctionRef`` is what a frame means at
 function level -- the unit of every report -- and renders the one label each
-output uses.
+output uses.  A guest frame's function comes from its module's ``ModuleSymbols``:
+the function table a recording keeps (read from wasmtime's image by
+``_wasmtime.image``, or from a file by ``rawfile``).
 """
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass, field
-from typing import NamedTuple, Tuple
+from typing import NamedTuple, Optional, Tuple
+
+from .dwarf import SourceFrame
 
 # Frame types (Frame.type).
 FRAME_GUEST = 0      # index: module; offset: .text offset of the return address
@@ -106,3 +111,60 @@ class FunctionRef:
         where = (self.module if self.kind in ("wasm", "py")
                  else "python" if self.kind == "host" else "")
         return f"{name}  [{where}]" if where else name
+
+
+# --- the functions guest frames name -------------------------------------------------
+
+ROLE_WASM = "wasm"            # a guest function (the roles of a function in an image)
+ROLE_ENTRY = "entry"          # host -> guest trampoline
+ROLE_EXIT = "exit"            # guest -> host trampoline
+ROLE_BUILTIN = "builtin"      # a wasmtime runtime helper
+ROLE_OTHER = "other"
+
+
+@dataclass(frozen=True)
+class Function:
+    start: int          # offset of the function's first byte in .text
+    size: int
+    name: str           # display name
+    index: int          # wasm function index; -1 for non-guest code
+    role: str           # ROLE_WASM (a guest function), ROLE_ENTRY, ROLE_EXIT, ...
+    # Return-address offsets (from ``start``) of the function's epoch checks:
+    # the entry check first, then one per loop header.  Empty if unknown.
+    checks: Tuple[int, ...] = ()
+
+    @property
+    def loop_free(self) -> bool:
+        return len(self.checks) == 1
+
+
+@dataclass(frozen=True)
+class ModuleSymbols:
+    """One module's function table as a recording keeps it: host-free, only what it needs."""
+
+    name: str
+    digest: str                     # sha256 of the symbol table and code size: the code's identity
+    text_size: int
+    functions: Tuple[Function, ...]  # sorted by start
+    # Where the module's DWARF was known: (return-address offset, its source frames
+    # outermost first) for each sampled guest frame that has them, sorted by offset.
+    lines: Tuple[Tuple[int, Tuple[SourceFrame, ...]], ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_starts", [f.start for f in self.functions])
+        object.__setattr__(self, "_lines", dict(self.lines))
+
+    def source_frames(self, offset: int) -> Tuple[SourceFrame, ...]:
+        """The source frames of the guest frame with return address ``offset``
+        (outermost first), empty where unknown."""
+        found: Tuple[SourceFrame, ...] = self._lines.get(offset, ())  # type: ignore[attr-defined]
+        return found
+
+    def lookup(self, offset: int) -> Optional[Function]:
+        """The function whose code contains ``offset``, if any."""
+        i = bisect.bisect_right(self._starts, offset) - 1  # type: ignore[attr-defined]
+        if i >= 0:
+            f = self.functions[i]
+            if f.start <= offset < f.start + max(f.size, 1):
+                return f
+        return None

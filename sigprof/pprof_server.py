@@ -78,8 +78,9 @@ class PprofServer:
                              f"process's code, files and threads to whoever asks; pass "
                              f"allow_remote=True to serve it there")
         from . import _native
+        from ._options import ProfileOptions
+        self.options = ProfileOptions.given(profile_options)   # a bad one fails here
         _native.require_for_background_profiles("sigprof.serve")
-        self.profile_options = profile_options
         self.busy = threading.Lock()          # held while a profile runs
         self.httpd = ThreadingHTTPServer((host, port), _handler_for(self))
         self.httpd.daemon_threads = True
@@ -172,13 +173,14 @@ def _handler_for(server: PprofServer) -> type:
                              {"Content-Disposition": 'attachment; filename="profile.pb.gz"'})
 
         def _record(self, seconds: float) -> Optional[bytes]:
-            from . import profile
             from .export import pprof
+            from .profiler import Profiler
             deadline = time.monotonic() + seconds
-            with profile(**server.profile_options) as prof:
+            with Profiler(options=server.options) as prof:
                 while (left := deadline - time.monotonic()) > 0:
                     if _client_gone(self.connection, min(DISCONNECT_POLL_S, left)):
                         return None           # the profile ends with the block, unread
+            assert prof.recording is not None         # the block's end made it
             return pprof.render(prof.recording, "")
 
         def _answer(self, status: int, body: bytes, content_type: str = "text/plain; charset=utf-8",

@@ -52,11 +52,11 @@ from . import __version__
 from . import (_app_epochs, _capture, _imports, _native, _native_threads, _resolve, _session,
                _wasmtime as wt)
 from ._markers import MarkerLog
-from ._ring import FULL_KEEP_NEWEST, FULL_STOP, RawSample, Ring
+from ._ring import RawSample, Ring
 from ._session import SESSION
-from .defaults import DEFAULT_CAPACITY, DEFAULT_MAX_DEPTH
-from ._timer import (CLOCKS, SOURCES, Notes, TickSource, effective_interval, interval_floor,
-                     kernel_tick, planned_source)
+from ._options import ProfileOptions
+from ._timer import (Notes, TickSource, effective_interval, interval_floor, kernel_tick,
+                     planned_source)
 from .recording import Recording
 from .wasmfile import WasmFormatError, WasmInfo, read_wasm, wasm_bytes
 
@@ -166,48 +166,6 @@ class ProfileWarning(UserWarning):
 # Threads without Python that took more than this, and more than a tenth of the CPU
 # measured, get a warning: below it, a module or two compiled during the profile.
 NATIVE_THREADS_WARN_NS = 50_000_000
-MIN_INTERVAL_S = 1e-6           # what perf events accept (and the CLI's --interval range)
-MAX_INTERVAL_S = 60.0
-
-
-def _refuse(option: str, value: object, why: str) -> ValueError:
-    """The one shape of a refused option: ``interval=1e-07: why``."""
-    return ValueError(f"{option}={value!r}: {why}")
-
-
-def _check_options(*, interval: Optional[float], clock: str, capacity: int, max_depth: int,
-                   when_full: str, source: str, ticks: Optional[TickSource],
-                   name: Optional[str], flags: Mapping[str, object]) -> None:
-    """Every option checked before anything is installed, so a refused one leaves the
-    process as it was; each error names its option."""
-    if ticks is not None and not isinstance(ticks, TickSource):
-        raise TypeError(f"ticks must be a sigprof._timer.TickSource, not {type(ticks).__name__}")
-    if ticks is None:
-        if not isinstance(clock, str) or clock not in CLOCKS:
-            raise _refuse("clock", clock, f"must be one of {', '.join(CLOCKS)}")
-        if interval is not None:
-            if (not isinstance(interval, (int, float)) or isinstance(interval, bool)
-                    or not interval > 0 or interval == float("inf")):
-                raise _refuse("interval", interval, "must be a positive, finite number of "
-                                                    "seconds")
-            if not MIN_INTERVAL_S <= interval <= MAX_INTERVAL_S:
-                raise _refuse("interval", interval, f"out of range ({MIN_INTERVAL_S:g} to "
-                                                    f"{MAX_INTERVAL_S:g} seconds: 1 us to 60 s)")
-    for label, value in (("capacity", capacity), ("max_depth", max_depth)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise _refuse(label, value, "must be a positive integer")
-    if not isinstance(source, str) or source not in SOURCES:
-        raise _refuse("source", source, f"must be one of {', '.join(SOURCES)}")
-    if source == "perf" and ticks is None and clock not in ("cpu", "prof"):
-        raise _refuse("source", source, "perf events sample CPU time: use them with "
-                                        "clock='cpu' or 'prof'")
-    if when_full not in (FULL_KEEP_NEWEST, FULL_STOP):
-        raise _refuse("when_full", when_full, f"must be {FULL_KEEP_NEWEST!r} or {FULL_STOP!r}")
-    if name is not None and not isinstance(name, str):
-        raise _refuse("name", name, "must be a string")
-    for flag, setting in flags.items():
-        if not isinstance(setting, bool):
-            raise _refuse(flag, setting, "must be True or False")
 
 
 class Profiler:
@@ -216,20 +174,15 @@ class Profiler:
 
     def __init__(self, store: Optional[wasmtime.Store] = None,
                  modules: Optional[Iterable[ModuleSpec]] = None,
-                 interval: Optional[float] = None, clock: str = "cpu",
-                 capacity: int = DEFAULT_CAPACITY, max_depth: int = DEFAULT_MAX_DEPTH,
-                 when_full: str = FULL_KEEP_NEWEST, host_details: bool = False,
-                 ticks: Optional[TickSource] = None, name: Optional[str] = None,
-                 use_tick_pc: bool = True, names: Optional[NamesSpec] = None,
-                 memories: Sequence[wasmtime.Memory] = (), python_frames: bool = True,
-                 source: str = "auto"):
+                 options: ProfileOptions = ProfileOptions(), *,
+                 names: Optional[NamesSpec] = None, memories: Sequence[wasmtime.Memory] = ()):
         if store is not None and not isinstance(store, wasmtime.Store):
             raise TypeError(f"store must be a wasmtime.Store (or None: every store), "
                             f"not {type(store).__name__}")
-        _check_options(interval=interval, clock=clock, capacity=capacity, max_depth=max_depth,
-                       when_full=when_full, source=source, ticks=ticks, name=name,
-                       flags={"host_details": host_details, "use_tick_pc": use_tick_pc,
-                              "python_frames": python_frames})
+        if not isinstance(options, ProfileOptions):
+            raise TypeError(f"options must be a ProfileOptions, not {type(options).__name__}")
+        self.options = options
+        interval, clock, ticks = options.interval, options.clock, options.ticks
         self.store = store
         self.modules = _normalise_modules(modules)
         self._names_warnings: List[str] = []
@@ -244,7 +197,7 @@ class Profiler:
         # sustains (``_timer.interval_floor``), with a warning.
         self.requested_interval_s = (float(interval) if interval is not None
                                      else default_interval(clock))
-        planned = planned_source(clock, self.requested_interval_s, source)
+        planned = planned_source(clock, self.requested_interval_s, options.source)
         floor = 0.0 if ticks is not None else interval_floor(clock, planned)
         self.interval_s = max(self.requested_interval_s, floor)
         self._floor_warning = (
@@ -254,14 +207,6 @@ class Profiler:
             f"report as the guest's)"
             if self.interval_s > self.requested_interval_s else "")
         self.clock = clock if ticks is None else ticks.clock
-        self.capacity = capacity
-        self.max_depth = max_depth
-        self.when_full = when_full
-        self.host_details = host_details
-        self.name = name
-        self.use_tick_pc = use_tick_pc
-        self.python_frames = python_frames
-        self.source = source
         self.forked = False             # set in a forked child: the profile is its parent's
         self._own_ticks = ticks
         self._ticks: Optional[TickSource] = None
@@ -311,7 +256,7 @@ class Profiler:
                 self._native_threads_at_start = _native_threads.native_threads_cpu_ns()
             with SESSION.lock:
                 self._running = True
-                if self.store is None and self.python_frames and ticks.clock != "wall":
+                if self.store is None and self.options.python_frames and ticks.clock != "wall":
                     self._start_python_time(ticks)
                 if self.store is not None:
                     self._attach(self.store, self.memories)
@@ -325,12 +270,10 @@ class Profiler:
     def _attach(self, store: wasmtime.Store, memories: List[wasmtime.Memory]) -> _capture.Capture:
         """Start sampling ``store`` (under the session lock)."""
         assert self._ticks is not None
-        ring = Ring(self.capacity, self.max_depth, when_full=self.when_full)
-        capture = _capture.new_capture(store, ring, self.python_frames)
-        if isinstance(capture, _capture.PythonCapture) and self.store is None:
-            python_time = SESSION.python_time
-            pure = python_time if isinstance(python_time, _session.PurePythonTime) else None
-            capture.python_time_mark = pure.calling_thread_mark if pure is not None else None
+        ring = Ring(self.options.capacity, self.options.max_depth, when_full=self.options.when_full)
+        capture = _capture.new_capture(store, ring, self.options.python_frames)
+        if self.store is None and SESSION.python_time is not None:
+            SESSION.python_time.share_marks(capture)
         capture.measure_memories(memories)
         capture.markers = self._markers
         capture.attach()
@@ -382,9 +325,9 @@ class Profiler:
         interval_ns = round(ticks.interval_s * 1e9)
         python_time: Optional[_session.PythonTime] = None
         if ticks.relay == "native" and ticks.tick_word is None:
-            python_time = _session.PythonTime(self._t0_ns, interval_ns, self.capacity)
+            python_time = _session.PythonTime(self._t0_ns, interval_ns, self.options.capacity)
         elif ticks.relay == "wakeup":
-            python_time = _session.PurePythonTime(self._t0_ns, interval_ns, self.capacity)
+            python_time = _session.PurePythonTime(self._t0_ns, interval_ns, self.options.capacity)
         if python_time is not None:
             SESSION.python_time = python_time       # before its ticks can come
             python_time.start()
@@ -448,10 +391,10 @@ class Profiler:
             meta["dropped"] += python_time.dropped
             meta["callback_errors"] += python_time.errors
         meta["warnings"].extend(counter_warnings(meta))
-        markers = list(self._markers.rows)     # calls still ending now are not this profile's
+        markers, markers_dropped = self._markers.rows()   # calls ending later are not this profile's
         meta["marker_min_ns"] = self._markers.min_ns
-        if self._markers.dropped:
-            meta["markers_dropped"] = self._markers.dropped
+        if markers_dropped:
+            meta["markers_dropped"] = markers_dropped
         segments: Dict[int, Any] = {}
         for capture in captures:
             segments.update(capture.python_segments)
@@ -461,7 +404,7 @@ class Profiler:
             self.recording = _resolve.resolve_recording(
                 raw, modules=self._module_refs, discover_allowed=self.modules is None,
                 host_callables=host_callables, meta=meta,
-                host_details=self.host_details, use_tick_pc=self.use_tick_pc,
+                host_details=self.options.host_details, use_tick_pc=self.options.use_tick_pc,
                 python_segments=segments, thread_names=dict(_session.named),
                 markers=markers, t0_ns=self._t0_ns)
         except Exception as exc:  # never lose the user's exception to ours
@@ -494,14 +437,14 @@ class Profiler:
         native = all(c.native for c in captures) if captures else _native.available()
         meta: Dict[str, Any] = {
             "format": "sigprof",
-            "name": self.name or (self.modules[0][0] if self.modules and self.modules[0][0] else ""),
+            "name": self.options.name or (self.modules[0][0] if self.modules and self.modules[0][0] else ""),
             "clock": ticks.clock,
             "interval_s": ticks.interval_s if ticks.interval_s else self.interval_s,
             "requested_interval_s": self.requested_interval_s,
             "capture": "native" if native else "python",
-            "capacity": self.capacity,
-            "max_depth": self.max_depth,
-            "when_full": self.when_full,
+            "capacity": self.options.capacity,
+            "max_depth": self.options.max_depth,
+            "when_full": self.options.when_full,
             "start_unix_ns": self._start_unix_ns,
             "duration_ns": duration,
             "thread_cpu_ns": thread_cpu,
@@ -512,8 +455,8 @@ class Profiler:
             "ticks": ticks_taken,
             "relay": ticks.relay,
             "tick_source": ticks.source,
-            "use_tick_pc": self.use_tick_pc,
-            "python_frames": self.python_frames and native,
+            "use_tick_pc": self.options.use_tick_pc,
+            "python_frames": self.options.python_frames and native,
             "stores": len(captures),
             "samples_taken": sum(c.ring.count for c in captures),
             "dropped": sum(c.ring.dropped() for c in captures),
@@ -567,13 +510,13 @@ class Profiler:
         if unslotted:
             meta["warnings"].append(f"{unslotted} epoch checks ran on threads beyond sigprof's "
                                     f"thread table (4096 threads); they were not sampled")
-        if self.python_frames and not native:
+        if self.options.python_frames and not native:
             meta["warnings"].append("Python frames need the native capture; this profile has "
                                     "the guest's frames only")
         if self.forked:
             meta["warnings"].append("this profile was started in the parent process; the "
                                     "forked child's own run is not in it")
-        if self.host_details:
+        if self.options.host_details:
             meta["host"] = {"hostname": socket.gethostname(), "platform": platform.platform(),
                             "machine": platform.machine(), "pid": os.getpid(),
                             "tid": threading.get_native_id(), "executable": sys.executable,
@@ -613,7 +556,7 @@ class Profiler:
     def dropped(self) -> int:
         """Samples lost because a ring was full (while running: refused so far)."""
         if self.recording is None and self._started:
-            return sum(max(0, c.samples_taken - self.capacity) + c.refused
+            return sum(max(0, c.samples_taken - self.options.capacity) + c.refused
                        for c in list(self._captures))
         return self._result().dropped
 
@@ -635,14 +578,9 @@ class Profiler:
 
 
 def profile(store: Optional[wasmtime.Store] = None,
-            modules: Optional[Sequence[ModuleSpec]] = None,
-            interval: Optional[float] = None, clock: str = "cpu",
-            capacity: int = DEFAULT_CAPACITY, max_depth: int = DEFAULT_MAX_DEPTH,
-            when_full: str = FULL_KEEP_NEWEST, host_details: bool = False,
-            ticks: Optional[TickSource] = None, name: Optional[str] = None,
-            use_tick_pc: bool = True, names: Optional[NamesSpec] = None,
-            memories: Sequence[wasmtime.Memory] = (), python_frames: bool = True,
-            source: str = "auto") -> Profiler:
+            modules: Optional[Sequence[ModuleSpec]] = None, *,
+            names: Optional[NamesSpec] = None, memories: Sequence[wasmtime.Memory] = (),
+            **options: Any) -> Profiler:
     """Profile the guest code run on ``store`` inside a ``with`` block, on whichever
     threads run it; with no store, every store (of engines with epoch
     interruption) that Python enters during the block, in every thread.
@@ -683,9 +621,8 @@ def profile(store: Optional[wasmtime.Store] = None,
     "perf" or "itimer" insists on one.
     ``ticks``: a custom tick source (tests).
     """
-    return Profiler(store, modules, interval, clock, capacity, max_depth, when_full,
-                    host_details, ticks, name, use_tick_pc, names, memories, python_frames,
-                    source)
+    return Profiler(store, modules, ProfileOptions.given(options), names=names,
+                    memories=memories)
 
 
 def _native_losses() -> Tuple[int, int]:

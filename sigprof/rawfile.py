@@ -12,6 +12,7 @@ message -- never another exception.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import struct
 import sys
@@ -19,11 +20,12 @@ import zlib
 from array import array
 from typing import Any, Callable, Dict, Tuple, Type, Union
 
-from .export.raw import CRC, HEADER, MAGIC, REQUIRED, SECTION, VERSION_MAJOR, VERSION_MINOR
+from .export.raw import (CRC, HEADER, MAGIC, REQUIRED, SAMPLE_COLUMNS, SECTION, VERSION_MAJOR,
+                         VERSION_MINOR)
 from .frames import FRAME_GUEST, FRAME_HOST, FRAME_PYCODE, FRAME_TYPES, Frame, HostFunction
 from .recording import MARKER_KINDS, Marker, Recording, SampleTable
 from .dwarf import SourceFrame
-from .symbols import Function, ModuleSymbols
+from .frames import Function, ModuleSymbols
 
 
 class RecordingFormatError(ValueError):
@@ -122,29 +124,23 @@ def _loads(data: memoryview, source: str) -> Recording:
         if not -1 <= parent[i] < i or not 0 <= stack_frame[i] < n_frames:
             raise fail("corrupt recording (stack table index out of range)")
 
-    samples_raw = sections[b"SMPL"]
-    n = _count(samples_raw, 8 * 3 + 4 * 2 + 1, fail, "SMPL")
-    cols = []
-    offset = 4
-    for code, size in (("q", 8), ("q", 8), ("q", 8), ("i", 4), ("i", 4), ("B", 1)):
-        cols.append(_from_le(code, bytes(samples_raw[offset:offset + size * n])))
-        offset += size * n
-    memory = sections.get(b"MEMS")
-    if memory is not None:
-        n_memory = _count(memory, 16, fail, "MEMS")
-        if n_memory not in (0, n):
-            raise fail("corrupt recording (MEMS does not match the samples)")
-        cols.append(_from_le("q", bytes(memory[4:4 + 8 * n_memory])))
-        cols.append(_from_le("q", bytes(memory[4 + 8 * n_memory:])))
-    threads = sections.get(b"THRD")
-    if threads is not None:
-        n_threads = _count(threads, 4, fail, "THRD")
-        if n_threads not in (0, n):
-            raise fail("corrupt recording (THRD does not match the samples)")
-        if memory is None:
-            cols += [array("q"), array("q")]
-        cols.append(_from_le("i", bytes(threads[4:])))
-    table = SampleTable(*cols)
+    columns: Dict[str, array[int]] = {}
+    n = 0
+    for tag, fields in SAMPLE_COLUMNS:
+        columns_raw = sections.get(tag)
+        if columns_raw is None:
+            continue                          # an older minor version: not written
+        sizes = [array(code).itemsize for _, code in fields]
+        count = _count(columns_raw, sum(sizes), fail, tag.decode())
+        if tag == b"SMPL":
+            n = count
+        elif count not in (0, n):
+            raise fail(f"corrupt recording ({tag.decode()} does not match the samples)")
+        offset = 4
+        for (name, code), size in zip(fields, sizes):
+            columns[name] = _from_le(code, bytes(columns_raw[offset:offset + size * count]))
+            offset += size * count
+    table = dataclasses.replace(SampleTable.empty(), **columns)
     known_threads = len(meta.get("threads") or [])
     if any(not 0 <= t < known_threads for t in table.thread):
         raise fail("corrupt recording (sample refers to a missing thread)")

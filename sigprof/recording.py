@@ -2,7 +2,7 @@
 
 A ``Recording`` holds everything the exporters need and nothing they do not:
 
-* ``modules``: one function table per guest module (``symbols.ModuleSymbols``);
+* ``modules``: one function table per guest module (``frames.ModuleSymbols``);
 * ``host_functions``: the Python functions in the profile: those the guest
   imported that were sampled, and those on the Python side of mixed stacks;
 * ``frames``: interned ``frames.Frame`` values -- a guest frame is
@@ -31,9 +31,9 @@ from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Tuple
 from . import export
 from .demangle import display_name
 from .frames import (FRAME_GUEST, FRAME_HOST, FRAME_PYCODE, FRAME_UNKNOWN, PSEUDO_FRAME_NAMES,
-                     SAMPLE_TRUNCATED, Frame, FunctionRef, HostFunction, pseudo_kind)
+                     SAMPLE_TRUNCATED, Frame, Function, FunctionRef, HostFunction,
+                     ModuleSymbols, pseudo_kind)
 from .dwarf import SourceFrame
-from .symbols import Function, ModuleSymbols
 
 CLOCK_WEIGHT = {"cpu": "cpu", "prof": "cpu", "wall": "wall", "manual": "cpu"}
 

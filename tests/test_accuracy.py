@@ -11,7 +11,8 @@ import wasmtime
 
 import sigprof
 from sigprof._resolve import OPAQUE, GuestFrame, _Resolver, tick_attribution, tick_function
-from sigprof.symbols import Function, LiveImage, ModuleSymbols
+from sigprof.frames import Function, ModuleSymbols
+from sigprof._wasmtime.image import LiveImage
 
 from conftest import (ROOT, effective_samples, link_host, needs_tick_record, share_tolerance,
                       stacks_by_name)

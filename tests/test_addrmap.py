@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from sigprof import addrmap, symbols
+from sigprof import frames
+from sigprof._wasmtime import addrmap, image as symbols
 from sigprof.wasmfile import ByteReader
 
 GUESTS = Path(__file__).parent / "guests"
@@ -63,7 +64,7 @@ def test_each_function_maps_into_its_own_body(version):
     checked = 0
     for i in range(len(table)):
         f = table.function_at(i)
-        if f.role != symbols.ROLE_WASM:
+        if f.role != frames.ROLE_WASM:
             continue
         lo, hi = bodies[f.index]
         for pc in range(f.start, f.start + f.size):

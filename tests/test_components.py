@@ -87,7 +87,7 @@ def test_hook_is_removed_after_the_profile(engine, component):
 def test_serialized_component_splits_into_its_core_modules(engine, component):
     """Offline, from the component's compiled image: one table per run of a core
     module's functions, named after the module, and the parts tile .text."""
-    from sigprof.symbols import core_module_parts, read_image
+    from sigprof._wasmtime.image import core_module_parts, read_image
     image = bytes(component.serialize())
     table = read_image(lambda at, size: image[at:at + size], 0, len(image)).symbols
     parts = core_module_parts(table)

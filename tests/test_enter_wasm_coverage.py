@@ -57,7 +57,7 @@ def test_every_enter_wasm_caller_is_hooked_while_profiling():
 
 def test_component_calls_close_over_their_store():
     """The component hook finds the store in the ``run`` closure it is given (see
-    sigprof/_wasmtime_component.py): every component call site passes a local
+    sigprof/_wasmtime/component.py): every component call site passes a local
     function that uses ``store``."""
     for name, calls in enter_wasm_callers().items():
         if not name.startswith("wasmtime.component."):

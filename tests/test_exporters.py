@@ -23,7 +23,7 @@ from sigprof.__main__ import main
 from sigprof.frames import (FRAME_GUEST, FRAME_HOST, FRAME_OPAQUE, FRAME_PYCODE, FRAME_PYTHON, FRAME_TRUNCATED,
                             SAMPLE_AT_TICK, SAMPLE_TRUNCATED, Frame, HostFunction)
 from sigprof.recording import Recording, SampleTable
-from sigprof.symbols import Function, ModuleSymbols
+from sigprof.frames import Function, ModuleSymbols
 
 EXPECTED = Path(__file__).parent / "expected"
 UPDATE = bool(os.environ.get("SIGPROF_UPDATE_EXPECTED"))

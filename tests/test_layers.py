@@ -24,6 +24,8 @@ again = sigprof.load({str(tmp_path)!r} + "/out" + EXPORTERS[0].suffixes[0])  # F
 assert again.report() == rec.report()
 diff.render_svg(rec, again, "a", "b")
 assert "wasmtime" not in {{m.split(".")[0] for m in sys.modules if sys.modules[m] is not None}}
+# the model (sigprof.frames) is not the image reader: wasmtime's ELF facts stay unread
+assert "sigprof.symbols" not in sys.modules and "sigprof.addrmap" not in sys.modules
 print("ok")
 """
     proc = run_python(code)
@@ -60,3 +62,27 @@ def test_no_public_name_is_also_a_submodule():
     import sigprof
     modules = {m.name for m in pkgutil.iter_modules(sigprof.__path__)}
     assert not modules & set(sigprof.__all__), modules & set(sigprof.__all__)
+
+
+def test_the_capture_is_chosen_in_one_place():
+    """The pure-Python capture is a declared degraded backend: ``_capture.new_capture``
+    picks it or the native one, and no code branches on which it got (issue 19, item 5)."""
+    import ast
+    backends = {"NativeCapture", "PythonCapture", "PythonTime", "PurePythonTime"}
+    package = Path(__file__).parent.parent / "sigprof"
+    branches, made = [], []
+    for path in sorted(package.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if not isinstance(node, ast.Call):
+                continue
+            callee = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(
+                node.func, "id", "")
+            named = {n.attr if isinstance(n, ast.Attribute) else n.id
+                     for arg in node.args[1:] for n in ast.walk(arg)
+                     if isinstance(n, (ast.Name, ast.Attribute))}
+            if callee == "isinstance" and named & backends:
+                branches.append(f"{path.name}:{node.lineno}")
+            if callee in ("NativeCapture", "PythonCapture"):
+                made.append(path.name)
+    assert branches == []
+    assert made == ["_capture.py", "_capture.py"]        # in new_capture, one of each

@@ -67,7 +67,8 @@ def test_a_module_without_dwarf_has_no_lines():
 def test_native_text_offsets_resolve_through_the_address_map(tmp_path):
     """PC in wasmtime's image -> .wasmtime.addrmap -> DWARF address -> frames, as llvm-symbolizer."""
     wasmtime = pytest.importorskip("wasmtime")
-    from sigprof import addrmap, symbols
+    from sigprof import frames
+    from sigprof._wasmtime import addrmap, image as symbols
     from sigprof.dwarf import ImageLines
 
     wasm = _build(tmp_path, "-O2")
@@ -78,7 +79,7 @@ def test_native_text_offsets_resolve_through_the_address_map(tmp_path):
     dwarf = ModuleDwarf(data)
     lines = ImageLines(amap, dwarf)
     table = symbols.read_image(read, 0, len(image)).symbols
-    offsets = [pc for i in range(len(table)) if (f := table.function_at(i)).role == symbols.ROLE_WASM
+    offsets = [pc for i in range(len(table)) if (f := table.function_at(i)).role == frames.ROLE_WASM
                for pc in range(f.start, f.start + f.size)]
     mapped = [(pc, amap.file_position(pc)) for pc in offsets]
     mapped = [(pc, dwarf.code_address(pos)) for pc, pos in mapped if pos is not None]

@@ -3,6 +3,8 @@ the samples name (issue 11's statements about names and sizes)."""
 
 from __future__ import annotations
 
+import time
+
 import wasmtime
 
 import sigprof
@@ -35,13 +37,22 @@ DISPLAYED = ["unsigned int f(Ärger)", "core::fmt::write", "mycrate::foo",
              "wikipedia::article::print_to(std::ostream&)"]
 
 
+def _spin_then(tick) -> None:
+    """Tick after 200 us of CPU: each sample weighs that much, so none rounds to
+    nothing in a weighted output (a collapsed line is whole microseconds)."""
+    end_ns = time.thread_time_ns() + 200_000
+    while time.thread_time_ns() < end_ns:
+        pass
+    tick()
+
+
 def _profile(wat: str, **options):
     engine = sigprof.engine()
     module = wasmtime.Module(engine, wat)
     store = wasmtime.Store(engine)
     ticks = ManualTicks()
     linker = wasmtime.Linker(engine)
-    linker.define_func("env", "tick", wasmtime.FuncType([], []), lambda: ticks.tick())
+    linker.define_func("env", "tick", wasmtime.FuncType([], []), lambda: _spin_then(ticks.tick))
     run = linker.instantiate(store, module).exports(store)["run"]
     with sigprof.profile(store, modules=[("names", module)], ticks=ticks, python_frames=False,
                          **options) as prof:

@@ -208,6 +208,23 @@ def test_a_refused_option_is_named_and_a_later_profile_works(engine, options, me
     assert rec.meta["capture"] in ("native", "python")
 
 
+def test_an_unknown_option_is_refused_by_name():
+    with pytest.raises(TypeError, match="unknown profile option 'intervl'; the options are "):
+        sigprof.profile(intervl=0.001)
+
+
+@pytest.mark.parametrize("start", ["serve", "continuous"])
+def test_a_background_profile_refuses_a_bad_option_when_asked_not_at_its_first_profile(
+        start, tmp_path):
+    # One options object, checked where it is made: before the server listens or the
+    # writer's thread starts, not at the first request or period.
+    begin = {"serve": lambda: sigprof.serve("127.0.0.1:0", max_depth=0),
+             "continuous": lambda: sigprof.continuous(tmp_path / "profiles", max_depth=0)}[start]
+    with pytest.raises(ValueError, match="^max_depth=0: "):
+        begin()
+    assert not (tmp_path / "profiles").exists()
+
+
 def test_a_perf_start_failing_midway_uninstalls_the_handler(engine, monkeypatch):
     if not _native.available():
         pytest.skip("perf events need the native tick handler")

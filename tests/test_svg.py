@@ -20,7 +20,7 @@ from sigprof.demangle import _load_cxx, display_name, short_name
 from sigprof.export.svg import convert
 from sigprof.frames import FRAME_GUEST, Frame
 from sigprof.recording import Recording, SampleTable
-from sigprof.symbols import Function, ModuleSymbols
+from sigprof.frames import Function, ModuleSymbols
 
 from conftest import ROOT, require
 from test_exporters import golden_recording

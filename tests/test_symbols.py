@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import wasmtime
 
-from sigprof import _wasmtime as wt, symbols
-from sigprof.frames import FRAME_GUEST, Frame
+from sigprof import _wasmtime as wt, frames
+from sigprof._wasmtime import image as symbols
 from sigprof.recording import Recording, SampleTable
-from sigprof.symbols import Function, ModuleSymbols
+from sigprof.frames import FRAME_GUEST, Frame, Function, ModuleSymbols
 
 from conftest import EXAMPLES, GUESTS
 
@@ -25,11 +25,11 @@ def _all(table):
 
 def test_function_names_indices_and_kinds(engine):
     parsed, _ = _parsed(engine, str(EXAMPLES / "demo.wat"))
-    wasm = {f.name: f for f in _all(parsed.symbols) if f.role == symbols.ROLE_WASM}
+    wasm = {f.name: f for f in _all(parsed.symbols) if f.role == frames.ROLE_WASM}
     assert {"fib", "hot_loop", "cold_loop", "run"} <= set(wasm)
     assert wasm["fib"].index == 0 and wasm["run"].index == 3
     kinds = {f.role for f in _all(parsed.symbols)}
-    assert {symbols.ROLE_WASM, symbols.ROLE_ENTRY, symbols.ROLE_EXIT} <= kinds
+    assert {frames.ROLE_WASM, frames.ROLE_ENTRY, frames.ROLE_EXIT} <= kinds
     # hot_loop has a loop: an entry check and a loop-header check; fib has none but entry.
     assert len(wasm["hot_loop"].checks) == 2 and wasm["fib"].loop_free
 

@@ -65,6 +65,15 @@ HEADER = struct.Struct("<8sHHI")
 SECTION = struct.Struct("<4sQ")
 CRC = struct.Struct("<I")
 REQUIRED = (b"META", b"MODS", b"HOST", b"FRMS", b"STKS", b"SMPL")
+# The sample sections' columns, in file order: (SampleTable field, array typecode).
+# The writer below and the reader (``rawfile``) both follow this one table; a
+# section written empty (count 0) holds none of its columns.
+SAMPLE_COLUMNS = (
+    (b"SMPL", (("time_ns", "q"), ("cpu_ns", "q"), ("wall_ns", "q"), ("stack", "i"),
+               ("ticks", "i"), ("flags", "B"))),
+    (b"MEMS", (("rss_bytes", "q"), ("memory_bytes", "q"))),
+    (b"THRD", (("thread", "i"),)),
+)
 
 
 def _le(a: array[int]) -> bytes:
@@ -117,13 +126,10 @@ def dumps(rec: "Recording") -> bytes:
     section(b"STKS", struct.pack("<I", len(rec.stack_frame)) + _le(array("i", rec.stack_parent))
             + _le(array("i", rec.stack_frame)))
     st = rec.sample_table
-    section(b"SMPL", struct.pack("<I", len(st)) + b"".join(
-        _le(array(code, col)) for code, col in (("q", st.time_ns), ("q", st.cpu_ns),
-                                                ("q", st.wall_ns), ("i", st.stack),
-                                                ("i", st.ticks), ("B", st.flags))))
-    section(b"MEMS", struct.pack("<I", len(st.rss_bytes)) + _le(array("q", st.rss_bytes))
-            + _le(array("q", st.memory_bytes)))
-    section(b"THRD", struct.pack("<I", len(st.thread)) + _le(array("i", st.thread)))
+    for tag, columns in SAMPLE_COLUMNS:
+        first = getattr(st, columns[0][0])         # an optional section's columns may be empty
+        section(tag, struct.pack("<I", len(first)) + b"".join(
+            _le(array(code, getattr(st, name))) for name, code in columns))
     if with_lines:
         section(b"INLN", struct.pack("<I", len(rec.frames))
                 + _le(array("i", (f.inline for f in rec.frames))))

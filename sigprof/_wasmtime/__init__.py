@@ -32,9 +32,9 @@ import wasmtime._func as _wt_func
 import wasmtime._instance as _wt_instance
 from wasmtime import _bindings as _b
 
-from . import _wasmtime_component
-from .defaults import WASMTIME_MAJORS, WASMTIME_REQUIREMENT
-from .symbols import ImageFinder
+from . import component
+from ..defaults import WASMTIME_MAJORS, WASMTIME_REQUIREMENT
+from .image import ImageFinder
 
 WASMTIME_VERSION = importlib.metadata.version("wasmtime")
 
@@ -401,14 +401,14 @@ def host_hook_installed() -> bool:
 def install_entry_hook(enter_wasm: Callable[[Any], Any]) -> None:
     for module in ENTER_WASM_USERS:
         setattr(module, "enter_wasm", enter_wasm)
-    _wasmtime_component.install_entry_hook(enter_wasm)
+    component.install_entry_hook(enter_wasm)
 
 
 def uninstall_entry_hook(enter_wasm: Callable[[Any], Any]) -> None:
     for module in ENTER_WASM_USERS:
         if getattr(module, "enter_wasm") is enter_wasm:
             setattr(module, "enter_wasm", ORIGINAL_ENTER_WASM)
-    _wasmtime_component.uninstall_entry_hook()
+    component.uninstall_entry_hook()
 
 
 def install_define_func_hook(remember: Callable[[Callable[..., Any], str, str], None]) -> None:
@@ -454,12 +454,12 @@ def install_export_name_hooks(attribute: str) -> None:
                                            (wasmtime.Linker, "get", linker_get, original_get)):
         wrapper.__doc__, wrapper.__wrapped__ = original.__doc__, original  # type: ignore
         setattr(owner, attr, wrapper)
-    _wasmtime_component.install_export_name_hooks(attribute)
+    component.install_export_name_hooks(attribute)
 
 
 def entry_hook_installed() -> bool:
     return (any(getattr(m, "enter_wasm") is not ORIGINAL_ENTER_WASM for m in ENTER_WASM_USERS)
-            or _wasmtime_component.entry_hook_installed())
+            or component.entry_hook_installed())
 
 
 # --- sigprof's own epoch calls, and wasmtime's interrupt trap -----------------

@@ -38,14 +38,9 @@ from operator import itemgetter
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from .dwarf import SourceFrame
-from .wasmfile import ByteReader, WasmFormatError, WasmInfo
-
-ROLE_WASM = "wasm"            # a guest function (the roles of a function in an image)
-ROLE_ENTRY = "entry"          # host -> guest trampoline
-ROLE_EXIT = "exit"            # guest -> host trampoline
-ROLE_BUILTIN = "builtin"      # a wasmtime runtime helper
-ROLE_OTHER = "other"
+from ..frames import (ROLE_BUILTIN, ROLE_ENTRY, ROLE_EXIT, ROLE_OTHER, ROLE_WASM, Function,
+                     ModuleSymbols)
+from ..wasmfile import ByteReader, WasmFormatError, WasmInfo
 
 _FUNCTION_RE = re.compile(r"^wasm\[(\d+)\]::function\[(\d+)\](?:::(.*))?$", re.S)
 _ENTRY_RE = re.compile(r"^wasm\[\d+\]::array_to_wasm_trampoline\[(\d+)\]$")
@@ -56,54 +51,6 @@ ReadMemory = Callable[[int, int], bytes]
 
 class ImageError(ValueError):
     """The bytes are not a wasmtime compiled-module image."""
-
-
-@dataclass(frozen=True)
-class Function:
-    start: int          # offset of the function's first byte in .text
-    size: int
-    name: str           # display name
-    index: int          # wasm function index; -1 for non-guest code
-    role: str           # ROLE_WASM (a guest function), ROLE_ENTRY, ROLE_EXIT, ...
-    # Return-address offsets (from ``start``) of the function's epoch checks:
-    # the entry check first, then one per loop header.  Empty if unknown.
-    checks: Tuple[int, ...] = ()
-
-    @property
-    def loop_free(self) -> bool:
-        return len(self.checks) == 1
-
-
-@dataclass(frozen=True)
-class ModuleSymbols:
-    """One module's function table as a recording keeps it: host-free, only what it needs."""
-
-    name: str
-    digest: str                     # sha256 of the symbol table and code size: the code's identity
-    text_size: int
-    functions: Tuple[Function, ...]  # sorted by start
-    # Where the module's DWARF was known: (return-address offset, its source frames
-    # outermost first) for each sampled guest frame that has them, sorted by offset.
-    lines: Tuple[Tuple[int, Tuple[SourceFrame, ...]], ...] = ()
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "_starts", [f.start for f in self.functions])
-        object.__setattr__(self, "_lines", dict(self.lines))
-
-    def source_frames(self, offset: int) -> Tuple[SourceFrame, ...]:
-        """The source frames of the guest frame with return address ``offset``
-        (outermost first), empty where unknown."""
-        found: Tuple[SourceFrame, ...] = self._lines.get(offset, ())  # type: ignore[attr-defined]
-        return found
-
-    def lookup(self, offset: int) -> Optional[Function]:
-        """The function whose code contains ``offset``, if any."""
-        i = bisect.bisect_right(self._starts, offset) - 1  # type: ignore[attr-defined]
-        if i >= 0:
-            f = self.functions[i]
-            if f.start <= offset < f.start + max(f.size, 1):
-                return f
-        return None
 
 
 def _display_name(symbol: str) -> Tuple[str, int, str]:

@@ -30,7 +30,7 @@ import sys
 from array import array
 from typing import Optional, Tuple
 
-from .symbols import ImageError, ReadMemory, _compiled_by_major, _Sections
+from .image import ImageError, ReadMemory, _compiled_by_major, _Sections
 
 NO_POSITION = 0xFFFFFFFF            # wasmtime's FilePos::none()
 FIRST_BLOCKED_MAJOR = 47            # the first wasmtime writing the block encoding
