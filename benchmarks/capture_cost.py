@@ -153,7 +153,8 @@ def _spin_count(engine, module, depth: int, seconds: float) -> int:
     return max(1, min(2**31 - 1, int(n * seconds / (time.perf_counter() - t0))))
 
 
-def end_to_end(engine, module, depth: int, seconds: float, repeat: int) -> dict:
+def end_to_end(engine, module, depth: int, seconds: float, repeat: int,
+               python_frames: bool = True) -> dict:
     n = _spin_count(engine, module, depth, seconds)
     runs: Dict[str, List[float]] = {"plain": [], "sigprof": [], "guestprofiler": []}
     counts: Dict[str, List[int]] = {"sigprof": [], "guestprofiler": []}
@@ -169,7 +170,7 @@ def end_to_end(engine, module, depth: int, seconds: float, repeat: int) -> dict:
                 runs[mode].append(time.perf_counter_ns() - t0)
             elif mode == "sigprof":
                 prof = sigprof.profile(store, modules=[("depth", module)], clock="wall",
-                                       interval=0.00025)
+                                       interval=0.00025, python_frames=python_frames)
                 with prof:
                     t0 = time.perf_counter_ns()
                     down(store, depth, n)
@@ -206,6 +207,8 @@ def main() -> None:
     ap.add_argument("--depths", default="10,50,200,3000")
     ap.add_argument("--seconds", type=float, default=0.5,
                     help="end-to-end run length (0: the capture alone only)")
+    ap.add_argument("--no-python-frames", action="store_true",
+                    help="end to end with python_frames=False")
     ap.add_argument("--json", help="also write the figures here")
     a = ap.parse_args()
     if not _native.available():
@@ -222,10 +225,12 @@ def main() -> None:
         print(f"{r['depth']:>6} {str(r['frames_walked']):>7} {r['sigprof_us']:>8.2f} "
               f"{r['guestprofiler_us']:>14.2f} {r['ratio']:>6.2f} {r['ratio_spread']:>13}   "
               f"({r['sigprof_with_mechanism_us']:.2f} / {r['guestprofiler_with_mechanism_us']:.2f})")
-    e2e = [end_to_end(engine, module, d, a.seconds, a.repeat) for d in depths] if a.seconds else []
+    e2e = [end_to_end(engine, module, d, a.seconds, a.repeat, not a.no_python_frames)
+           for d in depths] if a.seconds else []
     if e2e:
-        print(f"\nend to end at 4 kHz (ITIMER_REAL, 0.25 ms), {a.seconds} s runs: µs per sample "
-              f"from the slowdown, median of {a.repeat} (spread); stop() µs per sample")
+        print(f"\nend to end at 4 kHz (ITIMER_REAL, 0.25 ms), {a.seconds} s runs, Python frames "
+              f"{'off' if a.no_python_frames else 'on'}: µs per sample from the slowdown, "
+              f"median of {a.repeat} (spread); stop() µs per sample")
         print(f"{'depth':>6} {'samples':>8} {'sigprof':>16} {'GuestProfiler':>18} {'ratio':>6} "
               f"{'stop()':>16}")
     for r in e2e:

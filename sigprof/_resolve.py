@@ -34,12 +34,17 @@ frames it was running, where they were read -- and its thread.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import dataclasses
+import gc
+import hashlib
 import os
+import threading
+from collections import OrderedDict
 from array import array
 from types import CodeType
-from typing import (Any, Callable, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence,
-                    Tuple, Union)
+from typing import (Any, Callable, Dict, Iterable, Iterator, List, Mapping, NamedTuple,
+                    Optional, Sequence, Tuple, Union)
 
 import wasmtime
 
@@ -50,7 +55,7 @@ from .frames import (FRAME_GUEST, FRAME_HOST, FRAME_OPAQUE, FRAME_PYCODE, FRAME_
                      FRAME_TRUNCATED, FRAME_UNKNOWN, ROLE_ENTRY, ROLE_WASM, SAMPLE_AT_TICK,
                      SAMPLE_TRUNCATED, Frame, Function, HostFunction, ModuleSymbols)
 from ._markers import MarkerRow
-from .recording import Marker, Recording, SampleTable
+from .recording import Marker, Recording, RecordingMeta, SampleTable
 from ._wasmtime.image import ImageError, LiveImage, SymbolTable, discover, image_from_memory, read_image
 from ._wasmtime.addrmap import read_address_map
 from .dwarf import ImageLines, ModuleDwarf, SourceFrame
@@ -78,12 +83,35 @@ def module_refs(modules: Sequence[Tuple[Optional[str], wasmtime.Module]],
             for i, (name, module) in enumerate(modules)]
 
 
+# The DWARF of the binaries resolved last, by the binary's digest: a module
+# profiled again (each period of continuous profiling, each request to the
+# endpoint) finds its line tables read and its sampled addresses answered.  Two,
+# since each holds a module's whole line table (tens of MB for a big one).
+DWARF_CACHE_MODULES = 2
+_dwarf_cache: "OrderedDict[bytes, ModuleDwarf]" = OrderedDict()
+
+
+_dwarf_cache_lock = threading.Lock()     # profiles stop on any thread
+
+
+def module_dwarf(wasm: bytes) -> ModuleDwarf:
+    key = hashlib.sha256(wasm).digest()
+    with _dwarf_cache_lock:
+        dwarf = _dwarf_cache.get(key)
+        if dwarf is None:
+            dwarf = _dwarf_cache[key] = ModuleDwarf(wasm)
+            while len(_dwarf_cache) > DWARF_CACHE_MODULES:
+                _dwarf_cache.popitem(last=False)
+        _dwarf_cache.move_to_end(key)
+        return dwarf
+
+
 def image_lines(ref: ModuleRef) -> Optional[ImageLines]:
     """Source lines for a module's image, where its binary is known and has DWARF
     (and its image an address map); errors raise ``ValueError``."""
     if ref.wasm is None:
         return None
-    dwarf = ModuleDwarf(ref.wasm)
+    dwarf = module_dwarf(ref.wasm)
     if not dwarf.has_dwarf:
         return None
     address_map = read_address_map(wt.read_memory, ref.image_start, ref.image_end)
@@ -284,9 +312,21 @@ def _referenced(image: LiveImage) -> ModuleSymbols:
 
 def _with_lines(module: ModuleSymbols, lines: Dict[int, Tuple[SourceFrame, ...]]
                 ) -> ModuleSymbols:
+    """The module with its sampled addresses' source frames; a function the module
+    leaves unnamed (no name section: ``wasm-function[N]``) takes the name its DWARF
+    gives it (the outermost source frame at any of its addresses)."""
     if not lines:
         return module
-    return dataclasses.replace(module, lines=tuple(sorted((o, f) for o, f in lines.items() if f)))
+    kept = tuple(sorted((o, f) for o, f in lines.items() if f))
+    dwarf_names: Dict[int, str] = {}           # function start -> its DWARF name
+    for offset, frames in kept:
+        function = module.lookup(offset - 1)
+        if (function is not None and function.role == ROLE_WASM and frames[0].function
+                and function.name == f"wasm-function[{function.index}]"):
+            dwarf_names.setdefault(function.start, frames[0].function)
+    functions = tuple(dataclasses.replace(f, name=dwarf_names[f.start])
+                      if f.start in dwarf_names else f for f in module.functions)
+    return dataclasses.replace(module, functions=functions, lines=kept)
 
 
 class _RawStack(NamedTuple):
@@ -306,7 +346,7 @@ def python_function_info(code: CodeType, host_details: bool) -> HostFunction:
 
 def resolve_recording(raw: Iterable[RawSample], *, modules: Sequence[ModuleRef],
                       discover_allowed: bool, host_callables: Sequence[Callable[..., object]],
-                      meta: Dict[str, Any], host_details: bool = False,
+                      meta: RecordingMeta, host_details: bool = False,
                       use_tick_pc: bool = True,
                       python_segments: Optional[Mapping[int, EntryFrames]] = None,
                       thread_names: Optional[Mapping[int, str]] = None,
@@ -324,6 +364,34 @@ def resolve_recording(raw: Iterable[RawSample], *, modules: Sequence[ModuleRef],
     (``split_stacks``); the Python frames of guest entries as shared chains
     (``PythonChains``); stacks placed in the recording's tree (``StackBuilder``),
     sample by sample (``sample_table``); the markers (``timed_markers``)."""
+    with _collector_paused():
+        return _resolve_phases(raw, modules, discover_allowed, host_callables, meta,
+                               host_details, use_tick_pc, python_segments, thread_names,
+                               markers, t0_ns)
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Python's cycle collector off while a profile resolves: the resolve makes
+    objects by the hundred thousand (pyelftools' DIEs and line tables among
+    them) and frees them whole, so each full collection it triggers scans them
+    all for nothing -- on a 3 MB ``-g`` module, 0.5-1 s of a 1.6-2.3 s resolve
+    (``benchmarks/lines_cost.py``).  Back on at the end, if it was on."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _resolve_phases(raw: Iterable[RawSample], modules: Sequence[ModuleRef],
+                    discover_allowed: bool, host_callables: Sequence[Callable[..., object]],
+                    meta: RecordingMeta, host_details: bool, use_tick_pc: bool,
+                    python_segments: Optional[Mapping[int, EntryFrames]],
+                    thread_names: Optional[Mapping[int, str]], markers: Sequence[MarkerRow],
+                    t0_ns: int) -> Recording:
     warnings = list(meta.get("warnings", []))
     samples = list(raw)
     stacks = distinct_stacks(samples)
@@ -336,9 +404,9 @@ def resolve_recording(raw: Iterable[RawSample], *, modules: Sequence[ModuleRef],
                          use_tick_pc)
     timed = timed_markers(markers, threads, builder.host_label, t0_ns)
     recorded = builder.recorded_modules()
-    meta = dict(meta, modules=[m.name for m in recorded], warnings=warnings,
-                threads=threads.rows)
-    return Recording(meta=meta, modules=recorded, host_functions=tuple(builder.hosts),
+    resolved_meta: RecordingMeta = {**meta, "modules": [m.name for m in recorded],
+                                    "warnings": warnings, "threads": threads.rows}
+    return Recording(meta=resolved_meta, modules=recorded, host_functions=tuple(builder.hosts),
                      frames=tuple(builder.tree.frames), stack_parent=builder.tree.parent,
                      stack_frame=builder.tree.frame, sample_table=table, markers=timed)
 

@@ -1,4 +1,5 @@
-"""Source lines and inlined frames from a wasm module's own DWARF custom sections.
+"""Source lines and inlined frames from a wasm module's own DWARF custom sections
+(or those of the split debug file it names: ``with_external_dwarf``).
 
 A wasm DWARF address is an offset from the start of the code section's
 payload (the byte after the section's size); ``code_address`` turns a
@@ -17,7 +18,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
-from .wasmfile import ByteReader, WasmFormatError
+from .wasmfile import ByteReader, WasmFormatError, uleb128
 
 _CODE_SECTION = 10
 _CUSTOM_SECTION = 0
@@ -55,6 +56,52 @@ def _wasm_sections(wasm: bytes) -> Tuple[Dict[str, bytes], int]:
     return custom, code_start
 
 
+# The custom section a module built with its DWARF in a file of its own
+# (emscripten's -gseparate-dwarf) names that file by: a length-prefixed URL.
+EXTERNAL_DEBUG_INFO = "external_debug_info"
+
+
+def _custom_section(name: str, payload: bytes) -> bytes:
+    body = uleb128(len(name.encode())) + name.encode() + payload
+    return bytes([_CUSTOM_SECTION]) + uleb128(len(body)) + body
+
+
+def with_external_dwarf(wasm: bytes, directory: str) -> Tuple[bytes, Optional[str]]:
+    """``wasm`` with the DWARF of the split debug file it names appended as custom
+    sections (valid anywhere in a module; the code section, whose start DWARF
+    addresses count from, stays where it was), and what went wrong, if anything.
+
+    Only a module without DWARF of its own that names a debug file is changed; a
+    relative name is looked up in ``directory`` (the module's own), a URL is not
+    fetched.  The debug file must be a wasm file with ``.debug_*`` sections."""
+    try:
+        custom, _ = _wasm_sections(wasm)
+    except WasmFormatError:
+        return wasm, None                  # compiling it says what is wrong
+    pointer = custom.get(EXTERNAL_DEBUG_INFO)
+    if pointer is None or ".debug_info" in custom:
+        return wasm, None
+    try:
+        r = ByteReader(pointer)
+        target = r.take(r.u32()).decode("utf-8")
+    except (WasmFormatError, UnicodeDecodeError):
+        return wasm, f"its {EXTERNAL_DEBUG_INFO} section is damaged: no source lines"
+    if "://" in target:
+        return wasm, f"its DWARF is at {target}, which sigprof does not fetch: no source lines"
+    path = os.path.join(directory, target)
+    try:
+        with open(path, "rb") as debug_file:
+            debug = debug_file.read()
+        debug_sections, _ = _wasm_sections(debug)
+    except (OSError, WasmFormatError) as exc:
+        return wasm, f"its DWARF file {target} could not be read ({exc}): no source lines"
+    dwarf = [_custom_section(name, data) for name, data in debug_sections.items()
+             if name.startswith(".debug_")]
+    if not dwarf:
+        return wasm, f"its DWARF file {target} holds no DWARF: no source lines"
+    return wasm + b"".join(dwarf), None
+
+
 class ModuleDwarf:
     """File, line, column and inlined frames for the addresses of one module."""
 
@@ -75,11 +122,19 @@ class ModuleDwarf:
                  "pubtypes", "pubnames", "addr", "str_offsets", "line_str", "loclists",
                  "rnglists", "sup", None, "types"]
         self.has_dwarf = ".debug_info" in custom and ".debug_line" in custom
+        self._debug_line = custom.get(".debug_line", b"")
         self._info = DWARFInfo(DwarfConfig(little_endian=True, machine_arch="wasm32",
                                            default_address_size=4),
                                *[section(".debug_" + n) if n else None for n in names])
         self._rows: Optional[Tuple[List[int], List[Tuple[str, int, int, bool]]]] = None
         self._cu_ranges: Optional[List[Tuple[int, int, Any]]] = None
+        self._cu_starts: List[int] = []
+        self._cu_reach: Dict[int, int] = {}
+        # per CU (by offset), made at its first lookup: its subprograms' address
+        # spans by start, and its line program's file names
+        self._subprograms: Dict[int, Tuple[List[int], List[Tuple[int, int, Any]]]] = {}
+        self._files: Dict[int, Dict[int, str]] = {}
+        self._frames: Dict[int, List[SourceFrame]] = {}      # address -> frames_at's answer
 
     def code_address(self, file_offset: int) -> int:
         """The DWARF address of the instruction at ``file_offset`` in the wasm file."""
@@ -94,15 +149,13 @@ class ModuleDwarf:
                 program = self._info.line_program_for_CU(cu)
                 if program is None:
                     continue
-                files = _file_names(program, cu)
-                for entry in program.get_entries():
-                    state = entry.state
-                    if state is None:
-                        continue
+                files = self._files_of(cu)
+                for address, file, line, column, end_sequence in _line_program_rows(
+                        self._debug_line, program.program_start_offset,
+                        program.program_end_offset, program.header):
                     # An end of sequence sorts before a row at the same address.
-                    rows.append((state.address, 0 if state.end_sequence else 1,
-                                 (files.get(state.file, "??"), state.line, state.column,
-                                  state.end_sequence)))
+                    rows.append((address, 0 if end_sequence else 1,
+                                 (files.get(file, "??"), line, column, end_sequence)))
             rows.sort(key=lambda row: (row[0], row[1]))
             self._rows = ([a for a, _, _ in rows], [r for _, _, r in rows])
         return self._rows
@@ -123,6 +176,12 @@ class ModuleDwarf:
                 for lo, hi in self._ranges(top):
                     spans.append((lo, hi, cu))
             self._cu_ranges = sorted(spans, key=lambda s: (s[0], s[1]))
+            self._cu_starts = [lo for lo, _, _ in self._cu_ranges]
+            # span start -> the furthest any span starting there or before reaches
+            reach = 0
+            for lo, hi, _ in self._cu_ranges:
+                reach = max(reach, hi)
+                self._cu_reach[lo] = reach
         return self._cu_ranges
 
     def _ranges(self, die: Any) -> List[Tuple[int, int]]:
@@ -156,6 +215,12 @@ class ModuleDwarf:
         """The frames at ``address``, outermost first: the physical function,
         then each call inlined into it down to the innermost; empty if unknown.
         As ``llvm-symbolizer --inlines`` (which prints them innermost first)."""
+        found = self._frames.get(address)
+        if found is None:
+            found = self._frames[address] = self._frames_at(address)
+        return found
+
+    def _frames_at(self, address: int) -> List[SourceFrame]:
         line = self.line_at(address)
         if line is None:
             return []
@@ -165,7 +230,7 @@ class ModuleDwarf:
         frames = []
         for outer, inner in zip(chain, chain[1:]):
             attrs = inner.attributes
-            files = _file_names(self._info.line_program_for_CU(inner.cu), inner.cu)
+            files = self._files_of(inner.cu)
             call_file = attrs["DW_AT_call_file"].value if "DW_AT_call_file" in attrs else 0
             frames.append(SourceFrame(
                 _die_name(outer), files.get(call_file, "??"),
@@ -175,29 +240,108 @@ class ModuleDwarf:
         frames.append(SourceFrame(_die_name(chain[-1]), *line, _decl_line(chain[-1])))
         return frames
 
+    def _files_of(self, cu: Any) -> Dict[int, str]:
+        found = self._files.get(cu.cu_offset)
+        if found is None:
+            found = self._files[cu.cu_offset] = _file_names(self._info.line_program_for_CU(cu), cu)
+        return found
+
+    def _subprograms_of(self, cu: Any) -> Tuple[List[int], List[Tuple[int, int, Any]]]:
+        """The CU's subprograms (its top DIE's children) as address spans by start,
+        read once: a lookup is then a bisect, not a walk of every function."""
+        found = self._subprograms.get(cu.cu_offset)
+        if found is None:
+            spans = sorted(((lo, hi, die) for die in cu.get_top_DIE().iter_children()
+                            if die.tag == "DW_TAG_subprogram" for lo, hi in self._ranges(die)
+                            if hi > lo), key=lambda span: (span[0], span[1]))
+            found = self._subprograms[cu.cu_offset] = ([lo for lo, _, _ in spans], spans)
+        return found
+
     def _die_chain(self, address: int) -> List[Any]:
         """The subprogram holding ``address``, then the inlined subroutines within it."""
-        for lo, hi, cu in self._cus():
-            if lo > address:
-                break
-            if not lo <= address < hi:
+        cus = self._cus()
+        # The CU spans that start at or before ``address``, nearest first: a CU
+        # names each of its functions' ranges, so there are as many as functions.
+        last = bisect.bisect_right(self._cu_starts, address)
+        for lo, hi, cu in (cus[k] for k in range(last - 1, -1, -1)):
+            if not address < hi:
+                if self._cu_reach[lo] <= address:
+                    break                     # no span this early reaches the address
                 continue
-            chain: List[Any] = []
-            children = list(cu.get_top_DIE().iter_children())
+            starts, spans = self._subprograms_of(cu)
+            i = bisect.bisect_right(starts, address) - 1
+            if i < 0 or not address < spans[i][1]:    # subprograms do not overlap
+                continue
+            chain: List[Any] = [spans[i][2]]
+            children = list(chain[0].iter_children())
             while children:
                 for die in children:
-                    wanted = ("DW_TAG_subprogram",) if not chain else (
-                        "DW_TAG_inlined_subroutine", "DW_TAG_lexical_block")
-                    if die.tag in wanted and self._contains(die, address):
+                    if (die.tag in ("DW_TAG_inlined_subroutine", "DW_TAG_lexical_block")
+                            and self._contains(die, address)):
                         if die.tag != "DW_TAG_lexical_block":
                             chain.append(die)
                         children = list(die.iter_children())
                         break
                 else:
                     children = []
-            if chain:
-                return chain
+            return chain
         return []
+
+
+# Standard line-program opcodes (DWARF 5, section 6.2.5.2) and extended ones.
+_LNS_COPY, _LNS_ADVANCE_PC, _LNS_ADVANCE_LINE, _LNS_SET_FILE, _LNS_SET_COLUMN = 1, 2, 3, 4, 5
+_LNS_CONST_ADD_PC, _LNS_FIXED_ADVANCE_PC = 8, 9
+_LNE_END_SEQUENCE, _LNE_SET_ADDRESS = 1, 2
+
+
+def _line_program_rows(data: bytes, start: int, end: int, header: Any
+                       ) -> Iterator[Tuple[int, int, int, int, bool]]:
+    """The rows of the line program in ``data[start:end]`` as (address, file, line,
+    column, end of sequence): DWARF's line state machine, run here on the bytes
+    -- pyelftools' own decoder builds an object per opcode and was most of a big
+    module's resolve time.  ``header`` is pyelftools' parse of the program's
+    header.  Only what a row says is tracked (no is_stmt, op_index or ISA: wasm
+    has none of them that matter here)."""
+    min_length = header["minimum_instruction_length"]
+    line_base, line_range = header["line_base"], header["line_range"]
+    opcode_base = header["opcode_base"]
+    operand_counts = list(header["standard_opcode_lengths"])
+    r = ByteReader(data, start, end)
+    address, file, line, column = 0, 1, 1, 0
+    while r.pos < end:
+        opcode = r.byte()
+        if opcode >= opcode_base:                       # a special opcode: advance and row
+            adjusted = opcode - opcode_base
+            address += (adjusted // line_range) * min_length
+            line += line_base + adjusted % line_range
+            yield address, file, line, column, False
+        elif opcode == 0:                               # an extended opcode
+            length = r.u32()
+            after = r.pos + length
+            sub = r.byte() if length else 0
+            if sub == _LNE_END_SEQUENCE:
+                yield address, file, line, column, True
+                address, file, line, column = 0, 1, 1, 0
+            elif sub == _LNE_SET_ADDRESS:
+                address = int.from_bytes(r.take(after - r.pos), "little")
+            r.pos = after
+        elif opcode == _LNS_COPY:
+            yield address, file, line, column, False
+        elif opcode == _LNS_ADVANCE_PC:
+            address += r.u32() * min_length
+        elif opcode == _LNS_ADVANCE_LINE:
+            line += r.s33()
+        elif opcode == _LNS_SET_FILE:
+            file = r.u32()
+        elif opcode == _LNS_SET_COLUMN:
+            column = r.u32()
+        elif opcode == _LNS_CONST_ADD_PC:
+            address += ((255 - opcode_base) // line_range) * min_length
+        elif opcode == _LNS_FIXED_ADVANCE_PC:
+            address += int.from_bytes(r.take(2), "little")
+        else:                                           # negate_stmt, set_isa, ...: operands
+            for _ in range(operand_counts[opcode - 1] if opcode - 1 < len(operand_counts) else 0):
+                r.u32()
 
 
 def _die_and_origins(die: Any) -> Iterator[Any]:

@@ -40,7 +40,7 @@ from .export import raw
 from .export.firefox import MARKER_SCHEMAS, SIGPROF_KEY, SIGPROF_SECTION_VERSION
 from .frames import FRAME_TRUNCATED, SAMPLE_TRUNCATED, Frame
 from .rawfile import RecordingFormatError
-from .recording import CLOCK_WEIGHT, Marker, Recording, SampleTable
+from .recording import CLOCK_WEIGHT, Marker, Recording, RecordingMeta, SampleTable, checked_meta
 
 GZIP_MAGIC = b"\x1f\x8b"
 JSON = Dict[str, Any]
@@ -83,9 +83,7 @@ def loads(data: bytes, source: str = "profile") -> Recording:
 
 
 def _recording(profile: JSON, section: JSON) -> Recording:
-    meta = section["meta"]
-    if not isinstance(meta, dict):
-        raise TypeError("meta.sigprof.meta is not an object")
+    meta = checked_meta(section["meta"])
     modules = tuple(rawfile.module_from_row(m) for m in section["modules"])
     hosts = tuple(rawfile.host_from_row(h) for h in section["host_functions"])
     frames = tuple(Frame(*(int(v) for v in frame[:4])) for frame in section["frames"])
@@ -126,7 +124,7 @@ def _ns(ms: Any) -> int:
     return round(float(ms) * 1e6)
 
 
-def _thread_rows(profile: JSON, meta: JSON) -> List[int]:
+def _thread_rows(profile: JSON, meta: RecordingMeta) -> List[int]:
     """Each profile thread's row in the recording's ``meta["threads"]`` (by tid, in
     order: two rows may share one when host details are off)."""
     tids = [row.get("tid", i) for i, row in enumerate(meta.get("threads") or [])]
@@ -142,7 +140,7 @@ def _thread_rows(profile: JSON, meta: JSON) -> List[int]:
     return out
 
 
-def _markers(profile: JSON, meta: JSON) -> Tuple[Marker, ...]:
+def _markers(profile: JSON, meta: RecordingMeta) -> Tuple[Marker, ...]:
     """The markers sigprof wrote (the schemas it names), back from each thread's table."""
     kinds: Dict[Any, str] = {schema["name"]: kind for kind, schema in MARKER_SCHEMAS.items()}
     threads = len(meta.get("threads") or [])
@@ -158,7 +156,7 @@ def _markers(profile: JSON, meta: JSON) -> Tuple[Marker, ...]:
     return tuple(sorted(out, key=lambda marker: marker.start_ns))
 
 
-def _samples(profile: JSON, meta: JSON,
+def _samples(profile: JSON, meta: RecordingMeta,
              weight_is_wall: bool) -> List[Tuple[int, int, int, int, int]]:
     """(time, weight, the other clock's time (ns), stack, thread) of every sample."""
     out = []

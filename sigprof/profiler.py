@@ -57,7 +57,8 @@ from ._session import SESSION
 from ._options import ProfileOptions
 from ._timer import (Notes, TickSource, effective_interval, interval_floor, kernel_tick,
                      planned_source)
-from .recording import Recording
+from .recording import Recording, RecordingMeta
+from .dwarf import with_external_dwarf
 from .wasmfile import WasmFormatError, WasmInfo, read_wasm, wasm_bytes
 
 DEFAULT_INTERVAL = 0.001      # seconds; the CPU clocks default to one kernel tick instead
@@ -149,6 +150,12 @@ def _load_names(names: Optional[NamesSpec],
         if why is None:
             out[where] = info
             if binaries is not None:
+                if not isinstance(source, bytes):       # a split debug file is beside it
+                    binary, problem = with_external_dwarf(
+                        binary, os.path.dirname(os.path.abspath(os.fspath(source))))
+                    if problem:
+                        mismatches.append(f"names= {os.path.basename(source)}: {problem}")
+                        warnings.warn(mismatches[-1], ProfileWarning, stacklevel=4)
                 binaries[where] = binary
             continue
         label = "the bytes given" if isinstance(source, bytes) else os.path.basename(source)
@@ -433,9 +440,9 @@ class Profiler:
 
     def _meta(self, captures: List[_capture.Capture], ticks: TickSource, notes: Notes,
               unsampled_cpu: int, unsampled_wall: int, thread_cpu: int,
-              duration: int, ticks_taken: int, uncovered: int) -> Dict[str, Any]:
+              duration: int, ticks_taken: int, uncovered: int) -> RecordingMeta:
         native = all(c.native for c in captures) if captures else _native.available()
-        meta: Dict[str, Any] = {
+        meta: RecordingMeta = {
             "format": "sigprof",
             "name": self.options.name or (self.modules[0][0] if self.modules and self.modules[0][0] else ""),
             "clock": ticks.clock,
@@ -573,7 +580,7 @@ class Profiler:
         return self._result().report(top)
 
     @property
-    def meta(self) -> Dict[str, Any]:
+    def meta(self) -> RecordingMeta:
         return self._result().meta
 
 
@@ -635,7 +642,7 @@ def _native_losses() -> Tuple[int, int]:
     return int(ext.tick_counts()[1]), int(ext.host_ticks_unsent())
 
 
-def _note_native_threads(meta: Dict[str, Any], at_start: Dict[int, int],
+def _note_native_threads(meta: RecordingMeta, at_start: Dict[int, int],
                          sampled_ns: int) -> None:
     """A store-less profile: the CPU spent on threads that run no Python since
     ``at_start`` was read, which no sample can carry; a warning when it is a large
@@ -651,7 +658,7 @@ def _note_native_threads(meta: Dict[str, Any], at_start: Dict[int, int],
             f"native library's), which sigprof cannot sample")
 
 
-def counter_warnings(meta: Dict[str, Any]) -> List[str]:
+def counter_warnings(meta: RecordingMeta) -> List[str]:
     """A sentence for each loss counter ``meta`` holds that is not zero: what was lost
     and what it means for the profile."""
     said: List[str] = []

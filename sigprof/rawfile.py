@@ -18,12 +18,12 @@ import struct
 import sys
 import zlib
 from array import array
-from typing import Any, Callable, Dict, Tuple, Type, Union
+from typing import Any, Callable, Dict
 
 from .export.raw import (CRC, HEADER, MAGIC, REQUIRED, SAMPLE_COLUMNS, SECTION, VERSION_MAJOR,
                          VERSION_MINOR)
 from .frames import FRAME_GUEST, FRAME_HOST, FRAME_PYCODE, FRAME_TYPES, Frame, HostFunction
-from .recording import MARKER_KINDS, Marker, Recording, SampleTable
+from .recording import MARKER_KINDS, Marker, Recording, SampleTable, checked_meta
 from .dwarf import SourceFrame
 from .frames import Function, ModuleSymbols
 
@@ -86,12 +86,10 @@ def _loads(data: memoryview, source: str) -> Recording:
     if missing:
         raise fail(f"corrupt recording (missing sections: {', '.join(missing)})")
 
-    meta = json.loads(bytes(sections[b"META"]).decode())
-    if not isinstance(meta, dict):
-        raise fail("corrupt recording (META is not an object)")
-    for key, types in _META_TYPES.items():
-        if key in meta and (not isinstance(meta[key], types) or isinstance(meta[key], bool)):
-            raise fail(f"corrupt recording (META field {key!r} has the wrong type)")
+    try:
+        meta = checked_meta(json.loads(bytes(sections[b"META"]).decode()))
+    except ValueError as exc:
+        raise fail(f"corrupt recording ({exc})") from None
     modules = tuple(module_from_row(m) for m in json.loads(bytes(sections[b"MODS"]).decode()))
     hosts = tuple(host_from_row(h) for h in json.loads(bytes(sections[b"HOST"]).decode()))
 
@@ -167,19 +165,6 @@ def marker_from_row(row: Any, threads: int) -> Marker:
             and 0 <= marker.start_ns <= marker.end_ns):
         raise ValueError(f"a marker out of range: {row!r}"[:200])
     return marker
-
-
-_NUMBER = (int, float)
-_META_TYPES: Dict[str, Union[Type[Any], Tuple[Type[Any], ...]]] = {
-    "clock": str, "name": str, "interval_s": _NUMBER, "requested_interval_s": _NUMBER,
-    "start_unix_ns": int,
-    "duration_ns": int, "thread_cpu_ns": int, "overhead_cpu_ns": int, "overhead_wall_ns": int,
-    "unsampled_cpu_ns": int, "unsampled_wall_ns": int, "ticks": int, "dropped": int,
-    "native_threads_cpu_ns": int, "native_threads": int, "markers_dropped": int,
-    "marker_min_ns": int,
-    "samples_taken": int, "shared_stacks": int, "capacity": int, "max_depth": int, "versions": dict,
-    "warnings": list, "modules": list, "host": dict, "arch": str, "threads": list,
-}
 
 
 def _count(payload: memoryview, item_size: int, fail: Callable[[str], Exception],

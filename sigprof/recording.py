@@ -26,7 +26,8 @@ from __future__ import annotations
 import os
 from array import array
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Tuple
+from typing import (Any, Dict, Iterator, List, NamedTuple, Optional, Tuple, TypedDict, cast,
+                    get_origin, get_type_hints)
 
 from . import export
 from .demangle import display_name
@@ -76,9 +77,81 @@ class Marker(NamedTuple):
     end_ns: int
 
 
+class RecordingMeta(TypedDict, total=False):
+    """What a recording says about how it was taken (``Recording.meta``): one key
+    per fact, with its unit.  The profiler writes it; every file format keeps it
+    as JSON; a reader checks each key it holds against these types
+    (``checked_meta``) and keeps keys it does not know, which a newer sigprof
+    wrote.  Any key may be missing from an older recording."""
+
+    format: str                     # "sigprof"
+    name: str                       # the profile's name ("" when not given)
+    clock: str                      # "cpu", "prof", "wall" or "manual" (a test's ticks)
+    interval_s: float               # the interval the ticks came at
+    requested_interval_s: float     # the one asked for (raised to what the source sustains)
+    capture: str                    # "native" or "python"
+    capacity: int                   # samples per store's ring
+    max_depth: int                  # guest frames walked per sample
+    when_full: str                  # "newest" or "stop"
+    start_unix_ns: int
+    duration_ns: int                # wall time from start to stop
+    thread_cpu_ns: int              # CPU of the profiled threads over the profile
+    overhead_cpu_ns: int            # the capture's own CPU, left out of the samples
+    overhead_wall_ns: int
+    unsampled_cpu_ns: int           # CPU after each thread's last sample, not charged
+    unsampled_wall_ns: int
+    ticks: int                      # ticks that came
+    relay: str                      # how ticks reached the capture: "native", "wakeup", ...
+    tick_source: str                # "itimer", "perf" or "manual"
+    use_tick_pc: bool
+    python_frames: bool
+    stores: int                     # stores sampled
+    samples_taken: int              # including those a full ring dropped
+    dropped: int                    # samples lost: a full ring, Python time past its cap
+    shared_stacks: int              # samples stored as a pointer to an equal stack
+    callback_errors: int
+    activations_lost: int           # guest activations nested past MAX_ACTIVATIONS
+    host_tick_errors: int
+    host_ticks_unsent: int          # host ticks the pipe to the sampler had no room for
+    lost_ticks: int                 # ticks on threads the handler's table had no room for
+    unsampled_guest_calls: int      # on engines without epoch interruption
+    uncovered_guest_calls: int      # into stores no profile covered
+    python_time_samples: int        # a store-less profile's samples of Python time
+    native_threads: int             # threads without Python that used CPU
+    native_threads_cpu_ns: int
+    marker_min_ns: int              # the shortest call kept as a marker
+    markers_dropped: int            # markers past MARKER_CAPACITY
+    versions: Dict[str, str]        # sigprof, wasmtime, python
+    arch: str                       # what the code offsets are offsets in
+    warnings: List[str]
+    modules: List[str]              # the modules' names, as in ``Recording.modules``
+    threads: List[Dict[str, Any]]   # {name, tid}: what SampleTable.thread indexes
+    host: Dict[str, Any]            # hostname, platform, pid ... (host_details only)
+
+
+def checked_meta(meta: object) -> RecordingMeta:
+    """``meta`` (JSON read from a file) as a ``RecordingMeta``: every key it holds
+    that ``RecordingMeta`` declares has the declared type (an integer where a
+    float is declared too), else ValueError naming the key."""
+    if not isinstance(meta, dict):
+        raise ValueError("the recording's meta is not an object")
+    for key, declared in _META_TYPES.items():
+        if key in meta:
+            value = meta[key]
+            accepted = (int, float) if declared is float else declared
+            if not isinstance(value, accepted) or (isinstance(value, bool) and declared is not bool):
+                raise ValueError(f"the recording's meta field {key!r} has the wrong type")
+    return cast(RecordingMeta, meta)
+
+
+# key -> the runtime type of its declared type (List[str] -> list, ...)
+_META_TYPES: Dict[str, type] = {
+    key: get_origin(hint) or hint for key, hint in get_type_hints(RecordingMeta).items()}
+
+
 @dataclass(frozen=True, repr=False)
 class Recording:
-    meta: Dict[str, Any]
+    meta: RecordingMeta
     modules: Tuple[ModuleSymbols, ...]
     host_functions: Tuple[HostFunction, ...]
     frames: Tuple[Frame, ...]

@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import dataclass
-from typing import Any, Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 import wasmtime
 
@@ -128,6 +128,18 @@ WASI_MODULES = ("wasi_snapshot_preview1", "wasi_unstable")
 
 class StubCalled(Exception):
     """A guest called an import that ``--stub-imports trap`` stood in for."""
+
+
+def _names_source(path: str, binary: bytes) -> Union[str, bytes]:
+    """What ``profile(names=)`` is given for the module run: the wasm file's path,
+    so a split debug file beside it is found (``dwarf.with_external_dwarf``); WAT
+    as the binary it was turned into."""
+    try:
+        with open(path, "rb") as file:
+            is_wasm = file.read(4) == binary[:4]
+    except OSError:
+        is_wasm = False
+    return path if is_wasm else binary
 
 
 def read_binary(path: str) -> Tuple[bytes, WasmInfo]:
@@ -345,8 +357,8 @@ def run(path: str, args: Sequence[str] = (), invoke: Optional[str] = None,
     memories = [m for m in exports.values() if isinstance(m, wasmtime.Memory)][:16]
     # The Python that calls this guest is sigprof's own runner: no Python frames.
     prof = profiler.profile(store, modules=[(module_name, module)], name=module_name,
-                            names=names if names is not None else binary, memories=memories,
-                            python_frames=False, **profile_options)
+                            names=names if names is not None else _names_source(path, binary),
+                            memories=memories, python_frames=False, **profile_options)
     exit_code, outcome, message, results = 0, "ok", "", None
     try:
         with prof:

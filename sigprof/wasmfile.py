@@ -75,6 +75,17 @@ class WasmInfo(NamedTuple):
         return out
 
 
+def uleb128(value: int) -> bytes:
+    """``value`` as an unsigned LEB128 (wasm's integers; postcard's varints)."""
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        if not value:
+            out.append(byte)
+            return bytes(out)
+        out.append(byte | 0x80)
+
+
 class ByteReader:
     """Bytes, LEB128 integers and names from ``data[pos:end]``; ``WasmFormatError`` past the end."""
 

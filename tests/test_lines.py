@@ -91,3 +91,29 @@ def test_native_text_offsets_resolve_through_the_address_map(tmp_path):
         assert (got or [("??", "??:0:0")]) == want, hex(pc)
         functions.update(f.function for f in lines.frames_at(pc))
     assert {"main", "mix", "step", "twist"} <= functions
+
+
+def test_a_binary_s_dwarf_is_read_once_for_the_profiles_that_follow(tmp_path):
+    from sigprof import _resolve
+    wasm = _build(tmp_path, "-O2").read_bytes()
+    _resolve._dwarf_cache.clear()
+    first = _resolve.module_dwarf(wasm)
+    assert _resolve.module_dwarf(bytes(wasm)) is first          # by content, not identity
+    others = [wasm + bytes([0, 3, 1, ord("x"), i]) for i in range(_resolve.DWARF_CACHE_MODULES)]
+    for other in others:                      # as many other binaries as the cache holds
+        _resolve.module_dwarf(other)
+    assert _resolve.module_dwarf(wasm) is not first              # the oldest was let go
+    assert len(_resolve._dwarf_cache) == _resolve.DWARF_CACHE_MODULES
+
+
+@pytest.mark.parametrize("opt", ["-O0", "-O2"])
+def test_the_line_state_machine_reads_the_rows_pyelftools_reads(tmp_path, opt):
+    from sigprof.dwarf import _line_program_rows
+    dwarf = ModuleDwarf(_build(tmp_path, opt).read_bytes())
+    for cu in dwarf._info.iter_CUs():
+        program = dwarf._info.line_program_for_CU(cu)
+        theirs = [(e.state.address, e.state.file, e.state.line, e.state.column,
+                   e.state.end_sequence) for e in program.get_entries() if e.state is not None]
+        assert theirs and list(_line_program_rows(
+            dwarf._debug_line, program.program_start_offset, program.program_end_offset,
+            program.header)) == theirs

@@ -111,3 +111,38 @@ def _recording_size(tmp_path, unreferenced: int) -> int:
 def test_a_recording_holds_only_the_functions_its_samples_name(tmp_path):
     small, large = _recording_size(tmp_path, 10), _recording_size(tmp_path, 3000)
     assert abs(large - small) < 200          # the digest and code size differ, not the tables
+
+
+def _many_names(count: int):
+    """Names wasmtime's ELF symbols cannot keep: spaces, non-ASCII, past 96 characters."""
+    return [f"ns::f{i}(int, {'x' * (i % 230)}) é" if i % 3 else f"plain_{i}" for i in range(count)]
+
+
+def test_names_are_exact_on_a_module_with_tens_of_thousands_of_functions():
+    # wasmtime's own table of the name section's names (in .wasmtime.info) places
+    # each name; the symbols alone give '?' for a space and cut names at 96 characters.
+    from sigprof import _wasmtime as wt
+    from sigprof._wasmtime import image
+    names = _many_names(20_000)
+    called = [1, 230, 7_820, 19_550]                 # 200-character names among them
+    assert all(len(names[i - 1]) > 200 for i in called[1:])
+    funcs = "\n".join(f'(func (@name "{n}") (call $tick))' for n in names)
+    calls = " ".join(f"(call {i})" for i in called)
+    wat = f'(module (import "env" "tick" (func $tick)) {funcs} (func $run (export "run") {calls}))'
+    rec, stacks = _profile(wat)
+    assert [s[-2] for s in stacks] == [names[i - 1] for i in called]
+    module = wasmtime.Module(sigprof.engine(), wat)
+    table = image.image_from_memory(*wt.module_image_range(module), "many", True,
+                                    wt.read_memory).symbols
+    got = {f.index: f.name for f in map(table.function_at, range(len(table))) if f.index > 0}
+    assert [got[i + 1] for i in range(len(names))] == names
+
+
+def test_a_name_table_that_does_not_fit_is_not_used():
+    from sigprof._wasmtime import image
+    entries = [(1, 0, 3), (2, 3, 4), (5, 7, 2)]          # (index, offset, length): 9 bytes
+    info = b"\x07\x00" + bytes([len(entries)]) + bytes(v for e in entries for v in e) + b"\x00"
+    assert image.function_name_table(info, 9, 5) == {1: (0, 3), 2: (3, 4), 5: (7, 2)}
+    assert image.function_name_table(info, 10, 5) is None       # does not end the names
+    assert image.function_name_table(info, 9, 2) is None        # not the last named function
+    assert image.function_name_table(info.replace(b"\x03\x01\x00", b"\x04\x01\x00"), 9, 5) is None

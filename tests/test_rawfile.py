@@ -155,9 +155,11 @@ def test_arbitrary_bytes_are_refused(blob):
         rawfile.loads(blob)
 
 
+# Every key recording.RecordingMeta declares is checked against its declared type.
 @pytest.mark.parametrize("field, value", [("interval_s", "fast"), ("clock", 3),
                                           ("duration_ns", None), ("dropped", True),
-                                          ("versions", [])])
+                                          ("versions", []), ("use_tick_pc", 1),
+                                          ("threads", {}), ("tick_source", 4)])
 def test_meta_with_wrong_types_is_refused(recording_bytes, field, value):
     import json
     raw, _ = recording_bytes

@@ -370,3 +370,73 @@ def test_the_firefox_profiler_s_source_view_reads_lines_through_view(recorded,
     # step.c's text, which only the server gave it, with the time of each line
     assert lines[5]["sourceText"] == "    return twist(x) + 7;"
     assert lines[4]["selfSamples"] + lines[5]["selfSamples"] > 0
+
+
+def _leb(data: bytes, at: int):
+    value = shift = 0
+    while True:
+        byte = data[at]
+        at += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if byte < 0x80:
+            return value, at
+
+
+def _without_name_section(wasm: bytes) -> bytes:
+    """The module with its "name" custom section dropped (DWARF kept)."""
+    out, at = bytearray(wasm[:8]), 8
+    while at < len(wasm):
+        size, body = _leb(wasm, at + 1)
+        length, name_at = _leb(wasm, body)
+        if not (wasm[at] == 0 and wasm[name_at:name_at + length] == b"name"):
+            out += wasm[at:body + size]
+        at = body + size
+    return bytes(out)
+
+
+def test_a_module_with_dwarf_and_no_name_section_is_named_by_its_dwarf(lines_wasm, tmp_path):
+    from sigprof.wasmfile import read_names
+    unnamed = tmp_path / "unnamed.wasm"
+    unnamed.write_bytes(_without_name_section(lines_wasm.read_bytes()))
+    assert not read_names(unnamed.read_bytes()).function_names        # nothing named
+    out = tmp_path / "unnamed.collapsed"
+    done = run_cli("record", "-o", str(out), str(unnamed))
+    assert done.returncode == 0, done.stderr
+    collapsed = out.read_text()
+    assert "unnamed.wasm!step (step.c:" in collapsed
+    assert not re.search(r"wasm-function\[\d+\] \((hot|step)\.c:", collapsed)
+
+
+def _split(wasm: bytes, pointer: str) -> bytes:
+    """The module with its DWARF moved out: its .debug_* sections dropped and an
+    external_debug_info section naming ``pointer`` (emscripten -gseparate-dwarf's)."""
+    from sigprof import dwarf
+    kept = bytearray(wasm[:8])
+    at = 8
+    while at < len(wasm):
+        size, body = _leb(wasm, at + 1)
+        length, name_at = _leb(wasm, body)
+        if not (wasm[at] == 0 and wasm[name_at:name_at + length].startswith(b".debug_")):
+            kept += wasm[at:body + size]
+        at = body + size
+    url = pointer.encode()
+    return bytes(kept) + dwarf._custom_section(dwarf.EXTERNAL_DEBUG_INFO,
+                                               bytes([len(url)]) + url)
+
+
+def test_a_split_debug_file_the_module_names_gives_its_lines(lines_wasm, tmp_path):
+    (tmp_path / "debug").mkdir()
+    shutil.copy(lines_wasm, tmp_path / "debug" / "lines.debug.wasm")
+    main = tmp_path / "main.wasm"
+    main.write_bytes(_split(lines_wasm.read_bytes(), "debug/lines.debug.wasm"))
+    out = tmp_path / "main.collapsed"
+    done = run_cli("record", "-o", str(out), str(main))
+    assert done.returncode == 0, done.stderr
+    assert "main.wasm!step (step.c:4)" in out.read_text()
+    # named but missing: the profile, a warning, no lines
+    (tmp_path / "debug" / "lines.debug.wasm").unlink()
+    done = run_cli("record", "-o", str(out), str(main))
+    assert done.returncode == 0, done.stderr
+    assert "its DWARF file debug/lines.debug.wasm could not be read" in done.stderr
+    assert "main.wasm!step " in out.read_text() and "(step.c:" not in out.read_text()

@@ -40,11 +40,13 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from ..frames import (ROLE_BUILTIN, ROLE_ENTRY, ROLE_EXIT, ROLE_OTHER, ROLE_WASM, Function,
                      ModuleSymbols)
-from ..wasmfile import ByteReader, WasmFormatError, WasmInfo
+from ..wasmfile import ByteReader, WasmFormatError, WasmInfo, uleb128
 
 _FUNCTION_RE = re.compile(r"^wasm\[(\d+)\]::function\[(\d+)\](?:::(.*))?$", re.S)
 _ENTRY_RE = re.compile(r"^wasm\[\d+\]::array_to_wasm_trampoline\[(\d+)\]$")
 _EPOCH_BUILTIN = b"wasmtime_builtin_new_epoch"
+# wasmtime cuts the name in a function's ELF symbol at this many characters (38-50)
+ELF_NAME_LIMIT = 96
 
 ReadMemory = Callable[[int, int], bytes]
 
@@ -119,8 +121,9 @@ class SymbolTable:
     A guest function's name, in order of preference: the names a wasm binary
     gives (``names``: the module's own file, or a build of it with names); the
     module's name section as wasmtime keeps it (``.name.wasm``: names as
-    written, spaces and all); wasmtime's ELF symbol (which turns characters it
-    does not allow into ``?``); for an unnamed function, its export name -- the
+    written, spaces and all, found by wasmtime's own table); wasmtime's ELF
+    symbol (which turns characters it does not allow into ``?`` and cuts long
+    names short); for an unnamed function, its export name -- the
     module's own (``.wasmtime.info``), else the binary's.
     """
 
@@ -185,7 +188,7 @@ class SymbolTable:
             if given:
                 return given
             unnamed = True                    # that build names it not: neither do we
-        elif "?" in symbol_name:
+        elif "?" in symbol_name or len(symbol_name) >= ELF_NAME_LIMIT:
             symbol_name = self._recovered_names().get(index, symbol_name)
         if unnamed:
             exported = self.exported_functions().get(index)
@@ -221,32 +224,30 @@ class SymbolTable:
         return self._exports
 
     def _recovered_names(self) -> Dict[int, str]:
-        """Names as written, from ``.name.wasm``: every named function's name,
-        concatenated in index order -- imported functions' first (imports take
-        the lowest indices), though only defined functions have ELF symbols.
-        Each ELF name has as many characters as the name it stands for, with
-        ``?`` for each character wasmtime replaced, so the defined functions'
-        names are the last ``sum(len(ELF names))`` characters, matched in order;
-        if any character disagrees the ELF names are kept."""
+        """Names as written, from ``.name.wasm``, for the functions whose ELF name
+        wasmtime changed (it turns a run of characters it does not allow into one
+        ``?`` and cuts a name at ``ELF_NAME_LIMIT`` characters): wasmtime's own
+        table of where each name lies (``function_name_table``), else the
+        in-order match (``_names_in_order``)."""
         if self._section_names is None:
-            self._section_names = {}
             named = []
             for i in range(len(self._starts)):
                 match = _FUNCTION_RE.match(self._symbol(i))
                 if match and match.group(3):
-                    named.append((int(match.group(2)), match.group(3)))
-            text = self._name_data().decode("utf-8", "replace")
-            pos = len(text) - sum(len(elf) for _, elf in named)
-            if pos < 0:
-                return self._section_names
-            recovered: Dict[int, str] = {}
-            for index, elf in sorted(named):
-                real = text[pos:pos + len(elf)]
-                if len(real) != len(elf) or any(e != "?" and e != c for e, c in zip(elf, real)):
-                    return self._section_names
-                recovered[index] = real
-                pos += len(elf)
-            self._section_names = recovered
+                    named.append((int(match.group(1)), int(match.group(2)), match.group(3)))
+            data = self._name_data()
+            names: Optional[Dict[int, str]] = None
+            if named and len({module for module, _, _ in named}) == 1:   # a core module
+                table = function_name_table(self._info_data()[0], len(data),
+                                            max(index for _, index, _ in named))
+                if table is not None:
+                    names = {index: data[at:at + length].decode("utf-8", "replace")
+                             for index, (at, length) in table.items()}
+                    if not all(names.get(index, "").startswith(elf.split("?")[0])
+                               for _, index, elf in named):
+                        names = None          # not the table these symbols were made with
+            self._section_names = names if names is not None else _names_in_order(
+                [(index, elf) for _, index, elf in named], data)
         return self._section_names
 
     def referenced(self) -> ModuleSymbols:
@@ -463,6 +464,100 @@ def _exports_from_info(data: bytes, pooled: bool) -> Dict[int, str]:
         return out
     except (WasmFormatError, UnicodeDecodeError):
         return {}
+
+
+def _names_in_order(named: List[Tuple[int, str]], data: bytes) -> Dict[int, str]:
+    """The fallback where wasmtime's table is not found: ``.name.wasm`` holds every
+    named function's name, concatenated in index order -- imported functions'
+    first (imports take the lowest indices), though only defined functions have
+    ELF symbols.  Where each ELF name has as many characters as its name, with
+    ``?`` for each character wasmtime replaced, the defined functions' names are
+    the last ``sum(len(ELF names))`` characters, matched in order; if any
+    character disagrees the ELF names are kept."""
+    text = data.decode("utf-8", "replace")
+    pos = len(text) - sum(len(elf) for _, elf in named)
+    if pos < 0:
+        return {}
+    recovered: Dict[int, str] = {}
+    for index, elf in sorted(named):
+        real = text[pos:pos + len(elf)]
+        if len(real) != len(elf) or any(e != "?" and e != c for e, c in zip(elf, real)):
+            return {}
+        recovered[index] = real
+        pos += len(elf)
+    return recovered
+
+
+# A varint (postcard's unsigned LEB128): continuation bytes, then a last byte < 0x80.
+_VARINT = rb"[\x80-\xff]{0,4}[\x00-\x7f]"
+
+
+def _varint_before(data: bytes, end: int) -> Optional[Tuple[int, int]]:
+    """The varint that ends at ``end`` read backwards, as (value, its start): its
+    last byte is below 0x80 and the bytes before it in it are not, so where one
+    ends is where the one before it ends too."""
+    last = end - 1
+    if last < 0 or data[last] >= 0x80:
+        return None
+    start = last
+    while start > 0 and last - start < 4 and data[start - 1] >= 0x80:
+        start -= 1
+    value = 0
+    for byte in reversed(data[start:end]):
+        value = (value << 7) | (byte & 0x7F)
+    return value, start
+
+
+def function_name_table(info: bytes, name_data_size: int, last_named: int
+                        ) -> Optional[Dict[int, Tuple[int, int]]]:
+    """wasmtime's table of the module's function names, from ``.wasmtime.info``:
+    function index -> (offset, length) of its name in ``.name.wasm``.
+
+    wasmtime writes the table (``CompiledModuleInfo::func_names``, a postcard list
+    of (index, offset, length) by index) after the whole ``Module``, whose layout
+    differs by release, so it is found rather than parsed to: the names tile
+    ``.name.wasm`` from 0 to its end in index order, so its last entry is the
+    highest-indexed named function (``last_named``, which the ELF symbols tell)
+    with an offset and length that end the section.  Each place that fits is
+    read backwards entry by entry -- lengths and offsets must chain down to
+    offset 0, indices must fall -- and must then be preceded by the entry count.
+    One such place is the table; none (or two) is None, and the caller keeps
+    what it had.  Checked against 38.0.0, 44.0.0, 47.0.1 and 50.0.1."""
+    if name_data_size <= 0:
+        return None
+    found: Optional[Dict[int, Tuple[int, int]]] = None
+    last = re.compile(re.escape(uleb128(last_named)) + b"(?=(" + _VARINT + _VARINT + b"))")
+    for match in last.finditer(info):
+        end = match.end() + len(match.group(1))
+        table = _table_ending_at(info, end, name_data_size)
+        if table is not None and last_named in table:
+            if found is not None and found != table:
+                return None                       # ambiguous: trust neither
+            found = table
+    return found
+
+
+def _table_ending_at(info: bytes, end: int, name_data_size: int
+                     ) -> Optional[Dict[int, Tuple[int, int]]]:
+    entries: List[Tuple[int, int, int]] = []
+    expected_end, pos = name_data_size, end
+    while expected_end > 0:
+        fields = []
+        for _ in range(3):
+            read = _varint_before(info, pos)
+            if read is None:
+                return None
+            fields.append(read[0])
+            pos = read[1]
+        length, offset, index = fields
+        if offset + length != expected_end or (entries and index >= entries[-1][0]):
+            return None
+        entries.append((index, offset, length))
+        expected_end = offset
+    count = _varint_before(info, pos)
+    if count is None or count[0] != len(entries):
+        return None
+    return {index: (offset, length) for index, offset, length in entries}
 
 
 # --- live images: address ranges in this process -------------------------------
