@@ -24,8 +24,8 @@ again = sigprof.load({str(tmp_path)!r} + "/out" + EXPORTERS[0].suffixes[0])  # F
 assert again.report() == rec.report()
 diff.render_svg(rec, again, "a", "b")
 assert "wasmtime" not in {{m.split(".")[0] for m in sys.modules if sys.modules[m] is not None}}
-# the model (sigprof.frames) is not the image reader: wasmtime's ELF facts stay unread
-assert "sigprof.symbols" not in sys.modules and "sigprof.addrmap" not in sys.modules
+# the model (sigprof.frames) is not the image reader: the seam, and ctypes, stay unread
+assert "sigprof._wasmtime" not in sys.modules and "ctypes" not in sys.modules
 print("ok")
 """
     proc = run_python(code)
