@@ -9,6 +9,7 @@ shares, in both capture modes (this file runs as is and with SIGPROF_PURE_PYTHON
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from typing import Dict, Tuple
@@ -20,6 +21,11 @@ import sigprof
 from conftest import effective_samples, share_tolerance, unsampled_tail_ns
 
 ROUNDS = 40
+# The pure-Python capture charges the time of a guest call after its last sample
+# to the Python after it (NOTES.md section 4), so there the guest's share comes out
+# low by a bias the binomial bound does not cover: -0.03 to -0.20 over 40 runs of
+# this file's new-store-per-call workload.  Allowed, on that side only, with room.
+PURE_GUEST_SHARE_BIAS = 0.25 if os.environ.get("SIGPROF_PURE_PYTHON") == "1" else 0.0
 GUEST_ITERATIONS = 6_000_000        # twin_a's run(n): ~8 ms of CPU a call here
 PYTHON_ITERATIONS = 60_000          # ~10 ms of CPU a round
 
@@ -76,7 +82,9 @@ def check_thread(rec, name: str, measured: Tuple[int, int], threads: int) -> Non
     # checked (Bonferroni).
     p = in_guest / cpu
     tolerance = max(0.02, share_tolerance(n, p, comparisons=threads))
-    assert abs(sampled_guest / sampled - p) <= tolerance, (name, sampled_guest / sampled, p, n)
+    error = sampled_guest / sampled - p
+    assert -tolerance - PURE_GUEST_SHARE_BIAS <= error <= tolerance, (
+        name, sampled_guest / sampled, p, n)
 
 
 def module_of(engine) -> wasmtime.Module:
