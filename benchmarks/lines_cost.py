@@ -13,7 +13,7 @@ frames). Three figures, each the median of ``--repeat`` runs with its spread:
 * cold: a fresh resolve, the DWARF read from the binary (line tables, the
   inlined-subroutine trees of the subprograms the addresses fall in);
 * cached: the same resolve again, as the next profile of the module does (its
-  DWARF kept by the binary's digest, ``_resolve.module_dwarf``);
+  DWARF kept by its digest, ``_resolve.module_dwarf``);
 * without lines: the same resolve with no binary (the symbols alone), so the
   difference is what lines cost;
 * peak memory the cold resolve allocates (``tracemalloc``: Python objects,

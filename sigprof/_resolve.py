@@ -37,7 +37,6 @@ import bisect
 import contextlib
 import dataclasses
 import gc
-import hashlib
 import os
 import threading
 from collections import OrderedDict
@@ -53,12 +52,13 @@ from ._pyframes import EntryFrames, PythonFrames, PythonSegment
 from ._ring import MARK_ENTRY, MARK_HOST, MARK_PAYLOAD, ORIGIN_GUEST, ORIGIN_OUTSIDE, RawSample
 from .frames import (FRAME_GUEST, FRAME_HOST, FRAME_OPAQUE, FRAME_PYCODE, FRAME_PYTHON,
                      FRAME_TRUNCATED, FRAME_UNKNOWN, ROLE_ENTRY, ROLE_WASM, SAMPLE_AT_TICK,
-                     SAMPLE_TRUNCATED, Frame, Function, HostFunction, ModuleSymbols)
+                     SAMPLE_TRUNCATED, Frame, Function, HostFunction, ModuleSymbols,
+                     unnamed_function)
 from ._markers import MarkerRow
 from .recording import Marker, Recording, RecordingMeta, SampleTable
 from ._wasmtime.image import ImageError, LiveImage, SymbolTable, discover, image_from_memory, read_image
 from ._wasmtime.addrmap import read_address_map
-from .dwarf import ImageLines, ModuleDwarf, SourceFrame
+from .dwarf import ImageLines, ModuleDwarf, SourceFrame, dwarf_digest, read_sections
 from .wasmfile import FuncSignature as Signature, WasmInfo
 
 
@@ -83,23 +83,26 @@ def module_refs(modules: Sequence[Tuple[Optional[str], wasmtime.Module]],
             for i, (name, module) in enumerate(modules)]
 
 
-# The DWARF of the binaries resolved last, by the binary's digest: a module
-# profiled again (each period of continuous profiling, each request to the
-# endpoint) finds its line tables read and its sampled addresses answered.  Two,
-# since each holds a module's whole line table (tens of MB for a big one).
+# The DWARF of the binaries resolved last, by what identifies their DWARF
+# (``dwarf.dwarf_digest``): a module profiled again with its binary (another
+# ``profile(store, names=...)`` of it in the same process) finds its line tables
+# read and its sampled addresses answered.  Two, since each holds a module's whole
+# line table (tens of MB for a big one).
 DWARF_CACHE_MODULES = 2
 _dwarf_cache: "OrderedDict[bytes, ModuleDwarf]" = OrderedDict()
-
-
 _dwarf_cache_lock = threading.Lock()     # profiles stop on any thread
 
 
-def module_dwarf(wasm: bytes) -> ModuleDwarf:
-    key = hashlib.sha256(wasm).digest()
+def module_dwarf(wasm: bytes) -> Optional[ModuleDwarf]:
+    """The DWARF of binary ``wasm``, None where it has none; ``DwarfError`` if damaged."""
+    sections = read_sections(wasm)
+    key = dwarf_digest(sections)
+    if key is None:
+        return None
     with _dwarf_cache_lock:
         dwarf = _dwarf_cache.get(key)
         if dwarf is None:
-            dwarf = _dwarf_cache[key] = ModuleDwarf(wasm)
+            dwarf = _dwarf_cache[key] = ModuleDwarf(wasm, sections)
             while len(_dwarf_cache) > DWARF_CACHE_MODULES:
                 _dwarf_cache.popitem(last=False)
         _dwarf_cache.move_to_end(key)
@@ -112,7 +115,7 @@ def image_lines(ref: ModuleRef) -> Optional[ImageLines]:
     if ref.wasm is None:
         return None
     dwarf = module_dwarf(ref.wasm)
-    if not dwarf.has_dwarf:
+    if dwarf is None:
         return None
     address_map = read_address_map(wt.read_memory, ref.image_start, ref.image_end)
     return None if address_map is None else ImageLines(address_map, dwarf)
@@ -322,7 +325,7 @@ def _with_lines(module: ModuleSymbols, lines: Dict[int, Tuple[SourceFrame, ...]]
     for offset, frames in kept:
         function = module.lookup(offset - 1)
         if (function is not None and function.role == ROLE_WASM and frames[0].function
-                and function.name == f"wasm-function[{function.index}]"):
+                and function.name == unnamed_function(function.index)):
             dwarf_names.setdefault(function.start, frames[0].function)
     functions = tuple(dataclasses.replace(f, name=dwarf_names[f.start])
                       if f.start in dwarf_names else f for f in module.functions)

@@ -13,7 +13,9 @@ tree only for the addresses asked about.  Nothing here imports wasmtime.
 from __future__ import annotations
 
 import bisect
+import hashlib
 import io
+import itertools
 import os
 from dataclasses import dataclass
 from typing import Any, Dict, Iterator, List, Optional, Tuple
@@ -75,8 +77,8 @@ def with_external_dwarf(wasm: bytes, directory: str) -> Tuple[bytes, Optional[st
     relative name is looked up in ``directory`` (the module's own), a URL is not
     fetched.  The debug file must be a wasm file with ``.debug_*`` sections."""
     try:
-        custom, _ = _wasm_sections(wasm)
-    except WasmFormatError:
+        custom, _ = read_sections(wasm)
+    except DwarfError:
         return wasm, None                  # compiling it says what is wrong
     pointer = custom.get(EXTERNAL_DEBUG_INFO)
     if pointer is None or ".debug_info" in custom:
@@ -102,15 +104,36 @@ def with_external_dwarf(wasm: bytes, directory: str) -> Tuple[bytes, Optional[st
     return wasm + b"".join(dwarf), None
 
 
+def read_sections(wasm: bytes) -> Tuple[Dict[str, bytes], int]:
+    """``_wasm_sections``, a damaged binary raising ``DwarfError``."""
+    try:
+        return _wasm_sections(wasm)
+    except WasmFormatError as exc:
+        raise DwarfError(str(exc)) from None
+
+
+def dwarf_digest(sections: Tuple[Dict[str, bytes], int]) -> Optional[bytes]:
+    """What a module's DWARF is identified by (``read_sections``'s answer): a digest
+    of its ``.debug_*`` sections and of where its code section starts, which DWARF
+    addresses count from -- never of its code, which can be 100 MB -- or None where
+    it has no DWARF to read."""
+    custom, code_start = sections
+    if ".debug_info" not in custom or ".debug_line" not in custom:
+        return None
+    digest = hashlib.sha256(code_start.to_bytes(8, "little", signed=True))
+    for name in sorted(n for n in custom if n.startswith(".debug_")):
+        digest.update(name.encode() + b"\0" + len(custom[name]).to_bytes(8, "little"))
+        digest.update(custom[name])
+    return digest.digest()
+
+
 class ModuleDwarf:
     """File, line, column and inlined frames for the addresses of one module."""
 
-    def __init__(self, wasm: bytes):
+    def __init__(self, wasm: bytes, sections: Optional[Tuple[Dict[str, bytes], int]] = None):
+        """``sections``: ``read_sections(wasm)``, where the caller has read them already."""
         from elftools.dwarf.dwarfinfo import DebugSectionDescriptor, DWARFInfo, DwarfConfig
-        try:
-            custom, self.code_start = _wasm_sections(wasm)
-        except WasmFormatError as exc:
-            raise DwarfError(str(exc)) from None
+        custom, self.code_start = sections if sections is not None else read_sections(wasm)
 
         def section(name: str) -> Optional[Any]:
             data = custom.get(name)
@@ -129,7 +152,7 @@ class ModuleDwarf:
         self._rows: Optional[Tuple[List[int], List[Tuple[str, int, int, bool]]]] = None
         self._cu_ranges: Optional[List[Tuple[int, int, Any]]] = None
         self._cu_starts: List[int] = []
-        self._cu_reach: Dict[int, int] = {}
+        self._cu_reach: List[int] = []      # the furthest any span up to this index reaches
         # per CU (by offset), made at its first lookup: its subprograms' address
         # spans by start, and its line program's file names
         self._subprograms: Dict[int, Tuple[List[int], List[Tuple[int, int, Any]]]] = {}
@@ -177,11 +200,8 @@ class ModuleDwarf:
                     spans.append((lo, hi, cu))
             self._cu_ranges = sorted(spans, key=lambda s: (s[0], s[1]))
             self._cu_starts = [lo for lo, _, _ in self._cu_ranges]
-            # span start -> the furthest any span starting there or before reaches
-            reach = 0
-            for lo, hi, _ in self._cu_ranges:
-                reach = max(reach, hi)
-                self._cu_reach[lo] = reach
+            self._cu_reach = list(itertools.accumulate((hi for _, hi, _ in self._cu_ranges),
+                                                       max))
         return self._cu_ranges
 
     def _ranges(self, die: Any) -> List[Tuple[int, int]]:
@@ -263,9 +283,10 @@ class ModuleDwarf:
         # The CU spans that start at or before ``address``, nearest first: a CU
         # names each of its functions' ranges, so there are as many as functions.
         last = bisect.bisect_right(self._cu_starts, address)
-        for lo, hi, cu in (cus[k] for k in range(last - 1, -1, -1)):
+        for k in range(last - 1, -1, -1):
+            _, hi, cu = cus[k]
             if not address < hi:
-                if self._cu_reach[lo] <= address:
+                if self._cu_reach[k] <= address:
                     break                     # no span this early reaches the address
                 continue
             starts, spans = self._subprograms_of(cu)
@@ -403,20 +424,15 @@ def _file_names(program: Any, cu: Any) -> Dict[int, str]:
 
 class ImageLines:
     """Source frames for text offsets of one compiled module image: its address
-    map (text offset -> wasm file offset) composed with the wasm's DWARF; results
-    cached per text offset, since a profile asks about the same PCs again and again."""
+    map (text offset -> wasm file offset) composed with the wasm's DWARF, whose
+    answers ``ModuleDwarf`` keeps per address (the resolver asks once per offset)."""
 
     def __init__(self, address_map: Any, dwarf: ModuleDwarf):
         self._map = address_map
         self._dwarf = dwarf
-        self._cache: Dict[int, Tuple[SourceFrame, ...]] = {}
 
     def frames_at(self, text_offset: int) -> Tuple[SourceFrame, ...]:
         """Outermost first; empty where the code has no wasm position or no DWARF."""
-        found = self._cache.get(text_offset)
-        if found is None:
-            position = self._map.file_position(text_offset)
-            found = () if position is None else tuple(
-                self._dwarf.frames_at(self._dwarf.code_address(position)))
-            self._cache[text_offset] = found
-        return found
+        position = self._map.file_position(text_offset)
+        return () if position is None else tuple(
+            self._dwarf.frames_at(self._dwarf.code_address(position)))

@@ -122,6 +122,11 @@ ROLE_BUILTIN = "builtin"      # a wasmtime runtime helper
 ROLE_OTHER = "other"
 
 
+def unnamed_function(index: int) -> str:
+    """What a guest function is called where nothing names it."""
+    return f"wasm-function[{index}]"
+
+
 @dataclass(frozen=True)
 class Function:
     start: int          # offset of the function's first byte in .text

@@ -29,6 +29,7 @@ import wasmtime
 from . import _wasmtime as wt, profiler
 from .defaults import INTERRUPT_EXIT_CODE, TRAP_EXIT_CODE
 from .demangle import display_name
+from .frames import unnamed_function
 from .recording import Recording
 from .wasmfile import FuncSignature, WasmFormatError, WasmInfo, read_wasm, wasm_bytes
 
@@ -260,7 +261,7 @@ def _trap_place(trap: wasmtime.Trap) -> Tuple[Optional[str], str]:
     if not frames:
         return None, why
     top = frames[0]
-    name = display_name(top.func_name) if top.func_name else f"wasm-function[{top.func_index}]"
+    name = display_name(top.func_name) if top.func_name else unnamed_function(top.func_index)
     return name, why
 
 

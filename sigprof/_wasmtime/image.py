@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from ..frames import (ROLE_BUILTIN, ROLE_ENTRY, ROLE_EXIT, ROLE_OTHER, ROLE_WASM, Function,
-                     ModuleSymbols)
+                      ModuleSymbols, unnamed_function)
 from ..wasmfile import ByteReader, WasmFormatError, WasmInfo, uleb128
 
 _FUNCTION_RE = re.compile(r"^wasm\[(\d+)\]::function\[(\d+)\](?:::(.*))?$", re.S)
@@ -59,7 +59,7 @@ def _display_name(symbol: str) -> Tuple[str, int, str]:
     m = _FUNCTION_RE.match(symbol)
     if m:
         index = int(m.group(2))
-        name = m.group(3) or f"wasm-function[{index}]"
+        name = m.group(3) or unnamed_function(index)
         return name, index, ROLE_WASM
     if "array_to_wasm_trampoline" in symbol:
         return symbol, -1, ROLE_ENTRY
@@ -182,7 +182,7 @@ class SymbolTable:
         return Function(start, size, display, index, role, checks)
 
     def _guest_name(self, index: int, symbol_name: str) -> str:
-        unnamed = symbol_name == f"wasm-function[{index}]"
+        unnamed = symbol_name == unnamed_function(index)
         if self._names is not None:
             given = self._names.function_names.get(index)
             if given:
@@ -194,7 +194,7 @@ class SymbolTable:
             exported = self.exported_functions().get(index)
             if exported is None and self._names is not None:
                 exported = self._names.exported_functions.get(index)
-            return exported or f"wasm-function[{index}]"
+            return exported or unnamed_function(index)
         return symbol_name
 
     def function_indices(self) -> List[int]:
