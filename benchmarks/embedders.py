@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import shutil
 import statistics
 import subprocess
@@ -35,16 +34,21 @@ EMBEDDERS = ROOT / "tests" / "embedders"
 YOSYS_SCRIPT = "read_verilog top.v; synth -top top; tee -q -o stat.txt stat"
 
 
-def _timed(args: List[str], cwd: Path, env: Dict[str, str]) -> Tuple[float, float]:
-    """(wall s, CPU s) of one child run to completion; fails loudly if it fails."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.monotonic()
-    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
-    wall = time.monotonic() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(args)}: exit {proc.returncode}\n{proc.stderr[-2000:]}")
-    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+def _timed(args: List[str], cwd: Path, env: Dict[str, str]) -> Tuple[float, float, float]:
+    """(wall s, CPU s, peak RSS MB) of one child run to completion; fails loudly if it
+    fails.  Reaped with ``wait4`` for the child's own peak (RUSAGE_CHILDREN's is the
+    highest of every child so far)."""
+    with tempfile.TemporaryFile() as err:
+        start = time.monotonic()
+        proc = subprocess.Popen(args, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.monotonic() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            err.seek(0)
+            raise SystemExit(f"{' '.join(args)}: exit {proc.returncode}\n"
+                             f"{err.read()[-2000:].decode(errors='replace')}")
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
 
 
 def _spread(values: List[float]) -> str:
@@ -62,20 +66,23 @@ def measure(name: str, plain: List[str], profiled: List[str], cwd: Path,
             env: Dict[str, str], sigprof_cache: Path, repeat: int) -> None:
     out = cwd / "profile.json"
     shutil.rmtree(sigprof_cache, ignore_errors=True)
-    cold_wall, _ = _timed(profiled, cwd, env)          # fills sigprof's cache
+    cold_wall, _, _ = _timed(profiled, cwd, env)       # fills sigprof's cache
     plain_runs, profiled_runs, cpu_pairs = [], [], []
     for _ in range(repeat):
         plain_runs.append(_timed(plain, cwd, env))
-        wall, cpu = _timed(profiled, cwd, env)
-        profiled_runs.append((wall, cpu))
+        profiled_runs.append(_timed(profiled, cwd, env))
+        cpu = profiled_runs[-1][1]
         samples, sampled_s, top = _profile_facts(out)
         cpu_pairs.append((sampled_s, cpu, samples))
     print(f"== {name}")
-    print(f"  wall s, unprofiled      {_spread([w for w, _ in plain_runs])}")
-    print(f"  wall s, profiled (warm) {_spread([w for w, _ in profiled_runs])}")
+    print(f"  wall s, unprofiled      {_spread([w for w, _, _ in plain_runs])}")
+    print(f"  wall s, profiled (warm) {_spread([w for w, _, _ in profiled_runs])}")
     print(f"  profiled / unprofiled   "
           f"{_spread([p[0] / u[0] for p, u in zip(profiled_runs, plain_runs)])}")
     print(f"  first profiled run, sigprof's cache cold: {cold_wall:.1f} s wall")
+    print(f"  peak RSS MB, unprofiled {_spread([r for _, _, r in plain_runs])}, profiled "
+          f"{_spread([r for _, _, r in profiled_runs])}, added "
+          f"{_spread([p[2] - u[2] for p, u in zip(profiled_runs, plain_runs)])}")
     print(f"  samples                 {_spread([float(s) for _, _, s in cpu_pairs])}")
     print(f"  sampled CPU s           {_spread([s for s, _, _ in cpu_pairs])} of measured "
           f"{_spread([c for _, c, _ in cpu_pairs])} "

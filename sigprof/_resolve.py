@@ -36,6 +36,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import dataclasses
+import enum
 import gc
 import os
 import threading
@@ -47,7 +48,7 @@ from typing import (Any, Callable, Dict, Iterable, Iterator, List, Mapping, Name
 
 import wasmtime
 
-from . import _imports, _wasmtime as wt
+from . import _imports, _module_files, _wasmtime as wt
 from ._pyframes import EntryFrames, PythonFrames, PythonSegment
 from ._ring import MARK_ENTRY, MARK_HOST, MARK_PAYLOAD, ORIGIN_GUEST, ORIGIN_OUTSIDE, RawSample
 from .frames import (FRAME_GUEST, FRAME_HOST, FRAME_OPAQUE, FRAME_PYCODE, FRAME_PYTHON,
@@ -57,9 +58,10 @@ from .frames import (FRAME_GUEST, FRAME_HOST, FRAME_OPAQUE, FRAME_PYCODE, FRAME_
 from ._markers import MarkerRow
 from .recording import Marker, Recording, RecordingMeta, SampleTable
 from ._wasmtime.image import ImageError, LiveImage, SymbolTable, discover, image_from_memory, read_image
-from ._wasmtime.addrmap import read_address_map
-from .dwarf import ImageLines, ModuleDwarf, SourceFrame, dwarf_digest, read_sections
-from .wasmfile import FuncSignature as Signature, WasmInfo
+from ._wasmtime.addrmap import NO_POSITION, AddressMap, read_address_map
+from .dwarf import (ImageLines, ModuleDwarf, SourceFrame, dwarf_digest, read_sections,
+                    with_external_dwarf)
+from .wasmfile import FuncSignature as Signature, WasmInfo, read_wasm, wasm_bytes
 
 
 class ModuleRef(NamedTuple):
@@ -109,16 +111,61 @@ def module_dwarf(wasm: bytes) -> Optional[ModuleDwarf]:
         return dwarf
 
 
-def image_lines(ref: ModuleRef) -> Optional[ImageLines]:
+class OtherCode(ValueError):
+    """The binary given for a module's lines is not the build it was compiled from."""
+
+
+def image_lines(ref: ModuleRef, symbols: SymbolTable) -> Optional[ImageLines]:
     """Source lines for a module's image, where its binary is known and has DWARF
-    (and its image an address map); errors raise ``ValueError``."""
+    (and its image an address map); ``OtherCode`` if that binary's code is not the
+    module's (``code_mismatch``), other errors ``ValueError``."""
     if ref.wasm is None:
         return None
     dwarf = module_dwarf(ref.wasm)
     if dwarf is None:
         return None
     address_map = read_address_map(wt.read_memory, ref.image_start, ref.image_end)
-    return None if address_map is None else ImageLines(address_map, dwarf)
+    if address_map is None:
+        return None
+    why = code_mismatch(address_map, symbols.function_ranges(), ref.names)
+    if why is not None:
+        raise OtherCode(why)
+    return ImageLines(address_map, dwarf)
+
+
+# Functions whose compiled code code_mismatch checks against a binary's bodies,
+# spread evenly over the module: a build at another optimisation level moves
+# nearly every body, so a thousand find it; all of a 50k-function module's take
+# a second.
+CODE_CHECKS = 1000
+
+
+def code_mismatch(address_map: AddressMap, functions: Sequence[Tuple[int, int, int]],
+                  binary: Optional[WasmInfo]) -> Optional[str]:
+    """Why ``binary`` is not the code its module was compiled from, so its DWARF
+    would give wrong lines (None: it is, as far as can be told).  wasmtime's
+    address map says where in the wasm file each instruction of a compiled
+    function (``functions``: index, .text offset, size) came from; in the binary
+    it was compiled from, that is inside the function's own body.  A stripped
+    build and its ``-g`` twin have the same code section; a build at another
+    ``-O`` has other bodies, which ``names_mismatch`` (program structure) does not see."""
+    if binary is None or not binary.bodies:
+        return None
+    imported = sum(1 for i in binary.imports if i.kind == "func")
+    offsets, positions = address_map.text_offsets, address_map.file_positions
+    for index, text_start, size in functions[::max(1, len(functions) // CODE_CHECKS)]:
+        body = index - imported
+        if not 0 <= body < len(binary.bodies):
+            return f"it has no body for function {index}"
+        low, high = binary.bodies[body]
+        mapped = [p for p in positions[bisect.bisect_left(offsets, text_start):
+                                       bisect.bisect_left(offsets, text_start + size)]
+                  if p != NO_POSITION]
+        if mapped and not low <= min(mapped) <= max(mapped) < high:
+            return (f"function {index}'s code was compiled from bytes {min(mapped)}-"
+                    f"{max(mapped)} of its binary, where this one has that function at "
+                    f"{low}-{high - 1}")
+    return None
 
 
 def shared_source_frames(frames: Sequence[SourceFrame], host_details: bool
@@ -298,7 +345,9 @@ class _Stacks:
         return found
 
     def child(self, parent: int, frame_key: Frame) -> int:
-        frame = self.frame_id(frame_key)
+        return self.child_of_id(parent, self.frame_id(frame_key))
+
+    def child_of_id(self, parent: int, frame: int) -> int:
         key = (parent, frame)
         found = self._node_index.get(key)
         if found is None:
@@ -453,8 +502,15 @@ def read_images(modules: Sequence[ModuleRef], stacks: DistinctStacks,
         except ImageError as exc:
             warnings.append(f"module {ref.name or '(unnamed)'} could not be read: {exc}")
             continue
+        symbols = images[-1].symbols
+        assert isinstance(symbols, SymbolTable)          # read from memory just now
         try:
-            found = image_lines(ref)
+            found = image_lines(ref, symbols)
+        except OtherCode as exc:
+            warnings.append(f"module {ref.name or '(unnamed)'}: the binary given for its names "
+                            f"is not the build it was compiled from ({exc}): its names were "
+                            f"used, its source lines were not")
+            continue
         except Exception as exc:     # pyelftools on damaged DWARF: any of its errors
             warnings.append(f"module {ref.name or '(unnamed)'}: its DWARF could not be read, "
                             f"no source lines: {exc}")
@@ -465,10 +521,55 @@ def read_images(modules: Sequence[ModuleRef], stacks: DistinctStacks,
     try:
         all_pcs = {pc for pcs in stacks.pcs for pc in pcs if pc < MARK_ENTRY}
         all_pcs.update(s.tick_pc for s in samples if s.tick_pc)
-        images += discover(all_pcs, images, wt.read_memory, discover_allowed)
+        discovered = discover(all_pcs, images, wt.read_memory, discover_allowed)
     except (OSError, ImageError) as exc:
         warnings.append(f"module discovery failed: {exc}")
+        discovered = {}
+    for image_range, parts in discovered.items():
+        images += parts
+        path = _module_files.file_of(image_range)
+        if path is not None and len(parts) == 1 and isinstance(parts[0].symbols, SymbolTable):
+            found = _file_lines(image_range, path, parts[0].symbols)
+            if found is not None:
+                lines_of[id(parts[0])] = found
     return explicit, _Resolver(images), lines_of
+
+
+def _file_lines(image_range: Tuple[int, int], path: str, symbols: SymbolTable
+                ) -> Optional[ImageLines]:
+    """A discovered image named by the file ``instrument()`` saw it compiled from
+    (``_module_files``), and its lines where that file has DWARF.  Nothing is
+    taken, and nothing said, where the file is gone or is not that image's code
+    (the range was reused by another module): the profile was not asked for it."""
+    try:
+        binary = wasm_bytes(path)
+        names = read_wasm(binary)
+        address_map = read_address_map(wt.read_memory, *image_range)
+        if address_map is None or code_mismatch(address_map, symbols.function_ranges(), names):
+            return None
+        symbols.name = os.path.basename(path)
+        binary, _ = with_external_dwarf(binary, os.path.dirname(path))
+        dwarf = module_dwarf(binary)
+    except Exception:            # the file, or pyelftools on its DWARF: any of their errors
+        return None
+    return None if dwarf is None else ImageLines(address_map, dwarf)
+
+
+class _NotGuest(enum.Enum):
+    HOST = 0                  # an address that is no guest function's
+    ENTRY = 1                 # a host->guest trampoline's: the stack's root
+
+
+def _address_kind(resolver: _Resolver, pc: int) -> Union[GuestEntry, _NotGuest]:
+    image = resolver.find(pc)
+    if image is None:
+        return _NotGuest.HOST
+    offset = pc - image.text_start
+    func = image.symbols.lookup(offset - 1)
+    if func is None or func.role != ROLE_WASM:
+        return (_NotGuest.ENTRY if func is not None and func.role == ROLE_ENTRY
+                else _NotGuest.HOST)
+    return GuestFrame(image, offset, func) if image.allowed else OPAQUE
 
 
 def split_stacks(stacks: DistinctStacks, resolver: _Resolver) -> List[_RawStack]:
@@ -476,7 +577,9 @@ def split_stacks(stacks: DistinctStacks, resolver: _Resolver) -> List[_RawStack]
     profile as one opaque frame per run) and marks; host code that is not a guest
     function drops out, and reaching a host->guest trampoline proves the root."""
     resolved: List[_RawStack] = []
-    by_pc: Dict[int, Tuple[Optional[LiveImage], int, Optional[Function]]] = {}
+    # pc -> its guest frame (one object per address, so the tree's per-entry cache
+    # hits), OPAQUE for a module not allowed, or what the address proves if not a guest's
+    by_pc: Dict[int, Union[GuestEntry, _NotGuest]] = {}
     for pcs, limited in zip(stacks.pcs, stacks.depth_limited):
         items: List[StackItem] = []
         complete = not limited
@@ -485,22 +588,19 @@ def split_stacks(stacks: DistinctStacks, resolver: _Resolver) -> List[_RawStack]
                 items.append(pc)
                 continue
             where = by_pc.get(pc)
-            if where is None:
-                image = resolver.find(pc)
-                where = by_pc[pc] = ((image, pc - image.text_start,
-                                      image.symbols.lookup(pc - image.text_start - 1))
-                                     if image is not None else (None, 0, None))
-            img, offset, func = where
-            if img is None or func is None or func.role != ROLE_WASM:
-                if func is not None and func.role == ROLE_ENTRY:
-                    complete = True          # reached the host->guest boundary
+            if where is None and pc not in by_pc:
+                where = by_pc[pc] = _address_kind(resolver, pc)
+            if where is _NotGuest.ENTRY:
+                complete = True              # reached the host->guest boundary
+                continue
+            if where is _NotGuest.HOST:
                 continue
             complete = not limited           # guest frames below: root not yet proven
-            if not img.allowed:
+            if where is OPAQUE:
                 if not items or items[-1] is not OPAQUE:
                     items.append(OPAQUE)
                 continue
-            items.append(GuestFrame(img, offset, func))
+            items.append(where)
         inner = next((i for i, item in enumerate(items) if isinstance(item, int)), len(items))
         guest: List[GuestEntry] = [item for item in items[:inner] if not isinstance(item, int)]
         resolved.append(_RawStack(guest, items[inner:], not complete and bool(items)))
@@ -570,6 +670,8 @@ class StackBuilder:
         self._host_index: Dict[int, int] = {}
         self._python_index: Dict[int, int] = {}         # id(code) -> host function table row
         self._placed: Dict[Tuple[int, int], Tuple[List[int], int]] = {}
+        # id(entry) -> (the entry, kept so its id stays its own; its frame ids)
+        self._entry_frames: Dict[int, Tuple[GuestEntry, Tuple[int, ...]]] = {}
 
     def module_of(self, img: LiveImage) -> int:
         m = self._module_index.get(id(img))
@@ -580,13 +682,27 @@ class StackBuilder:
 
     def guest_child(self, node: int, entry: GuestEntry) -> int:
         """The node of a guest frame under ``node`` (and of the calls inlined there)."""
+        # Per entry object, its frame ids: a deep stack repeats the same few entries
+        # (split_stacks makes one per address), so this is one lookup per frame.
+        for frame in self._frame_ids(entry):
+            node = self.tree.child_of_id(node, frame)
+        return node
+
+    def _frame_ids(self, entry: GuestEntry) -> Tuple[int, ...]:
+        """The frame of ``entry`` and those of the calls inlined at its address."""
+        known = self._entry_frames.get(id(entry))
+        if known is None:
+            known = self._entry_frames[id(entry)] = (entry, self._new_frame_ids(entry))
+        return known[1]
+
+    def _new_frame_ids(self, entry: GuestEntry) -> Tuple[int, ...]:
         if entry is OPAQUE:
-            return self.tree.child(node, Frame(FRAME_OPAQUE))
+            return (self.tree.frame_id(Frame(FRAME_OPAQUE)),)
         m = self.module_of(entry.image)
-        node = self.tree.child(node, Frame(FRAME_GUEST, m, entry.offset))
+        physical = self.tree.frame_id(Frame(FRAME_GUEST, m, entry.offset))
         lines = self._lines_of.get(id(entry.image))
         if lines is None:
-            return node
+            return (physical,)
         known = self._module_lines.setdefault(m, {})
         source = known.get(entry.offset)
         if source is None:
@@ -596,13 +712,13 @@ class StackBuilder:
                 # The samples matter more than the lines: this module keeps none.
                 del self._lines_of[id(entry.image)]
                 known.clear()
+                self._entry_frames.clear()
                 self._warnings.append(f"module {entry.image.symbols.name}: its DWARF could "
                                       f"not be read, no source lines: {exc!r}")
-                return node
+                return (physical,)
             source = known[entry.offset] = shared_source_frames(found, self._host_details)
-        for depth in range(1, len(source)):
-            node = self.tree.child(node, Frame(FRAME_GUEST, m, entry.offset, depth))
-        return node
+        return (physical,) + tuple(self.tree.frame_id(Frame(FRAME_GUEST, m, entry.offset, depth))
+                                   for depth in range(1, len(source)))
 
     def host_frame(self, callable_index: int) -> Frame:
         h = self._host_index.get(callable_index)
@@ -645,8 +761,10 @@ class StackBuilder:
                 node = self.python_frames(node, links[entry] if entry < len(links) else ())
         base = node
         prefix: List[int] = []
+        child_of_id, frame_ids = self.tree.child_of_id, self._frame_ids   # (thousands deep)
         for item in reversed(stack.guest):
-            node = self.guest_child(node, item)
+            for frame in frame_ids(item):
+                node = child_of_id(node, frame)
             prefix.append(node)
         placed = self._placed[(raw_id, chain)] = (prefix, base)
         return placed
@@ -685,6 +803,7 @@ def sample_table(samples: Sequence[RawSample], stacks: DistinctStacks,
     final: Dict[Tuple[int, int, int, int, int], Tuple[int, int]] = {}  # -> (stack, flags)
     tick_frames: Dict[int, Optional[GuestFrame]] = {}
     kept_under: Dict[Tuple[int, int, int], Optional[int]] = {}
+    stack_column, flags_column = table.stack, table.flags
     for s, raw_id in zip(samples, stacks.of_sample):
         tick_pc = s.tick_pc if use_tick_pc and s.origin == ORIGIN_GUEST else 0
         chain = chains.of(s.entry)
@@ -718,15 +837,13 @@ def sample_table(samples: Sequence[RawSample], stacks: DistinctStacks,
             elif node < 0:
                 node = builder.tree.child(node, Frame(FRAME_UNKNOWN))
             stack_flags = final[sample_key] = (node, flags)
-        table.thread.append(threads.of(s.tid))
-        table.time_ns.append(s.time_ns)
-        table.cpu_ns.append(s.cpu_ns)
-        table.wall_ns.append(s.wall_ns)
-        table.stack.append(stack_flags[0])
-        table.ticks.append(s.ticks)
-        table.flags.append(stack_flags[1])
-        table.rss_bytes.append(s.rss_bytes)
-        table.memory_bytes.append(s.memory_bytes)
+        stack_column.append(stack_flags[0])
+        flags_column.append(stack_flags[1])
+    if samples:                     # the rest are the samples' own fields, as columns
+        column = dict(zip(RawSample._fields, zip(*samples)))
+        for name in ("time_ns", "cpu_ns", "wall_ns", "ticks", "rss_bytes", "memory_bytes"):
+            getattr(table, name).extend(column[name])
+        table.thread.extend(map(threads.of, column["tid"]))
     return table
 
 

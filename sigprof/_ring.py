@@ -28,6 +28,7 @@ instead of writing records Python misreads.
 
 from __future__ import annotations
 
+import bisect
 import ctypes
 import mmap
 from typing import Dict, Iterator, NamedTuple
@@ -127,9 +128,9 @@ class Ring:
 
     def dropped(self) -> int:
         """Samples lost: written but no longer readable, plus refused (stop mode)."""
-        hdr = self.header
-        readable = sum(1 for n in self.retained()
-                       if self.intact(hdr[(n % self.capacity) * HEADER_FIELDS + H_PC_START]))
+        held = min(self.count, self.capacity)           # slots 0..held-1 hold a record
+        starts = sorted(self.header[H_PC_START:held * HEADER_FIELDS:HEADER_FIELDS])
+        readable = held - bisect.bisect_left(starts, self.pc_end - self.pc_capacity)  # intact
         return self.count - readable + self.refused
 
 

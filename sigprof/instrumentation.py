@@ -15,7 +15,9 @@ From then on:
   own cache usable by an unprofiled run, while sigprof's cache keeps the epoch
   build under the hash of that artifact;
 * ``Module.deserialize`` / ``deserialize_file`` of such an artifact loads the
-  epoch build from sigprof's cache (``$XDG_CACHE_HOME/sigprof/modules``).
+  epoch build from sigprof's cache (``$XDG_CACHE_HOME/sigprof/modules``);
+* ``Module.from_file`` notes the file (``_module_files``): a store-less profile
+  names a discovered module by it and reads its DWARF.
 
 A serialized artifact holds compiled code and wasmtime's settings, not the wasm
 it was compiled from, so an artifact sigprof has not seen compiled cannot be
@@ -34,9 +36,9 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 import wasmtime
 
-from . import _app_epochs
+from . import _app_epochs, _module_files
 from ._session import SESSION
-from ._wasmtime import FAR_DEADLINE, set_store_deadline
+from ._wasmtime import FAR_DEADLINE, module_image_range, set_store_deadline
 
 CACHE_SUBDIR = os.path.join("sigprof", "modules")
 
@@ -74,7 +76,8 @@ def instrument() -> None:
                      module_init=wasmtime.Module.__init__,
                      serialize=wasmtime.Module.serialize,
                      deserialize=wasmtime.Module.__dict__["deserialize"],
-                     deserialize_file=wasmtime.Module.__dict__["deserialize_file"])
+                     deserialize_file=wasmtime.Module.__dict__["deserialize_file"],
+                     from_file=wasmtime.Module.__dict__["from_file"])
     wasmtime.Config.__setattr__ = _config_setattr  # type: ignore[method-assign,assignment]
     wasmtime.Engine.__init__ = _engine_init                # type: ignore[method-assign]
     wasmtime.Store.__init__ = _store_init                  # type: ignore[method-assign]
@@ -82,6 +85,7 @@ def instrument() -> None:
     wasmtime.Module.serialize = _serialize                 # type: ignore[method-assign]
     wasmtime.Module.deserialize = classmethod(_deserialize)            # type: ignore
     wasmtime.Module.deserialize_file = classmethod(_deserialize_file)  # type: ignore
+    wasmtime.Module.from_file = classmethod(_from_file)                # type: ignore
 
 
 def _config_setattr(self: wasmtime.Config, name: str, value: Any) -> None:
@@ -117,6 +121,14 @@ def _module_init(self: wasmtime.Module, engine: wasmtime.Engine,
     _ORIGINAL["module_init"](self, engine, wasm)
     if _needs_epoch_build(engine):
         _COMPILED[self] = (engine, wasm.encode() if isinstance(wasm, str) else bytes(wasm))
+
+
+def _from_file(cls: Any, engine: wasmtime.Engine,
+               path: "Union[str, bytes, os.PathLike[str]]") -> wasmtime.Module:
+    module: wasmtime.Module = _ORIGINAL["from_file"].__func__(cls, engine, path)
+    if not isinstance(path, bytes):     # the file a discovered image's DWARF is read from
+        _module_files.remember(module_image_range(module), os.path.abspath(os.fspath(path)))
+    return module
 
 
 def _twin_engine(settings: List[Tuple[str, Any]]) -> wasmtime.Engine:

@@ -146,6 +146,8 @@ def _load_names(names: Optional[NamesSpec],
             info = read_wasm(binary)
         except (OSError, WasmFormatError) as exc:
             raise ValueError(f"names=: {exc}") from None
+        label = "the bytes given" if isinstance(source, bytes) else os.path.basename(source)
+        module_name = modules[where][0] or f"modules[{where}]"
         why = _resolve.names_mismatch(module, info)
         if why is None:
             out[where] = info
@@ -158,8 +160,6 @@ def _load_names(names: Optional[NamesSpec],
                         warnings.warn(mismatches[-1], ProfileWarning, stacklevel=4)
                 binaries[where] = binary
             continue
-        label = "the bytes given" if isinstance(source, bytes) else os.path.basename(source)
-        module_name = modules[where][0] or f"modules[{where}]"
         mismatches.append(f"names= {label} is not a build of {module_name}: {why}; its names "
                           f"were not used")
         warnings.warn(mismatches[-1], ProfileWarning, stacklevel=4)

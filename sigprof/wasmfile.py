@@ -18,7 +18,7 @@ from typing import Dict, List, NamedTuple, Optional, Tuple
 
 
 MAGIC = b"\0asm"
-_TYPE, _IMPORT, _FUNCTION, _EXPORT, _CUSTOM = 1, 2, 3, 7, 0
+_TYPE, _IMPORT, _FUNCTION, _EXPORT, _CODE, _CUSTOM = 1, 2, 3, 7, 10, 0
 _KIND_NAMES = {0: "func", 1: "table", 2: "memory", 3: "global", 4: "tag"}
 # Value types by their one-byte encoding (core spec 5.3; the GC, exception-handling
 # and stack-switching proposals add the reference shorthands), as wasmtime spells them.
@@ -57,6 +57,9 @@ class WasmInfo(NamedTuple):
     # Function index (imports first) -> its signature; empty when the type section
     # uses an encoding this reader does not know (the binary may still be valid).
     function_types: Tuple[FuncSignature, ...] = ()
+    # Each defined function's body as [start, end) offsets in the file, in order:
+    # what a build's address map must point into (``_resolve.code_mismatch``).
+    bodies: Tuple[Tuple[int, int], ...] = ()
 
     def signature(self, export: str) -> Optional[FuncSignature]:
         """The parameter and result types of an exported function, if known."""
@@ -225,6 +228,7 @@ def read_wasm(data: bytes) -> WasmInfo:
     module_name: Optional[str] = None
     types: Optional[List[Optional[FuncSignature]]] = []
     function_type_indices: List[int] = []        # per function index, imports first
+    bodies: List[Tuple[int, int]] = []
     while r.pos < r.end:
         section, size = r.byte(), r.u32()
         body = ByteReader(data, r.pos, r.pos + size)
@@ -244,10 +248,17 @@ def read_wasm(data: bytes) -> WasmInfo:
             for _ in range(body.u32()):
                 name, kind, index = body.name(), body.byte(), body.u32()
                 exports[name] = (_KIND_NAMES.get(kind, "other"), index)
+        elif section == _CODE:
+            for _ in range(body.u32()):
+                size = body.u32()
+                if body.pos + size > body.end:
+                    raise WasmFormatError("a function body runs past the code section")
+                bodies.append((body.pos, body.pos + size))
+                body.pos += size
         elif section == _CUSTOM and body.name() == "name":
             module_name, names = _name_section(body)
     return WasmInfo(imports, exports, names, module_name,
-                    _signatures(types, function_type_indices))
+                    _signatures(types, function_type_indices), tuple(bodies))
 
 
 def _signatures(types: Optional[List[Optional[FuncSignature]]],

@@ -101,6 +101,34 @@ def test_serialized_component_splits_into_its_core_modules(engine, component):
     assert functions == {parts[0][1].name: {"spin"}, parts[1][1].name: {"work", "run"}}
 
 
+LONG = "x" * 150                  # past the 96 characters an ELF symbol keeps
+NAMED_COMPONENT = f"""(component
+  (core module $Leaf
+    (func (@name "leaf helper (int, char) é") (result i32) i32.const 1)
+    (func (@name "leaf::{LONG}::spin") (export "spin") (param $n i32) (result i32) (local.get $n)))
+  (core instance $leaf (instantiate $Leaf))
+  (core module $Driver
+    (import "leaf" "spin" (func $spin (param i32) (result i32)))
+    (func (@name "driver work (n)") (param $n i32) (result i32) (local.get $n))
+    (func (@name "driver::{LONG}::run") (export "run") (param $n i32) (result i32)
+      (i32.add (call 1 (local.get $n)) (call $spin (local.get $n)))))
+  (core instance $driver (instantiate $Driver (with "leaf" (instance $leaf))))
+  (func (export "run") (param "n" u32) (result u32)
+    (canon lift (core func $driver "run"))))"""
+
+
+def test_each_core_module_keeps_its_names_exactly(engine):
+    """Names with spaces, non-ASCII and past the symbols' limit, in both core modules:
+    each part finds its own span of wasmtime's shared name section."""
+    from sigprof._wasmtime.image import core_module_parts, read_image
+    image = bytes(wc.Component(engine, NAMED_COMPONENT).serialize())
+    table = read_image(lambda at, size: image[at:at + size], 0, len(image)).symbols
+    parts = core_module_parts(table)
+    functions = [sorted(part.function_at(i).name for i in range(len(part))) for _, part in parts[:2]]
+    assert functions == [sorted(["leaf helper (int, char) é", f"leaf::{LONG}::spin"]),
+                         sorted(["driver work (n)", f"driver::{LONG}::run"])]
+
+
 def test_component_host_function_is_sampled_under_its_caller(engine, native_capture):
     """A Python host function a component imports is sampled as a host frame under the
     guest function that called it.  It holds nearly all the time; taking a share of at

@@ -258,6 +258,50 @@ def test_a_debug_twin_gives_a_stripped_build_its_lines(lines_wasm, tmp_path):
     assert f"stripped.wasm!step ({SOURCES.resolve() / 'step.c'}:4)" in private.read_text()
 
 
+def test_a_twin_built_at_another_optimisation_level_gives_names_not_lines(tmp_path):
+    """-Oz and -O2 builds of the guest have the same functions, imports and exports
+    but other code: the -Oz build's DWARF would give the -O2 build wrong lines, so
+    the profile keeps its names only and says why."""
+    builds = {}
+    for level in ("-O2", "-Oz"):
+        builds[level] = tmp_path / f"build{level}.wasm"
+        debug = ["-g"] if level == "-Oz" else []
+        proc = subprocess.run(["clang", "--target=wasm32-wasi", *debug, level,
+                               str(SOURCES / "hot.c"), str(SOURCES / "step.c"), "-o",
+                               str(builds[level])], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+    out = tmp_path / "r.collapsed"
+    done = run_cli("record", "-o", str(out), "--names", str(builds["-Oz"]), str(builds["-O2"]))
+    assert done.returncode == 0, done.stderr
+    assert "the binary given for its names is not the build it was compiled from" in done.stderr
+    assert "its names were used, its source lines were not" in done.stderr
+    assert "build-O2.wasm!step" in out.read_text()
+    assert "(step.c:" not in out.read_text() and "(hot.c:" not in out.read_text()
+
+
+def test_sigprof_run_names_a_module_by_its_file_and_reads_its_lines(lines_wasm, tmp_path):
+    """An application that compiles its module with Module.from_file on an engine of
+    its own: under `sigprof run` the store-less profile finds the module from its
+    code, names it by the file it was compiled from and reads that file's DWARF."""
+    app = tmp_path / "app.py"
+    app.write_text(f"""import wasmtime
+engine = wasmtime.Engine(wasmtime.Config())
+module = wasmtime.Module.from_file(engine, {str(lines_wasm)!r})
+linker = wasmtime.Linker(engine)
+linker.define_wasi()
+store = wasmtime.Store(engine)
+store.set_wasi(wasmtime.WasiConfig())
+try:
+    linker.instantiate(store, module).exports(store)["_start"](store)
+except wasmtime.ExitTrap:
+    pass
+""")
+    out = tmp_path / "r.collapsed"
+    done = run_cli("run", "--interval", "0.001", "-o", str(out), str(app), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "lines.wasm!step (step.c:4)" in out.read_text(), out.read_text()[:2000]
+
+
 def test_the_raw_file_says_1_3_only_with_lines_and_refuses_a_damaged_inline_table(recorded):
     import struct
     from sigprof import rawfile

@@ -70,6 +70,8 @@ def test_images_are_found_from_pcs_without_module_objects(engine):
     start, end = wt.module_image_range(module)
     pc = start + parsed.text_offset + 10
     found = symbols.discover([pc, 12345], [], wt.read_memory, allowed=True)
-    assert len(found) == 1 and found[0].symbols.name == "twin_b"
-    assert found[0].text_start == start + parsed.text_offset
-    assert symbols.discover([id(object())], [], wt.read_memory, allowed=True) == []
+    assert list(found) == [(start, end)]               # by image range
+    (image,) = found[(start, end)]
+    assert image.symbols.name == "twin_b"
+    assert image.text_start == start + parsed.text_offset
+    assert symbols.discover([id(object())], [], wt.read_memory, allowed=True) == {}

@@ -132,8 +132,10 @@ class SymbolTable:
                  epoch_builtin: Optional[int], read_code: Callable[[int, int], bytes],
                  digest: Callable[[], str], name_data: Callable[[], bytes],
                  names: Optional[WasmInfo] = None,
-                 info_data: Callable[[], Tuple[bytes, bool]] = lambda: (b"", True)):
+                 info_data: Callable[[], Tuple[bytes, bool]] = lambda: (b"", True),
+                 component_part: bool = False):
         self.name = name
+        self.component_part = component_part     # one core module of a component's image
         self.text_offset = text_offset
         self.text_size = text_size
         self._starts, self._sizes, self._name_offsets = starts, sizes, name_offsets
@@ -199,12 +201,16 @@ class SymbolTable:
 
     def function_indices(self) -> List[int]:
         """The wasm indices of the module's defined functions (each has code here)."""
+        return sorted(index for index, _, _ in self.function_ranges())
+
+    def function_ranges(self) -> List[Tuple[int, int, int]]:
+        """Each defined function's (wasm index, .text offset, size), by address."""
         found = []
         for i in range(len(self._starts)):
             match = _FUNCTION_RE.match(self._symbol(i))
             if match:
-                found.append(int(match.group(2)))
-        return sorted(found)
+                found.append((int(match.group(2)), self._starts[i], self._sizes[i]))
+        return found
 
     def exported_functions(self) -> Dict[int, str]:
         """Function index -> export name, as the compiled module keeps its exports.
@@ -238,14 +244,21 @@ class SymbolTable:
             data = self._name_data()
             names: Optional[Dict[int, str]] = None
             if named and len({module for module, _, _ in named}) == 1:   # a core module
+
+                def made_from(table: Dict[int, Tuple[int, int]]) -> bool:
+                    """The table these symbols were made with: each symbol's name
+                    begins with its table name up to the symbol's first ``?``."""
+                    return all(data[at:at + length].decode("utf-8", "replace")
+                               .startswith(elf.split("?")[0])
+                               for (at, length), elf in ((table.get(index, (0, 0)), elf)
+                                                         for _, index, elf in named))
+
                 table = function_name_table(self._info_data()[0], len(data),
-                                            max(index for _, index, _ in named))
+                                            max(index for _, index, _ in named),
+                                            whole=not self.component_part, fits=made_from)
                 if table is not None:
                     names = {index: data[at:at + length].decode("utf-8", "replace")
                              for index, (at, length) in table.items()}
-                    if not all(names.get(index, "").startswith(elf.split("?")[0])
-                               for _, index, elf in named):
-                        names = None          # not the table these symbols were made with
             self._section_names = names if names is not None else _names_in_order(
                 [(index, elf) for _, index, elf in named], data)
         return self._section_names
@@ -508,56 +521,77 @@ def _varint_before(data: bytes, end: int) -> Optional[Tuple[int, int]]:
     return value, start
 
 
-def function_name_table(info: bytes, name_data_size: int, last_named: int
+def function_name_table(info: bytes, name_data_size: int, last_named: int,
+                        whole: bool = True,
+                        fits: Callable[[Dict[int, Tuple[int, int]]], bool] = lambda table: True
                         ) -> Optional[Dict[int, Tuple[int, int]]]:
     """wasmtime's table of the module's function names, from ``.wasmtime.info``:
     function index -> (offset, length) of its name in ``.name.wasm``.
 
     wasmtime writes the table (``CompiledModuleInfo::func_names``, a postcard list
     of (index, offset, length) by index) after the whole ``Module``, whose layout
-    differs by release, so it is found rather than parsed to: the names tile
-    ``.name.wasm`` from 0 to its end in index order, so its last entry is the
-    highest-indexed named function (``last_named``, which the ELF symbols tell)
-    with an offset and length that end the section.  Each place that fits is
-    read backwards entry by entry -- lengths and offsets must chain down to
-    offset 0, indices must fall -- and must then be preceded by the entry count.
-    One such place is the table; none (or two) is None, and the caller keeps
-    what it had.  Checked against 38.0.0, 44.0.0, 47.0.1 and 50.0.1."""
+    differs by release, so it is found rather than parsed to: a module's names
+    are one span of ``.name.wasm`` in index order, so the table's last entry is
+    the highest-indexed named function (``last_named``, which the ELF symbols
+    tell), and read backwards from there entry by entry its lengths and offsets
+    must chain down and its indices fall, to a point preceded by the entry count.
+    A core module's image holds one table, whose span is the whole section from 0
+    (``whole``); a component's holds one per core module, their spans in module
+    order across the one section, so a part's table may start and end anywhere
+    (and the longest reading of each place is taken).  A place that reads so and
+    ``fits`` (the caller's check against the symbols) is the table; none, or two
+    that differ, is None, and the caller keeps what it had.  Checked against
+    38.0.0, 44.0.0, 47.0.1 and 50.0.1."""
     if name_data_size <= 0:
         return None
     found: Optional[Dict[int, Tuple[int, int]]] = None
     last = re.compile(re.escape(uleb128(last_named)) + b"(?=(" + _VARINT + _VARINT + b"))")
     for match in last.finditer(info):
-        end = match.end() + len(match.group(1))
-        table = _table_ending_at(info, end, name_data_size)
-        if table is not None and last_named in table:
-            if found is not None and found != table:
-                return None                       # ambiguous: trust neither
-            found = table
+        read = _table_ending_at(info, match.end() + len(match.group(1)),
+                                name_data_size if whole else None)
+        if read is None or (whole and read[0] != 0) or last_named not in read[1]:
+            continue
+        table = read[1]
+        if max(at + length for at, length in table.values()) > name_data_size or not fits(table):
+            continue
+        if found is not None and found != table:
+            return None                       # ambiguous: trust neither
+        found = table
     return found
 
 
-def _table_ending_at(info: bytes, end: int, name_data_size: int
-                     ) -> Optional[Dict[int, Tuple[int, int]]]:
+def _table_ending_at(info: bytes, end: int, names_end: Optional[int]
+                     ) -> Optional[Tuple[int, Dict[int, Tuple[int, int]]]]:
+    """The longest table whose entries end at byte ``end`` of ``info`` and whose
+    names end at ``names_end`` (None: wherever its last entry says), as (where its
+    first name starts, the table)."""
     entries: List[Tuple[int, int, int]] = []
-    expected_end, pos = name_data_size, end
-    while expected_end > 0:
+    longest = 0                       # entries in the longest reading with its count before it
+    expected_end, pos = names_end, end
+    while expected_end is None or expected_end > 0:
         fields = []
         for _ in range(3):
             read = _varint_before(info, pos)
             if read is None:
-                return None
+                break
             fields.append(read[0])
             pos = read[1]
+        if len(fields) < 3:
+            break
         length, offset, index = fields
+        if expected_end is None:
+            expected_end = offset + length
         if offset + length != expected_end or (entries and index >= entries[-1][0]):
-            return None
+            break
         entries.append((index, offset, length))
         expected_end = offset
-    count = _varint_before(info, pos)
-    if count is None or count[0] != len(entries):
+        count = _varint_before(info, pos)
+        if count is not None and count[0] == len(entries):
+            longest = len(entries)
+    if not longest:
         return None
-    return {index: (offset, length) for index, offset, length in entries}
+    return entries[longest - 1][1], {index: (offset, length)
+                                     for index, offset, length in entries[:longest]}
 
 
 # --- live images: address ranges in this process -------------------------------
@@ -683,8 +717,9 @@ class ImageFinder:
 
 
 def discover(pcs: Iterable[int], known: Sequence[LiveImage], read_memory: ReadMemory,
-             allowed: bool) -> List[LiveImage]:
-    """Images (beyond ``known``) that hold any of ``pcs``."""
+             allowed: bool) -> Dict[Tuple[int, int], List[LiveImage]]:
+    """Images (beyond ``known``) that hold any of ``pcs``: by image range, its live
+    images (a component's several)."""
     starts = sorted((img.text_start, img.text_end) for img in known)
     finder: Optional[ImageFinder] = None
     found: Dict[Tuple[int, int], List[LiveImage]] = {}
@@ -699,7 +734,7 @@ def discover(pcs: Iterable[int], known: Sequence[LiveImage], read_memory: ReadMe
         bounds = finder.image_range(pc)
         if bounds is not None and bounds not in found:
             found[bounds] = images_from_memory(bounds[0], bounds[1], allowed, read_memory)
-    return [image for parts in found.values() for image in parts]
+    return found
 
 
 # --- components: one image, several core modules ---------------------------------
@@ -766,7 +801,7 @@ def _part_table(table: SymbolTable, name: str, base: int, end: int, first: int,
                        array("Q", (s - base for s in table._starts[first:last])),
                        table._sizes[first:last], table._name_offsets[first:last], table._strtab,
                        builtin - base if builtin is not None else None, read_code, digest,
-                       table._name_data, None, table._info_data)
+                       table._name_data, None, table._info_data, component_part=True)
 
 
 def _core_module_names(data: bytes, modules: int) -> Optional[List[str]]:
