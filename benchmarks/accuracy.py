@@ -45,9 +45,10 @@ import sigprof  # noqa: E402
 from guestprofiler import NativeGuestProfiler  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-PARTS = ["part_small", "part_large", "part_deep", "part_host_burn", "part_host_sleep"]
+PARTS = ["part_small", "part_large", "part_deep", "part_host_burn", "part_host_sleep",
+         "part_host_short"]
 PARAMS = {"part_small": 3_000_000, "part_large": 12_000_000, "part_deep": 6_000_000,
-          "part_host_burn": 60_000, "part_host_sleep": 3}
+          "part_host_burn": 60_000, "part_host_sleep": 3, "part_host_short": 400}
 
 
 def burn_py(n: int) -> None:
@@ -58,6 +59,10 @@ def burn_py(n: int) -> None:
 
 def sleep_py(ms: int) -> None:
     time.sleep(ms / 1000)
+
+
+def nop_py() -> None:
+    pass
 
 
 class Guest:
@@ -72,6 +77,7 @@ class Guest:
         i32 = wasmtime.ValType.i32()
         linker.define_func("env", "burn_py", wasmtime.FuncType([i32], []), burn_py)
         linker.define_func("env", "sleep_py", wasmtime.FuncType([i32], []), sleep_py)
+        linker.define_func("env", "nop_py", wasmtime.FuncType([], []), nop_py)
         return store, linker.instantiate(store, self.module).exports(store)
 
     def run_args(self, rounds: int):

@@ -5,6 +5,7 @@
   ;; that cannot see host frames.
   (import "env" "burn_py" (func $burn_py (param i32)))
   (import "env" "sleep_py" (func $sleep_py (param i32)))
+  (import "env" "nop_py" (func $nop_py))
 
   (func $mix (param $iters i32) (result i32)
     (local $i i32) (local $acc i32)
@@ -29,8 +30,17 @@
   (func $part_host_sleep (export "part_host_sleep") (param $ms i32) (result i32)
     (call $sleep_py (local.get $ms)) (i32.const 0))
 
+  ;; Short host calls in a loop: the CPU is wasmtime-py's crossing each way.
+  (func $part_host_short (export "part_host_short") (param $calls i32) (result i32)
+    (local $i i32)
+    (loop $l
+      (call $nop_py)
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br_if $l (i32.lt_u (local.get $i) (local.get $calls))))
+    (i32.const 0))
+
   (func (export "run") (param $rounds i32) (param $small i32) (param $large i32) (param $deep i32)
-        (param $burn i32) (param $sleep i32) (result i32)
+        (param $burn i32) (param $sleep i32) (param $short i32) (result i32)
     (local $r i32) (local $acc i32)
     (loop $outer
       (local.set $acc (i32.add (local.get $acc) (call $part_small (local.get $small))))
@@ -38,6 +48,7 @@
       (local.set $acc (i32.add (local.get $acc) (call $part_deep (local.get $deep))))
       (drop (call $part_host_burn (local.get $burn)))
       (drop (call $part_host_sleep (local.get $sleep)))
+      (drop (call $part_host_short (local.get $short)))
       (local.set $r (i32.add (local.get $r) (i32.const 1)))
       (br_if $outer (i32.lt_u (local.get $r) (local.get $rounds))))
     (local.get $acc)))

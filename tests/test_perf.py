@@ -128,12 +128,14 @@ def test_perf_with_the_wall_clock_is_refused():
 @needs_perf
 def test_the_mixed_guest_is_sampled_in_every_part_at_the_fine_rate():
     # How close each part's share comes to CPU ground truth is a measured figure, not a
-    # test: benchmarks/fine_rate.py (0.31 pp median, 0.54 worst of 5, idle machine).  On
+    # test: benchmarks/fine_rate.py (0.43 pp median, 0.49 worst of 5, idle machine).  On
     # a loaded machine the parts' own CPU costs shift between the ground-truth runs and
     # the profiled one (4.3 pp seen at ~5000 samples, where sampling alone explains 2.6),
     # so no bound derived from the sample count holds.  What must hold: perf events at
-    # 0.25 ms, nothing dropped, and every part seen -- the smallest, the sleeping host
-    # function, is ~1.5% of ~5000 samples (~75 expected; none by chance: < 1e-30).
+    # 0.25 ms, nothing dropped, and every part seen but the sleeping host function
+    # (its CPU is one call's crossing a round, ~0.1-0.2% of ~4300 samples: 4-9
+    # expected, missed by chance up to e^-4 ~ 2e-2, too often to test).  The smallest
+    # of the rest, the short host calls, is ~3.8% (~160 expected; none: < 1e-60).
     import sys
     from conftest import ROOT
     sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -148,7 +150,7 @@ def test_the_mixed_guest_is_sampled_in_every_part_at_the_fine_rate():
     assert prof.meta["tick_source"] == "perf" and prof.dropped == 0
     assert prof.samples > 1000
     measured = inclusive(stacks_by_name(prof.recording))
-    assert all(measured.get(part, 0) > 0 for part in PARTS), measured
+    assert all(measured.get(part, 0) > 0 for part in PARTS if part != "part_host_sleep"), measured
 
 
 @needs_perf
