@@ -76,8 +76,8 @@ def test_continuous_writes_a_profile_per_period_and_keeps_the_newest(go, tmp_pat
     seen = set()
 
     def three_periods_written() -> bool:
-        if profiles.is_dir():
-            seen.update(p.name for p in profiles.iterdir())
+        if profiles.is_dir():      # (a profile being written is a .tmp file beside them)
+            seen.update(p.name for p in profiles.iterdir() if p.name.endswith(".pb.gz"))
         return len(seen) >= 3
     with running_cli("run", "--continuous", str(profiles), "--period", "1", "--keep", "2",
                      "app.py", str(stop), cwd=tmp_path, stdout=subprocess.PIPE,
