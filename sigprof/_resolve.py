@@ -133,10 +133,10 @@ def image_lines(ref: ModuleRef, symbols: SymbolTable) -> Optional[ImageLines]:
     return ImageLines(address_map, dwarf)
 
 
-# Functions whose compiled code code_mismatch checks against a binary's bodies,
-# spread evenly over the module: a build at another optimisation level moves
-# nearly every body, so a thousand find it; all of a 50k-function module's take
-# a second.
+# At most this many functions' compiled code code_mismatch checks against a
+# binary's bodies, spread evenly over the module: a build at another
+# optimisation level moves nearly every body, so a thousand find it; all of a
+# 50k-function module's take a second.
 CODE_CHECKS = 1000
 
 
@@ -148,12 +148,14 @@ def code_mismatch(address_map: AddressMap, functions: Sequence[Tuple[int, int, i
     function (``functions``: index, .text offset, size) came from; in the binary
     it was compiled from, that is inside the function's own body.  A stripped
     build and its ``-g`` twin have the same code section; a build at another
-    ``-O`` has other bodies, which ``names_mismatch`` (program structure) does not see."""
+    ``-O`` has other bodies, which ``names_mismatch`` (program structure) does not see.
+    (wasmtime's own wasm-level inlining, off by default, would put a callee's
+    positions in its caller's code: such a build is refused, its lines not used.)"""
     if binary is None or not binary.bodies:
         return None
     imported = sum(1 for i in binary.imports if i.kind == "func")
     offsets, positions = address_map.text_offsets, address_map.file_positions
-    for index, text_start, size in functions[::max(1, len(functions) // CODE_CHECKS)]:
+    for index, text_start, size in functions[::-(-len(functions) // CODE_CHECKS) or 1]:
         body = index - imported
         if not 0 <= body < len(binary.bodies):
             return f"it has no body for function {index}"
@@ -528,7 +530,8 @@ def read_images(modules: Sequence[ModuleRef], stacks: DistinctStacks,
     for image_range, parts in discovered.items():
         images += parts
         path = _module_files.file_of(image_range)
-        if path is not None and len(parts) == 1 and isinstance(parts[0].symbols, SymbolTable):
+        if (path is not None and len(parts) == 1 and parts[0].allowed   # (an opaque frame shows neither)
+                and isinstance(parts[0].symbols, SymbolTable)):
             found = _file_lines(image_range, path, parts[0].symbols)
             if found is not None:
                 lines_of[id(parts[0])] = found
@@ -545,7 +548,9 @@ def _file_lines(image_range: Tuple[int, int], path: str, symbols: SymbolTable
         binary = wasm_bytes(path)
         names = read_wasm(binary)
         address_map = read_address_map(wt.read_memory, *image_range)
-        if address_map is None or code_mismatch(address_map, symbols.function_ranges(), names):
+        functions = symbols.function_ranges()
+        if (address_map is None or len(names.bodies) != len(functions)
+                or code_mismatch(address_map, functions, names)):
             return None
         symbols.name = os.path.basename(path)
         binary, _ = with_external_dwarf(binary, os.path.dirname(path))

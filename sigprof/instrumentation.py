@@ -126,8 +126,10 @@ def _module_init(self: wasmtime.Module, engine: wasmtime.Engine,
 def _from_file(cls: Any, engine: wasmtime.Engine,
                path: "Union[str, bytes, os.PathLike[str]]") -> wasmtime.Module:
     module: wasmtime.Module = _ORIGINAL["from_file"].__func__(cls, engine, path)
-    if not isinstance(path, bytes):     # the file a discovered image's DWARF is read from
-        _module_files.remember(module_image_range(module), os.path.abspath(os.fspath(path)))
+    try:                                 # the file a discovered image's DWARF is read from
+        _module_files.remember(module_image_range(module), os.path.abspath(os.fsdecode(path)))
+    except Exception:                    # (sigprof's bookkeeping must not fail the application)
+        pass
     return module
 
 

@@ -253,9 +253,13 @@ class SymbolTable:
                                for (at, length), elf in ((table.get(index, (0, 0)), elf)
                                                          for _, index, elf in named))
 
+                def names_of(table: Dict[int, Tuple[int, int]]) -> Dict[int, bytes]:
+                    return {index: data[at:at + length] for index, (at, length) in table.items()}
+
                 table = function_name_table(self._info_data()[0], len(data),
                                             max(index for _, index, _ in named),
-                                            whole=not self.component_part, fits=made_from)
+                                            whole=not self.component_part, fits=made_from,
+                                            names_of=names_of)
                 if table is not None:
                     names = {index: data[at:at + length].decode("utf-8", "replace")
                              for index, (at, length) in table.items()}
@@ -523,7 +527,8 @@ def _varint_before(data: bytes, end: int) -> Optional[Tuple[int, int]]:
 
 def function_name_table(info: bytes, name_data_size: int, last_named: int,
                         whole: bool = True,
-                        fits: Callable[[Dict[int, Tuple[int, int]]], bool] = lambda table: True
+                        fits: Callable[[Dict[int, Tuple[int, int]]], bool] = lambda table: True,
+                        names_of: Callable[[Dict[int, Tuple[int, int]]], object] = lambda table: table
                         ) -> Optional[Dict[int, Tuple[int, int]]]:
     """wasmtime's table of the module's function names, from ``.wasmtime.info``:
     function index -> (offset, length) of its name in ``.name.wasm``.
@@ -540,7 +545,8 @@ def function_name_table(info: bytes, name_data_size: int, last_named: int,
     order across the one section, so a part's table may start and end anywhere
     (and the longest reading of each place is taken).  A place that reads so and
     ``fits`` (the caller's check against the symbols) is the table; none, or two
-    that differ, is None, and the caller keeps what it had.  Checked against
+    whose ``names_of`` differ (two core modules of one component with the same
+    names are one answer), is None, and the caller keeps what it had.  Checked against
     38.0.0, 44.0.0, 47.0.1 and 50.0.1."""
     if name_data_size <= 0:
         return None
@@ -554,7 +560,7 @@ def function_name_table(info: bytes, name_data_size: int, last_named: int,
         table = read[1]
         if max(at + length for at, length in table.values()) > name_data_size or not fits(table):
             continue
-        if found is not None and found != table:
+        if found is not None and names_of(found) != names_of(table):
             return None                       # ambiguous: trust neither
         found = table
     return found
