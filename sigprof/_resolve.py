@@ -38,6 +38,7 @@ import contextlib
 import dataclasses
 import enum
 import gc
+import math
 import os
 import threading
 from collections import OrderedDict
@@ -155,7 +156,8 @@ def code_mismatch(address_map: AddressMap, functions: Sequence[Tuple[int, int, i
         return None
     imported = sum(1 for i in binary.imports if i.kind == "func")
     offsets, positions = address_map.text_offsets, address_map.file_positions
-    for index, text_start, size in functions[::-(-len(functions) // CODE_CHECKS) or 1]:
+    step = max(1, math.ceil(len(functions) / CODE_CHECKS))       # at most CODE_CHECKS
+    for index, text_start, size in functions[::step]:
         body = index - imported
         if not 0 <= body < len(binary.bodies):
             return f"it has no body for function {index}"

@@ -250,11 +250,11 @@ def read_wasm(data: bytes) -> WasmInfo:
                 exports[name] = (_KIND_NAMES.get(kind, "other"), index)
         elif section == _CODE:
             for _ in range(body.u32()):
-                size = body.u32()
-                if body.pos + size > body.end:
+                body_size = body.u32()
+                if body.pos + body_size > body.end:
                     raise WasmFormatError("a function body runs past the code section")
-                bodies.append((body.pos, body.pos + size))
-                body.pos += size
+                bodies.append((body.pos, body.pos + body_size))
+                body.pos += body_size              # (not take(): no copy of the code)
         elif section == _CUSTOM and body.name() == "name":
             module_name, names = _name_section(body)
     return WasmInfo(imports, exports, names, module_name,

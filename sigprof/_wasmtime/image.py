@@ -245,24 +245,23 @@ class SymbolTable:
             names: Optional[Dict[int, str]] = None
             if named and len({module for module, _, _ in named}) == 1:   # a core module
 
+                def decoded(table: Dict[int, Tuple[int, int]]) -> Dict[int, str]:
+                    return {index: data[at:at + length].decode("utf-8", "replace")
+                            for index, (at, length) in table.items()}
+
                 def made_from(table: Dict[int, Tuple[int, int]]) -> bool:
                     """The table these symbols were made with: each symbol's name
                     begins with its table name up to the symbol's first ``?``."""
-                    return all(data[at:at + length].decode("utf-8", "replace")
-                               .startswith(elf.split("?")[0])
-                               for (at, length), elf in ((table.get(index, (0, 0)), elf)
-                                                         for _, index, elf in named))
-
-                def names_of(table: Dict[int, Tuple[int, int]]) -> Dict[int, bytes]:
-                    return {index: data[at:at + length] for index, (at, length) in table.items()}
+                    given = decoded(table)
+                    return all(given.get(index, "").startswith(elf.split("?")[0])
+                               for _, index, elf in named)
 
                 table = function_name_table(self._info_data()[0], len(data),
                                             max(index for _, index, _ in named),
                                             whole=not self.component_part, fits=made_from,
-                                            names_of=names_of)
+                                            names_of=decoded)
                 if table is not None:
-                    names = {index: data[at:at + length].decode("utf-8", "replace")
-                             for index, (at, length) in table.items()}
+                    names = decoded(table)
             self._section_names = names if names is not None else _names_in_order(
                 [(index, elf) for _, index, elf in named], data)
         return self._section_names
